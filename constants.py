@@ -1,0 +1,41 @@
+"""Defaults for the robot task server.
+
+Only values live here. main.py reads them once at start-up and passes them
+into constructors; deeper layers never import this module.
+"""
+
+# --- HTTP -------------------------------------------------------------------
+HTTP_SERVER_HOST = "0.0.0.0"
+HTTP_SERVER_PORT = 8090  # the guide: change it here and it applies everywhere
+LISTEN_BACKLOG = 128  # the stdlib default of 5 drops SYNs under bursts (1-1.5 s p99)
+MAX_BODY_BYTES = 64 * 1024
+MAX_QUEUE_SIZE = 1000  # unfinished tasks (pending + running) accepted at once
+RECENT_TASKS_IN_STATUS = 10  # /queue/status lists this many newest tasks
+MAX_WAIT_S = 60.0  # upper bound for ?wait= long-polls
+SYNC_WAIT_TIMEOUT_S = 3600.0  # a sync request never waits longer than this
+
+# --- Execution ----------------------------------------------------------------
+DEFAULT_MODE = "queue"  # "sync" or "queue"
+AUTO_RESUME = False  # after a fault or an interrupted task the queue holds until resumed
+SHUTDOWN_GRACE_S = 10.0  # on SIGTERM the running task gets this long, then STOP
+KEEP_DAYS = 30  # finished tasks older than this are pruned
+DB_PATH = "data/tasks.db"
+
+# --- Robot link -------------------------------------------------------------------
+ROBOT_PORT = "sim"  # "sim" starts the built-in simulator on a pseudo-terminal
+ROBOT_BAUDRATE = 115200
+ROBOT_TIMEOUT_S = 30.0  # silence (no ack/progress/heartbeat/result) that fails a command
+# Per-command silence limits for actions whose steps are long and quiet.
+ROBOT_COMMAND_TIMEOUTS_S = {
+    "HOME": 60.0,
+    "SCAN_QRCODE": 60.0,
+}
+ROBOT_WRITE_TIMEOUT_S = 2.0
+ROBOT_RECONNECT_MIN_S = 1.0
+ROBOT_RECONNECT_MAX_S = 30.0
+SIM_SPEED = 1.0  # 1 = realistic durations; 50 = fifty times faster
+
+# --- Logging --------------------------------------------------------------------
+LOG_LEVEL = "INFO"
+LOG_FILE_MAX_BYTES = 5 * 1024 * 1024
+LOG_FILE_BACKUPS = 5

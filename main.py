@@ -1,0 +1,274 @@
+"""Robot task server: menus, flags and wiring. Everything else lives in packages.
+
+    python main.py                      # interactive menus (as in the user guide)
+    python main.py serve --mode queue   # no questions: for scripts and services
+    python main.py run FILE.json        # run one command file on the robot, print the result
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import constants
+
+SERVE_HINT = "python main.py serve --mode queue"
+
+
+class MenuExit(SystemExit):
+    pass
+
+
+# -- flags ------------------------------------------------------------------------------
+def _robot_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--robot", help=f"serial port or URL, or 'sim' (default {constants.ROBOT_PORT})")
+    p.add_argument("--baud", type=int, help=f"baud rate (default {constants.ROBOT_BAUDRATE})")
+    p.add_argument("--sim-speed", type=float,
+                   help=f"simulator speed factor (default {constants.SIM_SPEED})")
+    p.add_argument("--robot-timeout", type=float,
+                   help=f"seconds of robot silence that fail a command "
+                        f"(default {constants.ROBOT_TIMEOUT_S:g})")
+    p.add_argument("--log-level", help=f"logging level (default {constants.LOG_LEVEL})")
+    p.add_argument("--log-file", help="also log to this file (rotated)")
+
+
+def _server_flags(p: argparse.ArgumentParser, *, with_mode: bool = True) -> None:
+    if with_mode:
+        p.add_argument("--mode", choices=("sync", "queue"), help="execution mode")
+    p.add_argument("--host", help=f"listen address (default {constants.HTTP_SERVER_HOST})")
+    p.add_argument("--port", type=int, help=f"listen port (default {constants.HTTP_SERVER_PORT})")
+    p.add_argument("--db", help=f"task database file (default {constants.DB_PATH})")
+    p.add_argument("--auto-resume", action="store_true", default=None,
+                   help="do not hold the queue after a fault or an interrupted task")
+    p.add_argument("--max-queue", type=int,
+                   help=f"most unfinished tasks accepted (default {constants.MAX_QUEUE_SIZE})")
+    p.add_argument("--keep-days", type=float,
+                   help=f"days finished tasks are kept (default {constants.KEEP_DAYS})")
+    p.add_argument("--shutdown-grace", type=float,
+                   help=f"seconds the running task may finish at shutdown before STOP "
+                        f"(default {constants.SHUTDOWN_GRACE_S:g})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py", description="HTTP task server for a lab robot on a serial port.",
+        epilog=f"Without a command, menus ask what no flag gave. For services: {SERVE_HINT}")
+    _server_flags(parser)
+    _robot_flags(parser)
+    sub = parser.add_subparsers(dest="command")
+    # SUPPRESS: a flag not given after the command keeps the value given before it.
+    serve = sub.add_parser("serve", help="run the HTTP server (no menus)",
+                           argument_default=argparse.SUPPRESS)
+    _server_flags(serve)
+    _robot_flags(serve)
+    run = sub.add_parser("run", help="run one command file on the robot and print the result",
+                         argument_default=argparse.SUPPRESS)
+    run.add_argument("file", help="command JSON file, e.g. SCAN_QR_CODE_command.json")
+    _robot_flags(run)
+    sub.add_parser("ports", help="list serial ports")
+    return parser
+
+
+# -- menus -------------------------------------------------------------------------------
+def ask(prompt: str, choices: dict[str, str], *, read: Callable[[str], str] = input) -> str:
+    """Ask until one of `choices` is typed; end of input exits naming the serve command."""
+    while True:
+        try:
+            answer = read(prompt).strip()
+        except EOFError:
+            print(f"\nNo answer (end of input). To start without questions, use:\n"
+                  f"  {SERVE_HINT}", file=sys.stderr)
+            raise MenuExit(2) from None
+        if answer in choices:
+            return choices[answer]
+        print(f"Please type one of: {', '.join(choices)}")
+
+
+def fill_from_menus(args: argparse.Namespace) -> None:
+    if args.command is None:
+        print("Robot task server\n  1) HTTP server mode\n  2) Local mode (run one command file)")
+        args.command = ask("Choose mode [1/2]: ", {"1": "serve", "2": "run"})
+    if args.command == "serve" and args.mode is None:
+        print("Execution mode\n  1) Sync mode: each request waits until the robot is done\n"
+              "  2) Queue mode (recommended): returns a task_id at once, tasks run in order")
+        args.mode = ask("Choose execution mode [1/2]: ", {"1": "sync", "2": "queue"})
+    if args.command == "run" and getattr(args, "file", None) is None:
+        try:
+            args.file = input("Command file [SCAN_QR_CODE_command.json]: ").strip() \
+                or "SCAN_QR_CODE_command.json"
+        except EOFError:
+            print("\nNo answer (end of input). Use: python main.py run FILE.json",
+                  file=sys.stderr)
+            raise MenuExit(2) from None
+
+
+def _pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+# -- logging -----------------------------------------------------------------------------
+def setup_logging(level: str | None, log_file: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_file:
+        handlers.append(logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=constants.LOG_FILE_MAX_BYTES,
+            backupCount=constants.LOG_FILE_BACKUPS, encoding="utf-8"))
+    logging.basicConfig(level=(level or constants.LOG_LEVEL).upper(), handlers=handlers,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def lan_ip() -> str:
+    """This machine's LAN address for the banner (no packets are sent)."""
+    try:
+        addresses = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except OSError:
+        return "127.0.0.1"
+    for *_, sockaddr in addresses:
+        if not str(sockaddr[0]).startswith("127."):
+            return str(sockaddr[0])
+    return "127.0.0.1"
+
+
+# -- commands ----------------------------------------------------------------------------
+def serve(args: argparse.Namespace) -> int:
+    from robot import RobotLinkError
+    from server.runtime import RobotServer, ServerSettings
+    from tasks.store import StoreError
+
+    settings = ServerSettings(
+        mode=_pick(args.mode, constants.DEFAULT_MODE),
+        host=_pick(args.host, constants.HTTP_SERVER_HOST),
+        port=_pick(args.port, constants.HTTP_SERVER_PORT),
+        robot=_pick(args.robot, constants.ROBOT_PORT),
+        baudrate=_pick(args.baud, constants.ROBOT_BAUDRATE),
+        db=_pick(args.db, constants.DB_PATH),
+        sim_speed=_pick(args.sim_speed, constants.SIM_SPEED),
+        robot_timeout=_pick(args.robot_timeout, constants.ROBOT_TIMEOUT_S),
+        command_timeouts=dict(constants.ROBOT_COMMAND_TIMEOUTS_S),
+        write_timeout=constants.ROBOT_WRITE_TIMEOUT_S,
+        reconnect_min=constants.ROBOT_RECONNECT_MIN_S,
+        reconnect_max=constants.ROBOT_RECONNECT_MAX_S,
+        auto_resume=_pick(args.auto_resume, constants.AUTO_RESUME),
+        max_queue=_pick(args.max_queue, constants.MAX_QUEUE_SIZE),
+        max_body=constants.MAX_BODY_BYTES,
+        max_wait=constants.MAX_WAIT_S,
+        sync_timeout=constants.SYNC_WAIT_TIMEOUT_S,
+        recent_in_status=constants.RECENT_TASKS_IN_STATUS,
+        shutdown_grace=_pick(args.shutdown_grace, constants.SHUTDOWN_GRACE_S),
+        keep_days=_pick(args.keep_days, constants.KEEP_DAYS),
+        backlog=constants.LISTEN_BACKLOG,
+    )
+    if settings.sim_speed <= 0:
+        print("--sim-speed must be greater than 0", file=sys.stderr)
+        return 2
+    server = RobotServer(settings)
+    try:
+        server.start()
+    except (StoreError, RobotLinkError, OSError) as exc:
+        print(f"Cannot start: {exc}", file=sys.stderr)
+        return 1
+    print_banner(server)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        logging.getLogger("main").info("signal %d: shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    stop.wait()
+    server.stop()
+    print("Server stopped.")
+    return 0
+
+
+def print_banner(server: Any) -> None:
+    s = server.settings
+    host, port = server.address
+    if s.mode == "queue":
+        print("✓ Queue mode enabled\n  - commands are queued and run one after another\n"
+              "  - POST / returns a task_id at once; ask GET /task/<task_id>")
+    else:
+        print("✓ Sync mode enabled\n  - each POST / waits until the robot has finished\n"
+              "  - long actions may exceed client time-outs: prefer queue mode")
+    where = " (all network interfaces)" if host in ("0.0.0.0", "::") else ""
+    print(f"\n✓ HTTP server started\nListening on: {host}:{port}{where}\n"
+          f"LAN IP: {lan_ip()}\nMode: {s.mode} mode\nRobot port: {server.robot_port}"
+          + (" (built-in simulator)" if s.robot == "sim" else ""))
+    if server.interrupted:
+        print(f"\n! Interrupted task(s) marked failed: {', '.join(server.interrupted)}")
+    if server.manager.paused:
+        print(f"! The queue is held: {server.manager.pause_reason}\n"
+              f"  Resume with: curl -X POST http://{lan_ip()}:{port}/queue/resume")
+    sys.stdout.flush()
+
+
+def run_local(args: argparse.Namespace) -> int:
+    from robot import RobotLink, RobotLinkError, RobotSimulator
+    from tasks.commands import CommandError, partial_result, validate_command
+
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            cmd_type, params = validate_command(json.load(fh))
+    except (OSError, ValueError) as exc:
+        message = exc.message if isinstance(exc, CommandError) else str(exc)
+        print(f"Cannot use {args.file}: {message}", file=sys.stderr)
+        return 2
+    simulator = None
+    port = _pick(args.robot, constants.ROBOT_PORT)
+    if port == "sim":
+        simulator = RobotSimulator(speed=_pick(args.sim_speed, constants.SIM_SPEED))
+        port = simulator.start()
+    link = RobotLink(port, _pick(args.baud, constants.ROBOT_BAUDRATE),
+                     robot_timeout=_pick(args.robot_timeout, constants.ROBOT_TIMEOUT_S),
+                     command_timeouts=dict(constants.ROBOT_COMMAND_TIMEOUTS_S))
+    try:
+        link.start(require_connection=True)
+        outcome = link.execute(cmd_type, params, on_progress=lambda e: print(
+            f"  {e.get('done')}/{e.get('total')} {e.get('message') or ''}", flush=True))
+    except RobotLinkError as exc:
+        print(f"Cannot reach the robot: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        link.stop()
+        if simulator is not None:
+            simulator.stop()
+    result = {"success": outcome.success, "message": outcome.message,
+              **partial_result(cmd_type, outcome.items), **(outcome.data or {})}
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+    return 0 if outcome.success else 1
+
+
+def list_ports_command(args: argparse.Namespace) -> int:
+    from robot import list_ports
+
+    ports = list_ports()
+    if not ports:
+        print("No serial ports found. Use --robot sim for the built-in simulator.")
+    for port in ports:
+        print(f"{port['device']}\t{port.get('description', '')}\t{port.get('hwid', '')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        fill_from_menus(args)
+    except MenuExit as exc:
+        return int(exc.code or 2)
+    setup_logging(getattr(args, "log_level", None), getattr(args, "log_file", None))
+    commands = {"serve": serve, "run": run_local, "ports": list_ports_command}
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

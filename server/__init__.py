@@ -1,0 +1,1 @@
+"""The HTTP front end: routing, request parsing and the dashboard's static files."""

@@ -1,0 +1,47 @@
+"""The application objects a request handler may reach, held by the HTTP server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.events import EventBus
+from tasks.manager import TaskManager
+from tasks.worker import Worker
+
+
+@dataclass
+class ServerConfig:
+    mode: str = "queue"  # "sync" or "queue"
+    max_body: int = 64 * 1024
+    max_wait: float = 60.0
+    sync_timeout: float = 3600.0
+    recent_in_status: int = 10
+    request_timeout: float = 10.0  # per read, and idle keep-alive
+    api_token: str | None = None
+    static_dir: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Application:
+    manager: TaskManager
+    worker: Worker
+    link: Any  # robot.RobotLink (typed loosely so tests may pass a double)
+    events: EventBus
+    config: ServerConfig
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        robot = self.robot_info()
+        alive = self.worker.alive
+        status = "ok" if alive and robot.get("connected") else "degraded"
+        if not alive:
+            status = "down"
+        body = {"status": status, "mode": self.config.mode, "worker_alive": alive,
+                "robot": {k: robot.get(k) for k in ("connected", "port", "last_seen",
+                                                     "firmware", "error")},
+                **self.manager.queue_state()}
+        return (200 if alive else 503), body
+
+    def robot_info(self) -> dict[str, Any]:
+        return dict(self.link.info())

@@ -1,0 +1,304 @@
+"""Route functions: each takes a Request and returns data. No robot I/O here
+except through the worker's operator actions."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from server.errors import ApiError
+from server.http import Request, Response, Router, StreamResponse, public
+from tasks.commands import CommandError, command_catalog, validate_command
+from tasks.events import TooManySubscribers
+from tasks.manager import TaskError
+from tasks.models import ALL_STATUSES, FINAL_STATUSES
+from tasks.store import IdempotencyConflict, StoreWriteError
+
+QUEUED_MESSAGE = "任务已加入队列"  # the guide's wording: clients may match on it
+QUEUED_NOTE = "使用 GET /task/<task_id> 查询任务状态"
+KEEPALIVE_S = 15.0
+
+
+# -- helpers ---------------------------------------------------------------------------
+def _json_content_type(req: Request) -> None:
+    ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise ApiError("Content-Type must be application/json", 415)
+
+
+def _command(req: Request) -> tuple[str, dict[str, Any]]:
+    if "Content-Length" not in req.headers:
+        raise ApiError("a JSON body with Content-Length is required", 411)
+    _json_content_type(req)
+    body = req.json()
+    if not isinstance(body, dict):
+        raise ApiError("the request body must be a JSON object", 400)
+    try:
+        return validate_command(body)
+    except CommandError as exc:
+        raise ApiError(exc.message, 422, extra={"field": exc.field}) from None
+
+
+def _idempotency_key(req: Request) -> str | None:
+    key = req.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not key or len(key) > 255 or not all(32 <= ord(c) < 127 for c in key):
+        raise ApiError("Idempotency-Key must be 1-255 printable ASCII characters", 400)
+    return key
+
+
+def _task_error(exc: TaskError) -> ApiError:
+    return ApiError(exc.message, exc.status, headers=exc.headers)
+
+
+def _get_task(req: Request) -> dict[str, Any]:
+    task = req.app.manager.get(req.params["task_id"])
+    if task is None:
+        raise ApiError(f"no task {req.params['task_id']}", 404)
+    return task
+
+
+def _submit(req: Request, cmd_type: str, params: dict[str, Any], *,
+            retry_of: str | None = None) -> tuple[dict[str, Any], bool]:
+    try:
+        result = req.app.manager.submit(cmd_type, params, retry_of=retry_of,
+                                        idempotency_key=_idempotency_key(req))
+    except TaskError as exc:
+        raise _task_error(exc) from None
+    except IdempotencyConflict as exc:
+        raise ApiError("this Idempotency-Key was already used with a different command "
+                       f"(task {exc.task_id})", 422) from None
+    except StoreWriteError as exc:
+        raise ApiError(f"the task was not accepted: {exc}", 503,
+                       headers={"Retry-After": "5"}) from None
+    return result.task, result.created
+
+
+def _accepted(req: Request, task: dict[str, Any], created: bool) -> Response:
+    status = req.app.manager.queue_status(recent=0)
+    body: dict[str, Any] = {
+        "success": True, "message": QUEUED_MESSAGE, "task_id": task["task_id"],
+        "queue_size": status["queue_size"], "note": QUEUED_NOTE, "status": task["status"],
+    }
+    headers = {"Location": f"/task/{task['task_id']}"}
+    if not created:
+        body["message"] = "task already submitted with this Idempotency-Key"
+        headers["Idempotent-Replayed"] = "true"
+    if status["paused"]:
+        body["queue_paused"] = True
+        body["pause_reason"] = status["pause_reason"]
+        body["warning"] = f"the queue is paused ({status['pause_reason']}); the task waits " \
+                          "until POST /queue/resume"
+    if "queue_position" in task:
+        body["queue_position"] = task["queue_position"]
+    return Response(202, body, headers)
+
+
+# -- tasks -----------------------------------------------------------------------------
+def submit(req: Request) -> Response:
+    if req.query.get("dry_run") in ("1", "true"):
+        return validate(req)
+    cmd_type, params = _command(req)
+    task, created = _submit(req, cmd_type, params)
+    if req.app.config.mode != "sync":
+        return _accepted(req, task, created)
+    # Sync mode is queue mode plus a wait: the robot still runs one task at a time.
+    deadline = time.monotonic() + req.app.config.sync_timeout
+    while task["status"] not in FINAL_STATUSES:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ApiError("the command did not finish in time; ask GET /task/<task_id>", 504,
+                           extra={"task_id": task["task_id"]})
+        task = req.app.manager.wait(task["task_id"], min(remaining, 60.0)) or task
+    result = dict(task["result"] or {})
+    result["task_id"] = task["task_id"]
+    result["status"] = task["status"]
+    return Response(200, result, {"Location": f"/task/{task['task_id']}"})
+
+
+def validate(req: Request) -> Response:
+    cmd_type, params = _command(req)
+    return Response(200, {"success": True, "message": "the command is valid; nothing was queued",
+                          "command": {"cmd_type": cmd_type, "params": params}})
+
+
+def get_task(req: Request) -> Response:
+    wait = req.query_number("wait", low=0, high=req.app.config.max_wait)
+    task = _get_task(req)
+    if wait and task["status"] not in FINAL_STATUSES:
+        task = req.app.manager.wait(task["task_id"], wait) or task
+    return Response(200, task)
+
+
+def task_transcript(req: Request) -> Response:
+    task = _get_task(req)
+    lines = req.app.manager.transcript(task["task_id"])
+    return Response(200, {"task_id": task["task_id"], "status": task["status"],
+                          "transcript": lines or []})
+
+
+def cancel_task(req: Request) -> Response:
+    task_id = req.params["task_id"]
+    try:
+        state = req.app.worker.cancel(task_id)
+    except TaskError as exc:
+        raise _task_error(exc) from None
+    if state == "cancelled":
+        return Response(200, {"success": True, "task_id": task_id, "status": "cancelled",
+                              "message": "the task was cancelled before it reached the robot"})
+    return Response(202, {"success": True, "task_id": task_id, "status": "running",
+                          "message": "STOP was sent to the robot; the task becomes cancelled "
+                                     "when the robot confirms"})
+
+
+def retry_task(req: Request) -> Response:
+    old = _get_task(req)
+    if old["status"] not in ("failed", "cancelled"):
+        raise ApiError(f"only a failed or cancelled task can be retried; {old['task_id']} is "
+                       f"{old['status']}", 409)
+    task, created = _submit(req, old["cmd_type"], old["params"], retry_of=old["task_id"])
+    response = _accepted(req, task, created)
+    response.body["retry_of"] = old["task_id"]
+    return response
+
+
+def list_tasks(req: Request) -> Response:
+    status = req.query.get("status") or None
+    if status is not None and status not in ALL_STATUSES:
+        raise ApiError(f"unknown status {status!r}; one of {', '.join(ALL_STATUSES)}", 400)
+    cmd_type = req.query.get("cmd_type") or None
+    limit = req.query_int("limit", default=50, low=1, high=500)
+    offset = req.query_int("offset", default=0, low=0, high=10**9)
+    cursor = req.query.get("cursor") or None
+    if cursor is not None and not cursor.isdigit():
+        raise ApiError("cursor must be the next_cursor of a previous page", 400)
+    tasks, last_seq = req.app.manager.list_page(
+        status=status, cmd_type=cmd_type, limit=limit, offset=0 if cursor else offset,
+        before_seq=int(cursor) if cursor else None)
+    next_cursor = str(last_seq) if len(tasks) == limit and last_seq is not None else None
+    return Response(200, {"tasks": tasks, "count": len(tasks), "limit": limit,
+                          "offset": offset, "next_cursor": next_cursor,
+                          "total": req.app.manager.count(status=status, cmd_type=cmd_type)})
+
+
+# -- queue -------------------------------------------------------------------------------
+def queue_status(req: Request) -> Response:
+    wait = req.query_number("wait", low=0, high=req.app.config.max_wait)
+    if wait:
+        since = req.query_int("since", default=req.app.events.version, low=0, high=10**12)
+        req.app.events.wait_for_change(since, wait)
+    return Response(200, req.app.manager.queue_status(req.app.config.recent_in_status))
+
+
+def queue_pause(req: Request) -> Response:
+    reason = "paused by the operator"
+    if req.body.strip():
+        _json_content_type(req)
+        body = req.json()
+        if isinstance(body, dict) and isinstance(body.get("reason"), str) and body["reason"]:
+            reason = body["reason"][:200]
+    return Response(200, {"success": True, **req.app.manager.pause(reason)})
+
+
+def queue_resume(req: Request) -> Response:
+    return Response(200, {"success": True, **req.app.manager.resume()})
+
+
+# -- robot ---------------------------------------------------------------------------------
+def robot_stop(req: Request) -> Response:
+    state = req.app.worker.emergency_stop()
+    message = "STOP sent to the robot; the queue is paused" if state["stop_sent"] else \
+        "the robot is not connected: STOP could not be sent; the queue is paused"
+    return Response(200, {"success": bool(state["stop_sent"]), "message": message, **state})
+
+
+def robot_info(req: Request) -> Response:
+    return Response(200, req.app.robot_info())
+
+
+@public
+def health(req: Request) -> Response:
+    status, body = req.app.health()
+    return Response(status, body)
+
+
+def commands(req: Request) -> Response:
+    return Response(200, {"commands": command_catalog()})
+
+
+@public  # the page shell must load before it can ask for a token
+def service(req: Request) -> Response:
+    accept = (req.headers.get("Accept") or "").lower()
+    static = req.app.config.static_dir
+    if static and "text/html" in accept:
+        from server.static_files import serve_static
+        return serve_static(req, "index.html")
+    return Response(200, {
+        "service": "robot task server", "mode": req.app.config.mode,
+        "submit": "POST / with a JSON command", "task": "GET /task/<task_id>",
+        "queue": "GET /queue/status", "tasks": "GET /tasks", "events": "GET /events",
+        "commands": "GET /commands", "health": "GET /health",
+    })
+
+
+# -- live events -----------------------------------------------------------------------
+def _sse(event_id: int | None, kind: str, data: Any) -> bytes:
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append(f"event: {kind}")
+    lines.append("data: " + json.dumps(data, ensure_ascii=False))
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def events(req: Request) -> StreamResponse:
+    raw = req.headers.get("Last-Event-ID") or req.query.get("last_event_id")
+    last_id = int(raw) if raw and raw.isdigit() else None
+    try:
+        sub = req.app.events.subscribe(last_id)
+    except TooManySubscribers as exc:
+        raise ApiError(str(exc), 503, headers={"Retry-After": "5"}) from None
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield b"retry: 2000\n\n"
+            yield _sse(None, "snapshot", {"queue": req.app.manager.queue_status(),
+                                          "robot": req.app.robot_info(),
+                                          "mode": req.app.config.mode})
+            while True:
+                event = sub.get(KEEPALIVE_S)
+                if event is None:
+                    if sub.dropped:
+                        return  # too slow: the client reconnects with Last-Event-ID
+                    yield b": keep-alive\n\n"
+                    continue
+                yield _sse(event.id, event.kind, event.data)
+        finally:
+            sub.close()
+
+    return StreamResponse(chunks())
+
+
+def build_router() -> Router:
+    r = Router()
+    r.add("GET", "/", service)
+    r.add("POST", "/", submit)
+    r.add("POST", "/validate", validate)
+    r.add("GET", "/tasks", list_tasks)
+    r.add("GET", "/task/<task_id>", get_task)
+    r.add("DELETE", "/task/<task_id>", cancel_task)
+    r.add("POST", "/task/<task_id>/cancel", cancel_task)
+    r.add("POST", "/task/<task_id>/retry", retry_task)
+    r.add("GET", "/task/<task_id>/transcript", task_transcript)
+    r.add("GET", "/queue/status", queue_status)
+    r.add("POST", "/queue/pause", queue_pause)
+    r.add("POST", "/queue/resume", queue_resume)
+    r.add("POST", "/robot/stop", robot_stop)
+    r.add("GET", "/robot", robot_info)
+    r.add("GET", "/health", health)
+    r.add("GET", "/commands", commands)
+    r.add("GET", "/events", events)
+    return r

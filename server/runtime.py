@@ -1,0 +1,167 @@
+"""Start-up and shutdown of one server: store, queue, robot link, worker, HTTP.
+
+Start-up order is explicit and shutdown runs in reverse: HTTP stops accepting
+(httpd.shutdown() from a thread other than serve_forever's), then the worker
+(the running task gets a grace period, then STOP), then the robot link and the
+simulator, then the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from robot import RobotLink, RobotSimulator
+from server.app import Application, ServerConfig
+from server.http import RobotHTTPServer, make_server
+from server.routes import build_router
+from tasks.events import EventBus
+from tasks.housekeeping import Pruner
+from tasks.manager import TaskManager
+from tasks.store import TaskStore
+from tasks.worker import Worker
+
+log = logging.getLogger("server.runtime")
+
+
+@dataclass
+class ServerSettings:
+    mode: str = "queue"
+    host: str = "0.0.0.0"
+    port: int = 8090
+    robot: str = "sim"
+    baudrate: int = 115200
+    db: str = "data/tasks.db"
+    db_busy_timeout: float = 5.0
+    sim_speed: float = 1.0
+    robot_timeout: float = 30.0
+    command_timeouts: dict[str, float] = field(default_factory=dict)
+    write_timeout: float = 2.0
+    reconnect_min: float = 1.0
+    reconnect_max: float = 30.0
+    auto_resume: bool = False
+    max_queue: int = 1000
+    max_body: int = 64 * 1024
+    max_wait: float = 60.0
+    sync_timeout: float = 3600.0
+    recent_in_status: int = 10
+    shutdown_grace: float = 10.0
+    keep_days: float = 30.0
+    backlog: int = 128
+    request_timeout: float = 10.0
+    api_token: str | None = None
+    static_dir: str | None = field(
+        default_factory=lambda: os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                             "static"))
+    require_robot: bool = False  # fail start-up if the robot does not answer
+
+
+class RobotServer:
+    """One running server; `start()` and `stop()` are the whole life cycle."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.store: TaskStore | None = None
+        self.simulator: RobotSimulator | None = None
+        self.link: RobotLink | None = None
+        self.manager: TaskManager | None = None
+        self.worker: Worker | None = None
+        self.events: EventBus | None = None
+        self.httpd: RobotHTTPServer | None = None
+        self.pruner: Pruner | None = None
+        self.app: Application | None = None
+        self.interrupted: list[str] = []
+        self._serve_thread: threading.Thread | None = None
+
+    @property
+    def robot_port(self) -> str:
+        return self.link.info()["port"] if self.link else self.settings.robot
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.httpd is not None
+        host, port = self.httpd.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        s = self.settings
+        # 1. The store: a bad database stops start-up before anything else runs.
+        self.store = TaskStore(s.db, busy_timeout=s.db_busy_timeout)
+        self.store.open()
+        # 2. Queue state from the store (interrupted tasks failed, queue held).
+        self.events = EventBus()
+        self.manager = TaskManager(self.store, self.events, max_queue=s.max_queue,
+                                   auto_resume=s.auto_resume)
+        self.interrupted = self.manager.recover()
+        self.pruner = Pruner(self.store, s.keep_days)
+        self.pruner.start()
+        # 3. The robot: the simulator on a pty, or the real port.
+        port = s.robot
+        if port == "sim":
+            self.simulator = RobotSimulator(speed=s.sim_speed)
+            port = self.simulator.start()
+        self.link = RobotLink(port, s.baudrate, robot_timeout=s.robot_timeout,
+                              command_timeouts=s.command_timeouts,
+                              write_timeout=s.write_timeout, reconnect_min=s.reconnect_min,
+                              reconnect_max=s.reconnect_max,
+                              on_link_event=self._on_link_event)
+        try:
+            self.link.start(require_connection=s.require_robot)
+            # 4. The worker, then 5. HTTP.
+            self.worker = Worker(self.manager, self.link, shutdown_grace=s.shutdown_grace)
+            self.worker.start()
+            config = ServerConfig(mode=s.mode, max_body=s.max_body, max_wait=s.max_wait,
+                                  sync_timeout=s.sync_timeout,
+                                  recent_in_status=s.recent_in_status,
+                                  request_timeout=s.request_timeout, api_token=s.api_token,
+                                  static_dir=s.static_dir)
+            self.app = Application(self.manager, self.worker, self.link, self.events, config)
+            self.httpd = make_server(s.host, s.port, self.app, build_router(), backlog=s.backlog)
+        except BaseException:
+            self.stop()
+            raise
+        self._serve_thread = threading.Thread(target=self.httpd.serve_forever,
+                                              kwargs={"poll_interval": 0.2},
+                                              name="http-accept", daemon=True)
+        self._serve_thread.start()
+        log.info("serving on %s:%d (%s mode), robot on %s", *self.address, s.mode,
+                 self.robot_port)
+
+    def _on_link_event(self, kind: str, info: dict[str, Any]) -> None:
+        if self.events is not None:
+            self.events.publish("robot", {"event": kind, **info})
+
+    def stop(self) -> None:
+        """Reverse order of start; safe to call more than once or after a failed start."""
+        if self.httpd is not None:
+            if self._serve_thread is not None:
+                self.httpd.shutdown()  # we are never the serve_forever thread
+                self._serve_thread.join()
+                self._serve_thread = None
+            self.httpd.server_close()
+            self.httpd = None
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        if self.link is not None:
+            self.link.stop()
+            self.link = None
+        if self.simulator is not None:
+            self.simulator.stop()
+            self.simulator = None
+        if self.pruner is not None:
+            self.pruner.stop()
+            self.pruner = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None

@@ -1,0 +1,1 @@
+"""Task records, the SQLite store, the FIFO queue and the worker that drives the robot."""

@@ -1,0 +1,415 @@
+"""The task queue: submit, look up, cancel, pause, and what the worker takes next.
+
+State lives in the TaskStore; this object keeps only what must be fast or is
+not history: the FIFO of pending ids (a queue.Queue), the counters per status,
+the paused flag, per-task completion events and recent durations for ETAs.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tasks.commands import partial_result
+from tasks.events import EventBus
+from tasks.models import FINAL_STATUSES, TaskStatus, format_time, new_task_id
+from tasks.store import NewTask, TaskStore
+
+log = logging.getLogger("tasks")
+
+INTERRUPTED_MESSAGE = ("interrupted: the server stopped while this task was on the robot; "
+                       "it was not re-run")
+
+
+class TaskError(Exception):
+    """A request about a task that cannot be honoured; carries an HTTP status."""
+
+    def __init__(self, message: str, status: int, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.headers = headers or {}
+
+
+@dataclass
+class SubmitResult:
+    task: dict[str, Any]
+    created: bool  # False when an Idempotency-Key replay returned the original task
+
+
+def body_hash(cmd_type: str, params: dict[str, Any]) -> str:
+    canonical = json.dumps({"cmd_type": cmd_type, "params": params}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class TaskManager:
+    def __init__(self, store: TaskStore, events: EventBus, *, max_queue: int = 1000,
+                 auto_resume: bool = False) -> None:
+        self.store = store
+        self.events = events
+        self.max_queue = max_queue
+        self.auto_resume = auto_resume
+        self._lock = threading.RLock()
+        self._queue: queue.Queue[str] = queue.Queue()  # task ids, FIFO
+        self._pending: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._running: dict[str, Any] | None = None
+        self._cancel_requested: dict[str, str] = {}  # running task id -> reason
+        self._final_events: dict[str, threading.Event] = {}
+        self._durations: dict[str, collections.deque[float]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=20))
+        self._runnable = threading.Condition(self._lock)
+        self.paused = False
+        self.pause_reason: str | None = None
+
+    # -- start-up -------------------------------------------------------------------------
+    def recover(self, now: float | None = None) -> list[str]:
+        """Load state after a (re)start; return the ids of interrupted tasks.
+
+        A task that was `running` when the server died is failed, never re-run:
+        a physical action is not idempotent. The queue then holds, because the
+        robot's state is unknown.
+        """
+        now = time.time() if now is None else now
+        interrupted: list[str] = []
+        for task in self.store.unfinished():
+            if task["status"] == TaskStatus.RUNNING:
+                items = (task["progress"] or {}).get("items") or []
+                result = {"success": False, "message": INTERRUPTED_MESSAGE,
+                          **partial_result(task["cmd_type"], items)}
+                self.store.finish(task["task_id"], TaskStatus.FAILED.value, now, result)
+                interrupted.append(task["task_id"])
+                log.warning("task %s (%s) was running when the server stopped: marked failed, "
+                            "not re-run", task["task_id"], task["cmd_type"])
+            else:
+                self._pending[task["task_id"]] = task["cmd_type"]
+                self._queue.put(task["task_id"])
+        self._counts.update(self.store.status_counts())
+        for cmd_type, values in self.store.recent_durations().items():
+            self._durations[cmd_type].extend(values)
+        self.paused = self.store.get_meta("paused") == "1"
+        self.pause_reason = self.store.get_meta("pause_reason") if self.paused else None
+        if interrupted and not self.auto_resume:
+            names = ", ".join(interrupted)
+            self.pause(f"task {names} was interrupted while on the robot (server stopped); "
+                       "the robot's state is unknown: check it, then resume the queue")
+        return interrupted
+
+    # -- submit and look up -----------------------------------------------------------
+    def submit(self, cmd_type: str, params: dict[str, Any], *,
+               idempotency_key: str | None = None, retry_of: str | None = None) -> SubmitResult:
+        with self._lock:
+            unfinished = self._counts[TaskStatus.PENDING] + self._counts[TaskStatus.RUNNING]
+        if unfinished >= self.max_queue and idempotency_key is None:
+            raise TaskError(f"the queue is full ({self.max_queue} unfinished tasks); "
+                            "try again later", 503, {"Retry-After": "5"})
+        now = time.time()
+        new = NewTask(new_task_id(now), cmd_type, params, now, retry_of=retry_of,
+                      idempotency_key=idempotency_key,
+                      body_hash=body_hash(cmd_type, params) if idempotency_key else None)
+        # The row is committed (durably) before anything is queued or answered.
+        task_id, created = self.store.insert(new)
+        if created:
+            with self._lock:
+                self._counts[TaskStatus.PENDING] += 1
+                self._pending[task_id] = cmd_type
+                self._queue.put(task_id)
+                self._runnable.notify_all()
+            log.info("task %s %s pending", task_id, cmd_type)
+            doc = self._doc_from_new(new)
+            self.events.publish("task", doc)
+            return SubmitResult(doc, True)
+        task = self.get(task_id)
+        assert task is not None
+        return SubmitResult(task, False)
+
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        row = self.store.get(task_id)
+        return self._doc(row) if row else None
+
+    def transcript(self, task_id: str) -> list[dict[str, Any]] | None:
+        return self.store.transcript(task_id)
+
+    def list(self, **filters: Any) -> list[dict[str, Any]]:
+        return self.list_page(**filters)[0]
+
+    def list_page(self, **filters: Any) -> tuple[list[dict[str, Any]], int | None]:
+        """Newest first, and the cursor (seq) of the last row for the next page."""
+        rows = self.store.list(**filters)
+        return [self._doc(row, eta=False) for row in rows], (rows[-1]["seq"] if rows else None)
+
+    def count(self, *, status: str | None = None, cmd_type: str | None = None) -> int:
+        if cmd_type is None:
+            with self._lock:
+                if status is not None:
+                    return self._counts.get(status, 0)
+                return sum(self._counts.values())
+        return self.store.count(status=status, cmd_type=cmd_type)
+
+    def wait(self, task_id: str, timeout: float) -> dict[str, Any] | None:
+        """The task once final, or its current state after `timeout` seconds."""
+        with self._lock:
+            event = self._final_events.get(task_id)
+            if event is None:
+                event = self._final_events[task_id] = threading.Event()
+        doc = self.get(task_id)
+        if doc is None or doc["status"] in FINAL_STATUSES:
+            with self._lock:
+                self._final_events.pop(task_id, None)
+            return doc
+        event.wait(timeout)
+        return self.get(task_id)
+
+    def _doc_from_new(self, new: NewTask) -> dict[str, Any]:
+        return self._doc({"task_id": new.task_id, "cmd_type": new.cmd_type,
+                          "params": new.params, "status": TaskStatus.PENDING.value,
+                          "submitted": new.submitted, "started": None, "ended": None,
+                          "result": None, "progress": None, "retry_of": new.retry_of})
+
+    def _doc(self, row: dict[str, Any], *, eta: bool = True) -> dict[str, Any]:
+        """The task as clients see it: the guide's keys first."""
+        doc: dict[str, Any] = {
+            "task_id": row["task_id"], "status": row["status"], "cmd_type": row["cmd_type"],
+            "submit_time": format_time(row["submitted"]),
+            "start_time": format_time(row["started"]),
+            "end_time": format_time(row["ended"]),
+            "result": row["result"], "params": row["params"],
+        }
+        if row["started"] is not None and row["ended"] is not None:
+            doc["duration_s"] = round(row["ended"] - row["started"], 3)
+        if row["progress"] is not None:
+            doc["progress"] = row["progress"]
+        if row["retry_of"]:
+            doc["retry_of"] = row["retry_of"]
+        if eta and row["status"] in (TaskStatus.PENDING, TaskStatus.RUNNING):
+            doc.update(self._eta(row))
+        return doc
+
+    # -- ETA ----------------------------------------------------------------------------------
+    def _mean(self, cmd_type: str) -> float | None:
+        values = self._durations.get(cmd_type)
+        return sum(values) / len(values) if values else None
+
+    def _running_remaining(self, now: float) -> float | None:
+        running = self._running
+        if running is None:
+            return 0.0
+        mean = self._mean(running["cmd_type"])
+        if mean is None:
+            return None
+        return max(0.0, running["started"] + mean - now)
+
+    def _eta(self, row: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        out: dict[str, Any] = {}
+        with self._lock:
+            if row["status"] == TaskStatus.RUNNING:
+                mean = self._mean(row["cmd_type"])
+                if mean is not None and row["started"] is not None:
+                    out["estimated_end_time"] = format_time(max(now, row["started"] + mean))
+                return out
+            if row["task_id"] not in self._pending:
+                return out
+            position = 0
+            ahead: float | None = self._running_remaining(now)
+            for task_id, cmd_type in self._pending.items():
+                position += 1
+                if task_id == row["task_id"]:
+                    break
+                mean = self._mean(cmd_type)
+                ahead = None if ahead is None or mean is None else ahead + mean
+        out["queue_position"] = position
+        if ahead is not None:
+            out["estimated_start_time"] = format_time(now + ahead)
+        return out
+
+    # -- operator control ---------------------------------------------------------------
+    def request_cancel(self, task_id: str, reason: str = "cancelled by the operator") -> str:
+        """Cancel a task. Returns "cancelled" (done now) or "aborting" (STOP needed).
+
+        Raises TaskError 404/409. For "aborting" the caller sends STOP to the robot.
+        """
+        with self._lock:
+            if task_id in self._pending:
+                ended = time.time()
+                result = {"success": False, "message": f"{reason} before it started"}
+                # The worker moves a task out of _pending under this same lock, so
+                # the row is still pending here.
+                self.store.finish(task_id, TaskStatus.CANCELLED.value, ended, result,
+                                  only_if=("pending",))
+                del self._pending[task_id]
+                self._counts[TaskStatus.PENDING] -= 1
+                self._counts[TaskStatus.CANCELLED] += 1
+                self._set_final(task_id)
+                log.info("task %s cancelled while pending", task_id)
+                self.events.publish("task", self.get(task_id) or {"task_id": task_id})
+                return "cancelled"
+            if self._running is not None and self._running["task_id"] == task_id:
+                self._cancel_requested.setdefault(task_id, reason)
+                return "aborting"
+        if self.store.get(task_id) is None:
+            raise TaskError(f"no task {task_id}", 404)
+        raise TaskError(f"task {task_id} has already finished", 409)
+
+    def cancel_reason(self, task_id: str) -> str | None:
+        with self._lock:
+            return self._cancel_requested.get(task_id)
+
+    def pause(self, reason: str) -> dict[str, Any]:
+        with self._lock:
+            self.store.set_meta({"paused": "1", "pause_reason": reason})
+            self.paused, self.pause_reason = True, reason
+            log.warning("queue paused: %s", reason)
+            state = self.queue_state()
+        self.events.publish("queue", state)
+        return state
+
+    def resume(self) -> dict[str, Any]:
+        with self._lock:
+            self.store.set_meta({"paused": "0", "pause_reason": None})
+            self.paused, self.pause_reason = False, None
+            self._runnable.notify_all()
+            log.info("queue resumed")
+            state = self.queue_state()
+        self.events.publish("queue", state)
+        return state
+
+    def queue_state(self) -> dict[str, Any]:
+        return {"paused": self.paused, "pause_reason": self.pause_reason}
+
+    def queue_status(self, recent: int = 10) -> dict[str, Any]:
+        with self._lock:
+            counts = dict(self._counts)
+            running = self._running["task_id"] if self._running else None
+            pending = list(self._pending)[:recent]
+            paused, reason = self.paused, self.pause_reason
+        finished = sum(counts.get(s.value, 0) for s in FINAL_STATUSES)
+        queue_size = counts.get("pending", 0) + counts.get("running", 0)
+        return {
+            "queue_size": queue_size,
+            "total_tasks": finished + queue_size,
+            "completed_tasks": counts.get("completed", 0),
+            "failed_tasks": counts.get("failed", 0),
+            "cancelled_tasks": counts.get("cancelled", 0),
+            "pending_tasks": counts.get("pending", 0),
+            "running_task": running,
+            "paused": paused,
+            "pause_reason": reason,
+            "pending": pending,
+            "recent_tasks": [
+                {k: t[k] for k in ("task_id", "status", "cmd_type", "submit_time",
+                                   "start_time", "end_time")}
+                for t in self.list(limit=recent)],
+            "version": self.events.version,
+        }
+
+    # -- worker side ---------------------------------------------------------------------
+    def wait_runnable(self, stop: threading.Event, timeout: float) -> bool:
+        """Block while the queue is paused; True when tasks may start."""
+        with self._lock:
+            if self.paused and not stop.is_set():
+                self._runnable.wait(timeout)
+            return not self.paused and not stop.is_set()
+
+    def wake(self) -> None:
+        """Wake a worker blocked in wait_runnable (used at shutdown)."""
+        with self._lock:
+            self._runnable.notify_all()
+        self._queue.put("")  # a no-op id unblocks a worker waiting for a task
+
+    def take(self, timeout: float) -> str | None:
+        """The next queued task id, or None after timeout."""
+        try:
+            return self._queue.get(timeout=timeout) or None
+        except queue.Empty:
+            return None
+
+    def put_back_first(self, task_id: str) -> None:
+        """Return a task taken while the queue got paused: it stays first in line."""
+        rest = []
+        while True:
+            try:
+                rest.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        for tid in [task_id, *rest]:
+            self._queue.put(tid)
+
+    def start(self, task_id: str) -> dict[str, Any] | None:
+        """Commit `running` (before any byte goes to the robot); None if not runnable."""
+        with self._lock:
+            if task_id not in self._pending:
+                return None  # cancelled while it waited
+            if self.paused:
+                # Paused between the worker's check and its take: keep its place.
+                self.put_back_first(task_id)
+                return None
+            row = self.store.get(task_id)
+            if row is None or row["status"] != TaskStatus.PENDING:
+                self._pending.pop(task_id, None)
+                return None
+            started = time.time()
+            if not self.store.mark_running(task_id, started):
+                return None
+            del self._pending[task_id]
+            self._counts[TaskStatus.PENDING] -= 1
+            self._counts[TaskStatus.RUNNING] += 1
+            row.update(status=TaskStatus.RUNNING.value, started=started)
+            self._running = row
+        log.info("task %s %s running", task_id, row["cmd_type"])
+        doc = self._doc(row)
+        self.events.publish("task", doc)
+        return row
+
+    def progress(self, task_id: str, progress: dict[str, Any]) -> None:
+        self.store.set_progress(task_id, progress)
+        with self._lock:
+            if self._running is not None and self._running["task_id"] == task_id:
+                self._running["progress"] = progress
+        self.events.publish("progress", {"task_id": task_id, "progress": progress})
+
+    def finish(self, task_id: str, status: TaskStatus, result: dict[str, Any],
+               transcript: list[dict[str, Any]] | None = None,
+               hold_reason: str | None = None) -> dict[str, Any] | None:
+        """Commit the final state, then report it (events, waiters, hold)."""
+        ended = time.time()
+        self.store.finish(task_id, status.value, ended, result, transcript,
+                          only_if=("running",))
+        with self._lock:
+            running = self._running
+            self._running = None
+            self._cancel_requested.pop(task_id, None)
+            self._counts[TaskStatus.RUNNING] -= 1
+            self._counts[status] += 1
+            if status == TaskStatus.COMPLETED and running and running.get("started"):
+                self._durations[running["cmd_type"]].append(ended - running["started"])
+        if hold_reason is not None and not self.auto_resume:
+            self.pause(hold_reason)
+        doc = self.get(task_id)
+        duration = (ended - running["started"]) if running and running.get("started") else 0.0
+        log.info("task %s %s %s in %.2f s: %s", task_id,
+                 running["cmd_type"] if running else "?", status.value, duration,
+                 result.get("message"))
+        self._set_final(task_id)
+        if doc is not None:
+            self.events.publish("task", doc)
+        return doc
+
+    def _set_final(self, task_id: str) -> None:
+        with self._lock:
+            event = self._final_events.pop(task_id, None)
+        if event is not None:
+            event.set()
+
+    @property
+    def running_task_id(self) -> str | None:
+        with self._lock:
+            return self._running["task_id"] if self._running else None

@@ -1,0 +1,189 @@
+"""The one worker thread that runs tasks on the robot, one after another.
+
+Modelled on huey's consumer: `run_once()` takes one task, records it, and
+catches and logs every exception so one bad task cannot kill the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Protocol
+
+from tasks.commands import partial_result
+from tasks.manager import TaskManager
+from tasks.models import TaskStatus
+from tasks.store import StoreWriteError
+
+log = logging.getLogger("tasks.worker")
+
+SHUTDOWN_MESSAGE = ("aborted: the server was shut down while this task was running; "
+                    "STOP was sent to the robot")
+
+
+class Outcome(Protocol):
+    success: bool
+    message: str
+    data: dict[str, Any]
+    fault: str | None
+    aborted: bool
+    items: list[dict[str, Any]]
+    transcript: list[dict[str, Any]]
+
+
+class RobotPort(Protocol):
+    """What the worker needs from the robot link (robot.RobotLink)."""
+
+    def wait_ready(self, timeout: float | None) -> bool: ...
+    def execute(self, cmd: str, params: dict[str, Any] | None = None, *,
+                on_progress: Any = None, timeout: float | None = None) -> Outcome: ...
+    def abort(self) -> bool: ...
+
+
+class Worker:
+    def __init__(self, manager: TaskManager, link: RobotPort, *,
+                 shutdown_grace: float = 10.0, poll_interval: float = 0.5) -> None:
+        self.manager = manager
+        self.link = link
+        self.shutdown_grace = shutdown_grace
+        self.poll_interval = poll_interval  # bounds how long a stop request waits
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._shutting_down = False
+        # Set (a plain assignment, no lock) before an emergency STOP goes out, so
+        # the aborted result is recognised even if it beats the bookkeeping.
+        self._abort_reason: str | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="robot-worker", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop taking tasks; let the running one finish for `grace` s, then abort it."""
+        grace = self.shutdown_grace if grace is None else grace
+        self._stop.set()
+        self.manager.wake()
+        if not self._idle.wait(grace):
+            self._shutting_down = True
+            log.warning("shutdown: task %s still running after %.0f s; sending STOP",
+                        self.manager.running_task_id, grace)
+            self.link.abort()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # keep the worker alive whatever one task does
+                log.exception("worker: unexpected error")
+                self._stop.wait(self.poll_interval)
+
+    # -- one task ---------------------------------------------------------------------------
+    def run_once(self) -> bool:
+        """Run the next task if one may start now; True if a task ran."""
+        if not self.manager.wait_runnable(self._stop, self.poll_interval):
+            return False
+        # A disconnected robot leaves tasks pending (not failed) until it is back.
+        if not self.link.wait_ready(self.poll_interval):
+            return False
+        task_id = self.manager.take(self.poll_interval)
+        if task_id is None or self._stop.is_set():
+            if task_id:
+                self.manager.put_back_first(task_id)
+            return False
+        self._idle.clear()
+        try:
+            row = self.manager.start(task_id)
+            if row is None:
+                return False
+            self._abort_reason = None
+            self._execute(row)
+            return True
+        finally:
+            self._idle.set()
+
+    def _execute(self, row: dict[str, Any]) -> None:
+        task_id, cmd_type = row["task_id"], row["cmd_type"]
+        items: list[dict[str, Any]] = []
+
+        def on_progress(event: dict[str, Any]) -> None:
+            if isinstance(event.get("item"), dict):
+                items.append(event["item"])
+            done, total = event.get("done"), event.get("total")
+            percent = None
+            if isinstance(done, int) and isinstance(total, int) and total > 0:
+                percent = round(100.0 * done / total, 1)
+            progress = {"done": done, "total": total, "message": event.get("message"),
+                        "percent": percent, "items": list(items)}
+            try:
+                self.manager.progress(task_id, progress)
+            except StoreWriteError:
+                log.warning("task %s: progress not saved", task_id)
+
+        try:
+            outcome = self.link.execute(cmd_type, row["params"], on_progress=on_progress)
+        except Exception as exc:  # a driver bug must not leave the task running forever
+            log.exception("task %s: robot driver error", task_id)
+            self.manager.finish(task_id, TaskStatus.FAILED,
+                                {"success": False, "message": f"internal error: {exc}",
+                                 **partial_result(cmd_type, items)},
+                                hold_reason=f"task {task_id} ({cmd_type}) hit an internal "
+                                            "error; the robot's state is unknown")
+            return
+        status, result, hold = self._judge(task_id, cmd_type, outcome)
+        self.manager.finish(task_id, status, result, outcome.transcript, hold_reason=hold)
+
+    def _judge(self, task_id: str, cmd_type: str,
+               outcome: Outcome) -> tuple[TaskStatus, dict[str, Any], str | None]:
+        """Final status, result and (if the robot's state is unknown) a hold reason."""
+        data = {**partial_result(cmd_type, outcome.items), **(outcome.data or {})}
+        if outcome.success:
+            return TaskStatus.COMPLETED, {"success": True, "message": outcome.message,
+                                          **data}, None
+        cancel_reason = self.manager.cancel_reason(task_id) or self._abort_reason
+        unknown = (f"task {task_id} ({cmd_type}) ended with {outcome.fault}: the robot's "
+                   "state is unknown; check it, then resume the queue")
+        if cancel_reason is not None:
+            result = {"success": False, "message": f"cancelled: {cancel_reason}", **data}
+            if not outcome.aborted:
+                result["note"] = f"the robot did not confirm the abort ({outcome.message})"
+            return TaskStatus.CANCELLED, result, unknown if outcome.fault else None
+        if self._shutting_down:
+            return TaskStatus.FAILED, {"success": False, "message": SHUTDOWN_MESSAGE, **data}, \
+                f"task {task_id} ({cmd_type}) was aborted at shutdown; check the robot"
+        result = {"success": False, "message": outcome.message, **data}
+        return TaskStatus.FAILED, result, unknown if outcome.fault else None
+
+    # -- operator actions ---------------------------------------------------------------
+    def cancel(self, task_id: str) -> str:
+        """Cancel a task: "cancelled" now, or "aborting" after STOP was sent."""
+        state = self.manager.request_cancel(task_id)
+        if state == "aborting":
+            self.link.abort()
+        return state
+
+    def emergency_stop(self) -> dict[str, Any]:
+        """STOP first (nothing may delay it), then the bookkeeping."""
+        t0 = time.perf_counter()
+        self._abort_reason = "emergency stop"
+        sent = self.link.abort()
+        stop_ms = (time.perf_counter() - t0) * 1000
+        running = self.manager.running_task_id
+        if running is not None:
+            try:
+                self.manager.request_cancel(running, "emergency stop")
+            except Exception as exc:  # the task may have just finished
+                log.info("emergency stop: %s", exc)
+        state = self.manager.pause("emergency stop")
+        log.warning("emergency stop: STOP %s in %.2f ms; running task %s",
+                    "sent" if sent else "NOT sent (robot not connected)", stop_ms, running)
+        return {"stop_sent": sent, "running_task": running, **state}

@@ -1,0 +1,117 @@
+"""Shared fixtures: a real server on a loopback port with the simulator robot on a real pty."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from server.runtime import RobotServer, ServerSettings  # noqa: E402
+
+SCAN = {"cmd_type": "SCAN_QRCODE", "params": {"rack": "A", "positions": [1, 2, 3]}}
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0,
+               interval: float = 0.01, message: str = "condition") -> Any:
+    """Poll with a deadline (never a bare sleep as synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class Client:
+    """A small requests wrapper bound to one server."""
+
+    def __init__(self, server: RobotServer) -> None:
+        self.server = server
+        self.url = server.url
+        self.session = requests.Session()
+
+    def post(self, path: str = "/", body: Any = None, **kw: Any) -> requests.Response:
+        kw.setdefault("timeout", 30)
+        if body is not None:
+            kw["json"] = body
+        return self.session.post(self.url + path, **kw)
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        kw.setdefault("timeout", 30)
+        return self.session.get(self.url + path, **kw)
+
+    def submit(self, body: Any = None, **kw: Any) -> str:
+        r = self.post("/", SCAN if body is None else body, **kw)
+        assert r.status_code == 202, r.text
+        return r.json()["task_id"]
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        r = self.get(f"/task/{task_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait_final(self, task_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"task {task_id} did not finish: {self.task(task_id)}")
+            r = self.get(f"/task/{task_id}", params={"wait": min(remaining, 10)})
+            doc = r.json()
+            if doc["status"] in ("completed", "failed", "cancelled"):
+                return doc
+
+    def status(self) -> dict[str, Any]:
+        return self.get("/queue/status").json()
+
+
+@pytest.fixture
+def make_server(tmp_path) -> Iterator[Callable[..., RobotServer]]:
+    """Start servers with overridable settings; all are stopped at teardown."""
+    started: list[RobotServer] = []
+
+    def factory(**overrides: Any) -> RobotServer:
+        settings = ServerSettings(host="127.0.0.1", port=0, robot="sim", sim_speed=200.0,
+                                  db=str(tmp_path / "tasks.db"), robot_timeout=5.0,
+                                  shutdown_grace=2.0, reconnect_min=0.05, reconnect_max=0.5)
+        for key, value in overrides.items():
+            setattr(settings, key, value)
+        server = RobotServer(settings)
+        server.start()
+        started.append(server)
+        return server
+
+    yield factory
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server) -> RobotServer:
+    return make_server()
+
+
+@pytest.fixture
+def client(server) -> Client:
+    return Client(server)
+
+
+@pytest.fixture
+def scan_file(tmp_path) -> str:
+    path = tmp_path / "SCAN_QR_CODE_command.json"
+    with open(os.path.join(ROOT, "SCAN_QR_CODE_command.json"), encoding="utf-8") as src:
+        path.write_text(src.read(), encoding="utf-8")
+    json.loads(path.read_text(encoding="utf-8"))
+    return str(path)

@@ -1,0 +1,88 @@
+"""The SQLite store on disk: write failures, foreign files, pruning."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+import pytest
+
+from tasks.store import NewTask, StoreError, StoreWriteError, TaskStore
+from tests.conftest import SCAN, Client
+
+
+def _task(n: int, submitted: float | None = None) -> NewTask:
+    return NewTask(f"task_x_{n:06d}", "PING", {}, submitted or time.time())
+
+
+def test_locked_database_answers_503_and_no_task_id(make_server, tmp_path) -> None:
+    db = str(tmp_path / "locked.db")
+    server = make_server(db=db, db_busy_timeout=0.3)
+    client = Client(server)
+    # Another program holds the write lock: a real SQLITE_BUSY for the server.
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        r = client.post("/", SCAN)
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["success"] is False and "task_id" not in body
+        assert "Retry-After" in r.headers
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert client.status()["total_tasks"] == 0
+    assert client.post("/", SCAN).status_code == 202
+
+
+def test_read_only_file_is_refused_or_503(make_server, tmp_path) -> None:
+    db = tmp_path / "ro.db"
+    make_server(db=str(db)).stop()
+    os.chmod(db, 0o444)
+    if os.access(db, os.W_OK):
+        pytest.skip("running as root: file modes do not stop writes (covered by the lock test)")
+    server = make_server(db=str(db))
+    r = Client(server).post("/", SCAN)
+    assert r.status_code == 503 and "task_id" not in r.json()
+
+
+def test_foreign_sqlite_file_is_refused(tmp_path) -> None:
+    path = str(tmp_path / "other.db")
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="not a robot task database"):
+        TaskStore(path).open()
+
+
+def test_corrupt_file_is_refused(tmp_path) -> None:
+    path = tmp_path / "bad.db"
+    path.write_bytes(b"\x00garbage" * 1000)
+    with pytest.raises(StoreError, match=str(path)):
+        TaskStore(str(path)).open()
+
+
+def test_prune_keeps_unfinished_tasks(tmp_path) -> None:
+    store = TaskStore(str(tmp_path / "p.db"))
+    store.open()
+    old = time.time() - 40 * 86400
+    for n in range(3):
+        store.insert(_task(n, old))
+    store.mark_running("task_x_000000", old)
+    store.finish("task_x_000000", "completed", old, {"success": True, "message": "ok"})
+    store.mark_running("task_x_000001", old)  # still running: must survive
+    assert store.prune(time.time() - 30 * 86400) == 1
+    assert store.get("task_x_000000") is None
+    assert store.get("task_x_000001")["status"] == "running"
+    assert store.get("task_x_000002")["status"] == "pending"
+    store.close()
+
+
+def test_closed_store_write_raises_store_write_error(tmp_path) -> None:
+    store = TaskStore(str(tmp_path / "c.db"))
+    store.open()
+    store.close()
+    with pytest.raises(StoreWriteError):
+        store.insert(_task(1))
