@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import json
 import logging
 import queue
@@ -57,7 +58,14 @@ class TaskManager:
         self.events = events
         self.max_queue = max_queue
         self.auto_resume = auto_resume
+        # Two locks, always taken in this order: `_lock` serialises operations
+        # that write the store (start, cancel, pause, finish); `_state` guards the
+        # in-memory order, counters and running task and is innermost: nothing
+        # else is acquired while holding it. The store's commit callback (under
+        # the store's write lock) takes only `_state`, which keeps FIFO = seq order
+        # without a lock-order cycle.
         self._lock = threading.RLock()
+        self._state = threading.Lock()
         self._queue: queue.Queue[str] = queue.Queue()  # task ids, FIFO
         self._pending: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._counts: collections.Counter[str] = collections.Counter()
@@ -106,7 +114,7 @@ class TaskManager:
     # -- submit and look up -----------------------------------------------------------
     def submit(self, cmd_type: str, params: dict[str, Any], *,
                idempotency_key: str | None = None, retry_of: str | None = None) -> SubmitResult:
-        with self._lock:
+        with self._state:
             unfinished = self._counts[TaskStatus.PENDING] + self._counts[TaskStatus.RUNNING]
         if unfinished >= self.max_queue and idempotency_key is None:
             raise TaskError(f"the queue is full ({self.max_queue} unfinished tasks); "
@@ -116,13 +124,8 @@ class TaskManager:
                       idempotency_key=idempotency_key,
                       body_hash=body_hash(cmd_type, params) if idempotency_key else None)
         # The row is committed (durably) before anything is queued or answered.
-        task_id, created = self.store.insert(new)
+        task_id, created = self.store.insert(new, lambda tid: self._enqueue(tid, cmd_type))
         if created:
-            with self._lock:
-                self._counts[TaskStatus.PENDING] += 1
-                self._pending[task_id] = cmd_type
-                self._queue.put(task_id)
-                self._runnable.notify_all()
             log.info("task %s %s pending", task_id, cmd_type)
             doc = self._doc_from_new(new)
             self.events.publish("task", doc)
@@ -130,6 +133,13 @@ class TaskManager:
         task = self.get(task_id)
         assert task is not None
         return SubmitResult(task, False)
+
+    def _enqueue(self, task_id: str, cmd_type: str) -> None:
+        # Runs in commit order under the store's write lock (see __init__).
+        with self._state:
+            self._counts[TaskStatus.PENDING] += 1
+            self._pending[task_id] = cmd_type
+            self._queue.put(task_id)
 
     def get(self, task_id: str) -> dict[str, Any] | None:
         row = self.store.get(task_id)
@@ -148,7 +158,7 @@ class TaskManager:
 
     def count(self, *, status: str | None = None, cmd_type: str | None = None) -> int:
         if cmd_type is None:
-            with self._lock:
+            with self._state:
                 if status is not None:
                     return self._counts.get(status, 0)
                 return sum(self._counts.values())
@@ -210,7 +220,7 @@ class TaskManager:
     def _eta(self, row: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
         out: dict[str, Any] = {}
-        with self._lock:
+        with self._state:
             if row["status"] == TaskStatus.RUNNING:
                 mean = self._mean(row["cmd_type"])
                 if mean is not None and row["started"] is not None:
@@ -238,29 +248,33 @@ class TaskManager:
         Raises TaskError 404/409. For "aborting" the caller sends STOP to the robot.
         """
         with self._lock:
-            if task_id in self._pending:
+            with self._state:
+                pending = task_id in self._pending
+            if pending:
                 ended = time.time()
                 result = {"success": False, "message": f"{reason} before it started"}
                 # The worker moves a task out of _pending under this same lock, so
                 # the row is still pending here.
                 self.store.finish(task_id, TaskStatus.CANCELLED.value, ended, result,
                                   only_if=("pending",))
-                del self._pending[task_id]
-                self._counts[TaskStatus.PENDING] -= 1
-                self._counts[TaskStatus.CANCELLED] += 1
+                with self._state:
+                    del self._pending[task_id]
+                    self._counts[TaskStatus.PENDING] -= 1
+                    self._counts[TaskStatus.CANCELLED] += 1
                 self._set_final(task_id)
                 log.info("task %s cancelled while pending", task_id)
                 self.events.publish("task", self.get(task_id) or {"task_id": task_id})
                 return "cancelled"
-            if self._running is not None and self._running["task_id"] == task_id:
-                self._cancel_requested.setdefault(task_id, reason)
+            if self.running_task_id == task_id:
+                with self._state:
+                    self._cancel_requested.setdefault(task_id, reason)
                 return "aborting"
         if self.store.get(task_id) is None:
             raise TaskError(f"no task {task_id}", 404)
         raise TaskError(f"task {task_id} has already finished", 409)
 
     def cancel_reason(self, task_id: str) -> str | None:
-        with self._lock:
+        with self._state:
             return self._cancel_requested.get(task_id)
 
     def pause(self, reason: str) -> dict[str, Any]:
@@ -286,10 +300,10 @@ class TaskManager:
         return {"paused": self.paused, "pause_reason": self.pause_reason}
 
     def queue_status(self, recent: int = 10) -> dict[str, Any]:
-        with self._lock:
+        with self._state:
             counts = dict(self._counts)
             running = self._running["task_id"] if self._running else None
-            pending = list(self._pending)[:recent]
+            pending = list(itertools.islice(self._pending, recent))
             paused, reason = self.paused, self.pause_reason
         finished = sum(counts.get(s.value, 0) for s in FINAL_STATUSES)
         queue_size = counts.get("pending", 0) + counts.get("running", 0)
@@ -334,19 +348,22 @@ class TaskManager:
 
     def put_back_first(self, task_id: str) -> None:
         """Return a task taken while the queue got paused: it stays first in line."""
-        rest = []
-        while True:
-            try:
-                rest.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        for tid in [task_id, *rest]:
-            self._queue.put(tid)
+        with self._state:  # no submit can slip in between
+            rest = []
+            while True:
+                try:
+                    rest.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for tid in [task_id, *rest]:
+                self._queue.put(tid)
 
     def start(self, task_id: str) -> dict[str, Any] | None:
         """Commit `running` (before any byte goes to the robot); None if not runnable."""
         with self._lock:
-            if task_id not in self._pending:
+            with self._state:
+                pending = task_id in self._pending
+            if not pending:
                 return None  # cancelled while it waited
             if self.paused:
                 # Paused between the worker's check and its take: keep its place.
@@ -354,16 +371,18 @@ class TaskManager:
                 return None
             row = self.store.get(task_id)
             if row is None or row["status"] != TaskStatus.PENDING:
-                self._pending.pop(task_id, None)
+                with self._state:
+                    self._pending.pop(task_id, None)
                 return None
             started = time.time()
             if not self.store.mark_running(task_id, started):
                 return None
-            del self._pending[task_id]
-            self._counts[TaskStatus.PENDING] -= 1
-            self._counts[TaskStatus.RUNNING] += 1
             row.update(status=TaskStatus.RUNNING.value, started=started)
-            self._running = row
+            with self._state:
+                del self._pending[task_id]
+                self._counts[TaskStatus.PENDING] -= 1
+                self._counts[TaskStatus.RUNNING] += 1
+                self._running = row
         log.info("task %s %s running", task_id, row["cmd_type"])
         doc = self._doc(row)
         self.events.publish("task", doc)
@@ -371,7 +390,7 @@ class TaskManager:
 
     def progress(self, task_id: str, progress: dict[str, Any]) -> None:
         self.store.set_progress(task_id, progress)
-        with self._lock:
+        with self._state:
             if self._running is not None and self._running["task_id"] == task_id:
                 self._running["progress"] = progress
         self.events.publish("progress", {"task_id": task_id, "progress": progress})
@@ -383,7 +402,7 @@ class TaskManager:
         ended = time.time()
         self.store.finish(task_id, status.value, ended, result, transcript,
                           only_if=("running",))
-        with self._lock:
+        with self._state:
             running = self._running
             self._running = None
             self._cancel_requested.pop(task_id, None)
@@ -411,5 +430,5 @@ class TaskManager:
 
     @property
     def running_task_id(self) -> str | None:
-        with self._lock:
+        with self._state:
             return self._running["task_id"] if self._running else None

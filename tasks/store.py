@@ -18,7 +18,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +99,7 @@ class NewTask:
 @dataclass
 class _PendingInsert:
     task: NewTask
+    on_created: Callable[[str], None] | None = None
     done: threading.Event = field(default_factory=threading.Event)
     task_id: str | None = None  # the task that answers this submit (an earlier one on replay)
     created: bool = False
@@ -225,14 +226,18 @@ class TaskStore:
                 raise StoreWriteError(f"the task database cannot be written ({exc})") from exc
 
     # -- submit (group commit) ---------------------------------------------------
-    def insert(self, task: NewTask) -> tuple[str, bool]:
+    def insert(self, task: NewTask,
+               on_created: Callable[[str], None] | None = None) -> tuple[str, bool]:
         """Commit a new task; return (task_id, created).
 
         With an idempotency key seen before and the same body hash, returns the
         original task_id and created=False. Raises IdempotencyConflict or
-        StoreWriteError.
+        StoreWriteError. `on_created(task_id)` runs after the commit, still under
+        the write lock and in commit order, so whoever queues the ids queues them
+        in submission (seq) order; it must not take locks that are held while
+        waiting for this store.
         """
-        item = _PendingInsert(task)
+        item = _PendingInsert(task, on_created)
         with self._pending_lock:
             self._pending.append(item)
         with self._write_lock:
@@ -267,6 +272,13 @@ class TaskStore:
                 if item.error is None:
                     item.error = error
                     item.created = False
+        else:
+            for item in batch:
+                if item.created and item.on_created is not None:
+                    try:
+                        item.on_created(item.task.task_id)
+                    except Exception:  # one caller's callback must not strand the others
+                        log.exception("on_created callback failed for %s", item.task.task_id)
         finally:
             for item in batch:
                 item.done.set()
