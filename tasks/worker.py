@@ -145,7 +145,11 @@ class Worker:
     def _judge(self, task_id: str, cmd_type: str,
                outcome: Outcome) -> tuple[TaskStatus, dict[str, Any], str | None]:
         """Final status, result and (if the robot's state is unknown) a hold reason."""
-        data = {**partial_result(cmd_type, outcome.items), **(outcome.data or {})}
+        # The robot's own data wins; what progress events carried fills the gaps
+        # (e.g. the bottles scanned before an abort).
+        data = dict(outcome.data or {})
+        for key, value in partial_result(cmd_type, outcome.items).items():
+            data.setdefault(key, value)
         if outcome.success:
             return TaskStatus.COMPLETED, {"success": True, "message": outcome.message,
                                           **data}, None

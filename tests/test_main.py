@@ -1,0 +1,86 @@
+"""main.py as a user runs it: menus on stdin, flags, local mode, clean SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import requests
+
+from tests.conftest import ROOT, wait_until
+from tests.proc import free_port
+
+
+def _main(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_end_of_input_at_a_menu_exits_naming_the_serve_command() -> None:
+    out = _main(stdin="")
+    assert out.returncode == 2
+    assert "python main.py serve" in out.stderr
+
+
+def test_menus_ask_again_then_serve_and_stop_cleanly_on_sigterm(tmp_path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "--host", "127.0.0.1", "--port", str(port), "--robot", "sim",
+         "--sim-speed", "200", "--db", str(tmp_path / "m.db")], cwd=ROOT,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        proc.stdin.write("7\n1\nx\n2\n")  # a bad answer is asked again
+        proc.stdin.flush()
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return requests.get(url + "/health", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.stdout.read()
+                return False
+
+        wait_until(up, 20, 0.05, "server from the menus")
+        assert requests.get(url, timeout=5).json()["mode"] == "queue"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert out.count("Please type one of") == 2
+    assert "Queue mode enabled" in out
+    assert f"127.0.0.1:{port}" in out and "Robot port:" in out and "LAN IP:" in out
+    assert "Server stopped." in out
+
+
+def test_local_mode_runs_one_command_file(tmp_path) -> None:
+    out = _main("run", os.path.join(ROOT, "SCAN_QR_CODE_command.json"), "--sim-speed", "200")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout[out.stdout.index("{"):])
+    assert result["success"] is True and result["scanned_count"] == 3
+
+
+def test_local_mode_rejects_a_bad_command_file(tmp_path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"cmd_type": "DANCE"}', encoding="utf-8")
+    out = _main("run", str(bad))
+    assert out.returncode == 2
+    assert "known commands" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_busy_port_is_one_clear_line(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = _main("serve", "--mode", "queue", "--host", "127.0.0.1", "--port", str(port),
+                    "--db", str(tmp_path / "b.db"), "--sim-speed", "200")
+    assert out.returncode == 1
+    assert "Cannot start" in out.stderr and "Traceback" not in out.stderr
