@@ -1,0 +1,613 @@
+"""Host side of the robot link: one serial port, one command at a time.
+
+Threads (all started by ``start()``, joined by ``stop()``):
+
+* one reader per open connection owns every read from the port; it frames and
+  parses lines and routes them to the command in flight (a queue) or to the log;
+* one supervisor reconnects after a disconnect (backoff) and resynchronizes
+  (flush + PING) after a silence timeout.
+
+Writes go through one lock held only for the write itself, so ``abort()`` from
+an HTTP thread reaches the wire without waiting for the command in flight.
+Safety rules: a command is never re-sent; after a timeout or disconnect the link
+is not ready until the robot has answered a PING again.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import serial
+
+from robot.protocol import MAX_LINE, IdGenerator, LineFramer, Message, encode_command, parse_line
+
+log = logging.getLogger("robot.link")
+
+TRANSCRIPT_MAX = 2000
+READ_TIMEOUT = 0.2  # bounds how long a reader without cancel_read() takes to notice stop()
+_SHOWN_BAD_LINE = 200  # characters of an invalid line kept in logs and transcripts
+
+
+@dataclass
+class CommandOutcome:
+    success: bool
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+    fault: str | None = None  # None, "timeout" or "disconnected": robot state unknown
+    aborted: bool = False  # the robot confirmed an abort (result "aborted" after a STOP)
+    items: list[dict[str, Any]] = field(default_factory=list)
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RobotLinkError(Exception):
+    """Start-up failure with a one-line, user-facing message."""
+
+
+class _Transcript:
+    """Bounded log of the lines of one command: the first and last halves survive."""
+
+    def __init__(self, limit: int = TRANSCRIPT_MAX) -> None:
+        self._head: list[dict[str, Any]] = []
+        self._tail: deque[dict[str, Any]] = deque(maxlen=limit - limit // 2)
+        self._head_max = limit // 2
+        self._omitted = 0
+        self._lock = threading.Lock()
+
+    def add(self, direction: str, line: str) -> None:
+        entry = {"t": time.time(), "dir": direction, "line": line}
+        with self._lock:
+            if len(self._head) < self._head_max:
+                self._head.append(entry)
+                return
+            if len(self._tail) == self._tail.maxlen:
+                self._omitted += 1
+            self._tail.append(entry)
+
+    def export(self) -> list[dict[str, Any]]:
+        with self._lock:
+            out = list(self._head)
+            if self._omitted:
+                t = self._tail[0]["t"] if self._tail else time.time()
+                out.append({"t": t, "dir": "note",
+                            "line": f"... {self._omitted} lines omitted ..."})
+            out.extend(self._tail)
+            return out
+
+
+@dataclass
+class _Pending:
+    """The command in flight; the reader feeds ``inbox``, execute() drains it."""
+
+    msg_id: int
+    cmd: str
+    transcript: _Transcript
+    inbox: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
+    stop_sent: bool = False
+
+
+class _Conn:
+    """One open port and its reader thread."""
+
+    def __init__(self, ser: serial.SerialBase) -> None:
+        self.ser = ser
+        self.closing = threading.Event()
+        self.flush_framer = threading.Event()
+        self.reader: threading.Thread | None = None
+
+
+def _describe_open_error(url: str, exc: Exception) -> str:
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code in (errno.EAGAIN, errno.EBUSY) or "exclusively lock" in text:
+        return f"cannot open {url}: port is busy (another program holds it)"
+    if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+        return f"cannot open {url}: no such device"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"cannot open {url}: permission denied (is the user in the dialout group?)"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"cannot open {url}: {first}"
+
+
+def _short(line: str) -> str:
+    return line if len(line) <= _SHOWN_BAD_LINE else line[:_SHOWN_BAD_LINE] + "..."
+
+
+class RobotLink:
+    """Driver for the robot on ``url`` (a device path or any pyserial URL)."""
+
+    def __init__(self, url: str, baudrate: int = 115200, *, robot_timeout: float = 30.0,
+                 command_timeouts: dict[str, float] | None = None, write_timeout: float = 2.0,
+                 reconnect_min: float = 1.0, reconnect_max: float = 30.0,
+                 exclusive: bool = True, handshake_timeout: float = 5.0,
+                 on_link_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.url = url
+        self.baudrate = baudrate
+        self.robot_timeout = robot_timeout
+        self.command_timeouts = dict(command_timeouts or {})
+        self.write_timeout = write_timeout
+        self.reconnect_min = reconnect_min
+        self.reconnect_max = max(reconnect_max, reconnect_min)
+        self.exclusive = exclusive
+        self.handshake_timeout = handshake_timeout
+        self.on_link_event = on_link_event
+
+        self._ids = IdGenerator()
+        self._cond = threading.Condition()
+        self._write_lock = threading.Lock()
+        self._exec_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._conn: _Conn | None = None
+        self._synced = False
+        self._pending: _Pending | None = None
+        # Ids of our own STOPs: their replies are expected, not stray lines.
+        self._stop_ids: deque[int] = deque(maxlen=64)
+        self._supervisor: threading.Thread | None = None
+        self._started = False
+
+        self._firmware: str | None = None
+        self._error: str | None = None
+        self._last_seen: float | None = None
+        self._lines_in = 0
+        self._lines_out = 0
+        self._skipped = 0
+        self._reconnects = 0
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self, require_connection: bool = True) -> None:
+        """Open the port and PING; with ``require_connection`` a failure raises.
+
+        Without it, a failure is logged and the supervisor keeps retrying.
+        """
+        if self._started:
+            raise RuntimeError("RobotLink.start() called twice")
+        self._stopping.clear()
+        try:
+            self._connect()
+        except RobotLinkError as exc:
+            if require_connection:
+                raise
+            log.warning("robot not available yet (%s); retrying in the background", exc)
+        self._started = True
+        self._supervisor = threading.Thread(target=self._supervise, name="robot-supervisor",
+                                            daemon=True)
+        self._supervisor.start()
+
+    def stop(self) -> None:
+        """Stop the threads and close the port. Idempotent."""
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+            pending = self._pending
+        if pending is not None:
+            pending.inbox.put(("disconnected", "link stopped"))
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join()
+        self._supervisor = None
+        with self._cond:
+            conn = self._conn
+            self._conn = None
+            self._synced = False
+            self._cond.notify_all()
+        if conn is not None:
+            self._close_conn(conn)
+        self._started = False
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        with self._cond:
+            return self._ready_locked()
+
+    def _ready_locked(self) -> bool:
+        return self._conn is not None and self._synced and not self._stopping.is_set()
+
+    def wait_ready(self, timeout: float | None) -> bool:
+        with self._cond:
+            self._cond.wait_for(lambda: self._ready_locked() or self._stopping.is_set(), timeout)
+            return self._ready_locked()
+
+    def info(self) -> dict[str, Any]:
+        with self._cond:
+            seen = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._last_seen))
+                    if self._last_seen is not None else None)
+            return {"connected": self._conn is not None, "ready": self._ready_locked(),
+                    "port": self.url, "last_seen": seen, "firmware": self._firmware,
+                    "error": self._error, "lines_in": self._lines_in,
+                    "lines_out": self._lines_out, "skipped_lines": self._skipped,
+                    "reconnects": self._reconnects}
+
+    def _event(self, kind: str, **details: Any) -> None:
+        info = {"port": self.url, **details}
+        level = logging.INFO if kind in ("connected", "resynchronized") else logging.WARNING
+        log.log(level, "robot link %s: %s", kind, details or "")
+        if self.on_link_event is not None:
+            try:
+                self.on_link_event(kind, info)
+            except Exception:
+                log.exception("on_link_event hook failed for %s", kind)
+
+    # -- connecting ------------------------------------------------------------------------
+    def _open(self) -> serial.SerialBase:
+        try:
+            ser = serial.serial_for_url(self.url, self.baudrate, timeout=READ_TIMEOUT,
+                                        write_timeout=self.write_timeout, do_not_open=True)
+            if "://" not in self.url:
+                # pyserial's flock: a second program on the same port is refused, not
+                # silently sharing (and stealing) the robot's replies.
+                ser.exclusive = self.exclusive
+            ser.open()
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise RobotLinkError(_describe_open_error(self.url, exc)) from exc
+        return ser
+
+    def _connect(self) -> None:
+        """Open, start the reader, flush and PING. Raises RobotLinkError."""
+        try:
+            ser = self._open()
+        except RobotLinkError as exc:
+            self._set_error(str(exc))
+            raise
+        conn = _Conn(ser)
+        try:
+            ser.reset_input_buffer()
+        except (serial.SerialException, OSError) as exc:
+            self._close_conn(conn)
+            message = f"cannot use {self.url}: {exc}"
+            self._set_error(message)
+            raise RobotLinkError(message) from exc
+        conn.reader = threading.Thread(target=self._read_loop, args=(conn,),
+                                       name="robot-reader", daemon=True)
+        with self._cond:
+            self._conn = conn
+            self._synced = False
+        conn.reader.start()
+        error = self._handshake()
+        if error is None:
+            return
+        with self._cond:
+            mine = self._conn is conn
+            if mine:
+                self._conn = None
+                self._synced = False
+        if mine:
+            self._close_conn(conn)
+        self._set_error(error)
+        raise RobotLinkError(error)
+
+    def _handshake(self) -> str | None:
+        """Flush input and PING; on success mark the link ready. Returns an error or None."""
+        with self._cond:
+            conn = self._conn
+        if conn is None:
+            return "disconnected"
+        try:
+            conn.ser.reset_input_buffer()
+        except (serial.SerialException, OSError) as exc:
+            self._lost(conn, f"flush failed: {exc}")
+            return f"disconnected: {exc}"
+        conn.flush_framer.set()
+        with self._exec_lock:
+            outcome = self._transact("PING", None, None, self.handshake_timeout,
+                                     stop_on_timeout=False)
+        if outcome.success:
+            firmware = outcome.data.get("firmware")
+            with self._cond:
+                if self._conn is not conn:
+                    return "disconnected during PING"
+                self._synced = True
+                self._firmware = str(firmware) if firmware is not None else None
+                self._error = None
+                self._cond.notify_all()
+            self._event("connected", firmware=self._firmware)
+            return None
+        if outcome.fault == "timeout":
+            return f"robot did not answer PING within {self.handshake_timeout:g} s"
+        if outcome.fault == "disconnected":
+            return outcome.message
+        return f"robot refused PING: {outcome.message}"
+
+    def _set_error(self, message: str) -> None:
+        with self._cond:
+            self._error = message
+
+    def _supervise(self) -> None:
+        delay = self.reconnect_min
+        while not self._stopping.is_set():
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping.is_set() or not self._ready_locked())
+                if self._stopping.is_set():
+                    return
+                connected = self._conn is not None
+            if connected:
+                # Silence timeout: the port is fine, the robot's state is not known.
+                error = self._handshake()
+                if error is None:
+                    delay = self.reconnect_min
+                    continue
+                log.warning("resynchronization failed: %s; retrying in %.3g s", error, delay)
+            else:
+                if self._stopping.wait(delay):
+                    return
+                try:
+                    self._connect()
+                except RobotLinkError as exc:
+                    self._event("connect_failed", error=str(exc), retry_in=delay)
+                else:
+                    with self._cond:
+                        self._reconnects += 1
+                    delay = self.reconnect_min
+                    continue
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, self.reconnect_max)
+
+    def _lost(self, conn: _Conn, reason: str) -> None:
+        """The port failed (read/write error, EOF, write timeout): drop it."""
+        with self._cond:
+            if self._conn is not conn:
+                return
+            self._conn = None
+            self._synced = False
+            self._error = reason
+            pending = self._pending
+            self._cond.notify_all()
+        conn.closing.set()
+        if pending is not None:
+            pending.inbox.put(("disconnected", reason))
+        self._close_conn(conn)
+        self._event("disconnected", error=reason)
+
+    def _close_conn(self, conn: _Conn) -> None:
+        conn.closing.set()
+        cancel = getattr(conn.ser, "cancel_read", None)
+        if cancel is not None:
+            try:
+                cancel()
+            except (serial.SerialException, OSError, AttributeError, TypeError) as exc:
+                log.debug("cancel_read failed: %s", exc)
+        reader = conn.reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join()
+        # Under the write lock so abort() never writes to a half-closed port.
+        with self._write_lock:
+            try:
+                conn.ser.close()
+            except (serial.SerialException, OSError) as exc:
+                log.debug("close failed: %s", exc)
+
+    # -- reading ---------------------------------------------------------------------------
+    def _read_loop(self, conn: _Conn) -> None:
+        framer = LineFramer(MAX_LINE)
+        ser = conn.ser
+        while not conn.closing.is_set():
+            try:
+                data = ser.read(1)
+                if data:
+                    waiting = ser.in_waiting
+                    if waiting:
+                        data += ser.read(waiting)
+            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+                # TypeError/AttributeError: pyserial's fd vanished under a concurrent close.
+                if not conn.closing.is_set():
+                    self._lost(conn, f"disconnected: read failed ({exc})")
+                return
+            if conn.flush_framer.is_set():
+                conn.flush_framer.clear()
+                framer.reset()
+            if not data:
+                continue
+            dropped = framer.dropped
+            for line in framer.feed(data):
+                self._on_line(line)
+            if framer.dropped != dropped:
+                self._on_overlong(framer.dropped - dropped)
+
+    def _on_overlong(self, count: int) -> None:
+        with self._cond:
+            self._lines_in += count
+            self._skipped += count
+            pending = self._pending
+        log.warning("skipped %d over-long line(s) from the robot (> %d bytes)", count, MAX_LINE)
+        if pending is not None:
+            pending.transcript.add("rx", f"<over-long line discarded (> {MAX_LINE} bytes)>")
+
+    def _on_line(self, raw: bytes) -> None:
+        if not raw.strip():
+            return
+        text = raw.decode("utf-8", errors="replace")
+        msg = parse_line(raw)
+        now = time.time()
+        with self._cond:
+            self._lines_in += 1
+            pending = self._pending
+            route = self._route_locked(msg, pending)
+            if route == "skip":
+                self._skipped += 1
+            else:
+                self._last_seen = now
+        if pending is not None:
+            pending.transcript.add("rx", text if route != "skip" else _short(text))
+        if route == "skip":
+            reason = msg.error if msg.kind == "invalid" else f"stale or unknown id {msg.id}"
+            log.warning("skipped robot line (%s): %s", reason, _short(text))
+            return
+        if msg.kind == "log":
+            log.info("robot log: %s", msg.fields.get("message"))
+        if pending is None:
+            return
+        if route == "mine":
+            pending.inbox.put((msg.kind, msg))
+        else:
+            # Heartbeats, logs and STOP replies only prove the robot is alive.
+            pending.inbox.put(("alive", msg))
+
+    def _route_locked(self, msg: Message, pending: _Pending | None) -> str:
+        if msg.kind == "invalid":
+            return "skip"
+        if msg.id is None:
+            return "alive"
+        if pending is not None and msg.id == pending.msg_id:
+            return "mine"
+        if msg.id in self._stop_ids:
+            return "alive"
+        return "skip"
+
+    # -- writing ---------------------------------------------------------------------------
+    def _write(self, conn: _Conn, data: bytes) -> str | None:
+        """Write one line; returns an error text (and drops the connection) on failure."""
+        try:
+            with self._write_lock:
+                if conn.closing.is_set():
+                    return "port closed"
+                conn.ser.write(data)
+        except serial.SerialTimeoutException:
+            error = f"disconnected: write timed out after {self.write_timeout:g} s"
+        except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            error = f"disconnected: write failed ({exc})"
+        else:
+            with self._cond:
+                self._lines_out += 1
+            return None
+        self._lost(conn, error)
+        return error
+
+    def _send_stop(self, pending: _Pending | None) -> bool:
+        with self._cond:
+            conn = self._conn
+        if conn is None:
+            return False
+        stop_id = self._ids.next()
+        line = encode_command(stop_id, "STOP", None)
+        with self._cond:
+            # Registered before the write so the reply can never look like a stray line.
+            self._stop_ids.append(stop_id)
+        ok = self._write(conn, line) is None
+        if pending is not None:
+            pending.stop_sent = pending.stop_sent or ok
+            text = line[:-1].decode("utf-8")
+            pending.transcript.add("tx", text if ok else text + "  <write failed>")
+        return ok
+
+    def abort(self) -> bool:
+        """Write STOP now, from the calling thread. True if it reached the port."""
+        with self._cond:
+            pending = self._pending
+        ok = self._send_stop(pending)
+        log.warning("abort: STOP %s (command in flight: %s)", "sent" if ok else "NOT sent",
+                    pending.cmd if pending else None)
+        return ok
+
+    # -- commands --------------------------------------------------------------------------
+    def execute(self, cmd: str, params: dict[str, Any] | None = None, *,
+                on_progress: Callable[[dict[str, Any]], None] | None = None,
+                timeout: float | None = None) -> CommandOutcome:
+        """Send one command and wait for its result; never re-sends anything."""
+        if timeout is None:
+            timeout = self.command_timeouts.get(cmd, self.robot_timeout)
+        with self._exec_lock:
+            with self._cond:
+                ready = self._ready_locked()
+                connected = self._conn is not None
+            if not ready:
+                why = ("robot link not connected" if not connected else
+                       "robot link not synchronized (waiting for the robot to answer PING)")
+                return CommandOutcome(False, f"disconnected: {why}", fault="disconnected")
+            outcome = self._transact(cmd, params, on_progress, timeout, stop_on_timeout=True)
+        if outcome.fault == "timeout":
+            self._event("fault", error=outcome.message, cmd=cmd)
+        return outcome
+
+    def _transact(self, cmd: str, params: dict[str, Any] | None,
+                  on_progress: Callable[[dict[str, Any]], None] | None, timeout: float, *,
+                  stop_on_timeout: bool) -> CommandOutcome:
+        """Write ``cmd`` and collect its replies. Caller holds ``_exec_lock``."""
+        with self._cond:
+            conn = self._conn
+        if conn is None:
+            return CommandOutcome(False, "disconnected: robot link not connected",
+                                  fault="disconnected")
+        msg_id = self._ids.next()
+        line = encode_command(msg_id, cmd, params)
+        pending = _Pending(msg_id, cmd, _Transcript())
+        with self._cond:
+            # Checked under the same lock stop() uses to wake the command in flight.
+            if self._stopping.is_set():
+                return CommandOutcome(False, "disconnected: link stopped", fault="disconnected")
+            self._pending = pending
+        items: list[dict[str, Any]] = []
+        try:
+            pending.transcript.add("tx", line[:-1].decode("utf-8"))
+            error = self._write(conn, line)
+            if error is not None:
+                return self._outcome(pending, items, False, error, fault="disconnected")
+            last = time.monotonic()
+            while True:
+                remaining = last + timeout - time.monotonic()
+                if remaining <= 0:
+                    return self._on_silence(pending, items, timeout, stop_on_timeout)
+                try:
+                    kind, payload = pending.inbox.get(timeout=remaining)
+                except queue.Empty:
+                    continue
+                last = time.monotonic()
+                if kind == "disconnected":
+                    reason = str(payload)
+                    if not reason.startswith("disconnected"):
+                        reason = f"disconnected: {reason}"
+                    return self._outcome(pending, items, False, reason, fault="disconnected")
+                if kind == "progress":
+                    self._progress(payload.fields, items, on_progress)
+                elif kind == "result":
+                    fields = payload.fields
+                    message = str(fields.get("message") or "")
+                    success = fields["success"]
+                    aborted = (not success and pending.stop_sent
+                               and message.lower().startswith("aborted"))
+                    return self._outcome(pending, items, success, message,
+                                         data=fields.get("data") or {}, aborted=aborted)
+        finally:
+            with self._cond:
+                self._pending = None
+
+    @staticmethod
+    def _progress(fields: dict[str, Any], items: list[dict[str, Any]],
+                  on_progress: Callable[[dict[str, Any]], None] | None) -> None:
+        item = fields.get("item")
+        if isinstance(item, dict):
+            items.append(item)
+        if on_progress is None:
+            return
+        event = {"done": fields.get("done"), "total": fields.get("total"),
+                 "message": fields.get("message"), "item": item}
+        try:
+            on_progress(event)
+        except Exception:
+            # A broken observer must not turn a running robot command into a fault.
+            log.exception("on_progress callback failed")
+
+    def _on_silence(self, pending: _Pending, items: list[dict[str, Any]], timeout: float,
+                    stop_on_timeout: bool) -> CommandOutcome:
+        with self._cond:
+            self._synced = False
+            self._cond.notify_all()
+        message = f"timeout: robot sent nothing for {timeout:g} s"
+        if stop_on_timeout:
+            sent = self._send_stop(pending)
+            message += "; STOP sent" if sent else "; STOP could NOT be sent"
+        return self._outcome(pending, items, False, message, fault="timeout")
+
+    @staticmethod
+    def _outcome(pending: _Pending, items: list[dict[str, Any]], success: bool, message: str,
+                 *, data: dict[str, Any] | None = None, fault: str | None = None,
+                 aborted: bool = False) -> CommandOutcome:
+        return CommandOutcome(success=success, message=message, data=dict(data or {}),
+                              fault=fault, aborted=aborted, items=items,
+                              transcript=pending.transcript.export())
