@@ -36,6 +36,7 @@ class ServerSettings:
     baudrate: int = 115200
     db: str = "data/tasks.db"
     db_busy_timeout: float = 5.0
+    event_queue: int = 500  # events buffered per SSE subscriber before it is dropped
     sim_speed: float = 1.0
     robot_timeout: float = 30.0
     command_timeouts: dict[str, float] = field(default_factory=dict)
@@ -99,7 +100,7 @@ class RobotServer:
         self.store = TaskStore(s.db, busy_timeout=s.db_busy_timeout)
         self.store.open()
         # 2. Queue state from the store (interrupted tasks failed, queue held).
-        self.events = EventBus()
+        self.events = EventBus(subscriber_queue=s.event_queue)
         self.manager = TaskManager(self.store, self.events, max_queue=s.max_queue,
                                    auto_resume=s.auto_resume)
         self.interrupted = self.manager.recover()

@@ -38,7 +38,8 @@ def _scans_sent(sim: SimulatorProcess) -> list[str]:
 
 def test_kill_mid_task_fails_it_holds_queue_and_never_resends(servers, tmp_path, sim) -> None:
     first = _start(servers, tmp_path, sim)
-    ids = [first.post("/", scan(f"R{n}")).json()["task_id"] for n in range(1, 4)]
+    ids = [first.post("/", scan(f"R{n}", [1, 2, 3] if n == 1 else [1])).json()["task_id"]
+           for n in range(1, 4)]
     wait_until(lambda: first.task(ids[0])["status"] == "running", 15, message="first running")
     wait_until(lambda: _scans_sent(sim) == ["R1"], 10, message="R1 on the wire")
     first.kill9()
