@@ -92,7 +92,23 @@ def ask(prompt: str, choices: dict[str, str], *, read: Callable[[str], str] = in
         print(f"Please type one of: {', '.join(choices)}")
 
 
+def ask_robot_port(read: Callable[[str], str] = input) -> str:
+    """Offer the serial ports found; asked only when there are some (else the default)."""
+    from robot import list_ports
+
+    ports = list_ports()
+    if not ports:
+        return constants.ROBOT_PORT
+    print("Robot port\n  0) sim (built-in simulator)")
+    choices = {"": constants.ROBOT_PORT, "0": "sim"}
+    for n, port in enumerate(ports, 1):
+        print(f"  {n}) {port['device']}  {port.get('description') or ''}")
+        choices[str(n)] = port["device"]
+    return ask(f"Choose robot port [Enter = {constants.ROBOT_PORT}]: ", choices, read=read)
+
+
 def fill_from_menus(args: argparse.Namespace) -> None:
+    interactive = args.command is None  # `serve`/`run` given: scripts, never ask
     if args.command is None:
         print("Robot task server\n  1) HTTP server mode\n  2) Local mode (run one command file)")
         args.command = ask("Choose mode [1/2]: ", {"1": "serve", "2": "run"})
@@ -100,6 +116,8 @@ def fill_from_menus(args: argparse.Namespace) -> None:
         print("Execution mode\n  1) Sync mode: each request waits until the robot is done\n"
               "  2) Queue mode (recommended): returns a task_id at once, tasks run in order")
         args.mode = ask("Choose execution mode [1/2]: ", {"1": "sync", "2": "queue"})
+    if args.command in ("serve", "run") and args.robot is None and interactive:
+        args.robot = ask_robot_port()
     if args.command == "run" and getattr(args, "file", None) is None:
         try:
             args.file = input("Command file [SCAN_QR_CODE_command.json]: ").strip() \

@@ -32,7 +32,7 @@ def test_menus_ask_again_then_serve_and_stop_cleanly_on_sigterm(tmp_path) -> Non
          "--sim-speed", "200", "--db", str(tmp_path / "m.db")], cwd=ROOT,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        proc.stdin.write("7\n1\nx\n2\n")  # a bad answer is asked again
+        proc.stdin.write("7\n1\nx\n2\n\n")  # a bad answer is asked again; Enter = default port
         proc.stdin.flush()
         url = f"http://127.0.0.1:{port}"
 
