@@ -1,0 +1,355 @@
+// The dashboard: state kept from GET /events (no polling), reloaded from the
+// REST API whenever the stream (re)connects or says events were missed.
+
+import { api, get, ApiError, EventStream, onTokenNeeded, getToken, forgetToken } from './api.js';
+import {
+  renderRobot, renderConnection, renderRunning, renderPending, renderHistory,
+  renderDetail, renderTranscript,
+} from './views.js';
+import { CommandForm } from './form.js';
+
+const $ = (sel) => document.querySelector(sel);
+const RANK = { pending: 0, running: 1, completed: 2, failed: 2, cancelled: 2 };
+const HISTORY_PAGE = 10;
+const ETA_LOOKUPS = 10; // only the next few pending tasks get their estimated start
+
+const state = {
+  mode: null,
+  robot: null,
+  paused: false,
+  pauseReason: null,
+  running: null, // task document
+  pending: [], // task documents in queue order
+  // Highest status seen per task: events replayed after a reconnect are older
+  // than the reloaded state and must not move a task backwards.
+  rank: new Map(),
+  history: { status: '', cursors: [null], page: 0, total: 0, nextCursor: null },
+  detail: null,
+};
+
+let form = null;
+let reloading = false;
+let reloadAgain = false;
+let buffered = [];
+
+// -- small helpers ---------------------------------------------------------------------
+function debounce(fn, ms) {
+  let timer = null;
+  return () => { clearTimeout(timer); timer = setTimeout(fn, ms); };
+}
+
+function notice(text, kind = 'info') {
+  const el = $('#notice');
+  el.textContent = text;
+  el.className = `notice notice-${kind}`;
+  el.hidden = !text;
+}
+
+function failed(err) {
+  notice(err instanceof ApiError ? err.message : `Request failed: ${err.message || err}`, 'error');
+}
+
+function seen(task) {
+  const r = RANK[task.status] ?? 0;
+  const known = state.rank.get(task.task_id) ?? -1;
+  if (r < known) return false;
+  state.rank.set(task.task_id, r);
+  return true;
+}
+
+// -- rendering ------------------------------------------------------------------------
+function renderQueueState() {
+  $('#banner').hidden = !state.paused;
+  $('#banner-reason').textContent = state.paused ? `— ${state.pauseReason || 'no reason given'}. Pending tasks wait until the queue is resumed.` : '';
+  const btn = $('#pause-btn');
+  btn.textContent = state.paused ? 'Resume queue' : 'Pause queue';
+  btn.dataset.paused = String(state.paused);
+}
+
+function renderAll() {
+  renderRobot($('#robot'), state.robot, state.mode);
+  renderQueueState();
+  renderRunning($('#running'), state.running, { onCancel: cancelTask });
+  renderPending($('#pending'), $('#pending-empty'), $('#pending-count'), state.pending, { onCancel: cancelTask });
+}
+
+function renderDetailPanel() {
+  renderDetail($('#detail'), state.detail, {
+    onClose: () => { state.detail = null; renderDetailPanel(); },
+    onRetry: retryTask,
+    onTranscript: showTranscript,
+  });
+}
+
+// -- loading state --------------------------------------------------------------------
+async function reload(snapshot) {
+  if (reloading) { reloadAgain = true; return; }
+  reloading = true;
+  try {
+    let snap = snapshot;
+    if (!snap) {
+      const [queue, robot] = await Promise.all([get('/queue/status'), get('/robot')]);
+      snap = { queue, robot, mode: state.mode };
+    }
+    const runningId = snap.queue.running_task;
+    const [running, pending] = await Promise.all([
+      runningId ? get(`/task/${encodeURIComponent(runningId)}`).catch(() => null) : null,
+      get('/tasks?status=pending&limit=500'),
+    ]);
+    state.robot = snap.robot;
+    state.mode = snap.mode || state.mode;
+    state.paused = snap.queue.paused;
+    state.pauseReason = snap.queue.pause_reason;
+    state.running = running && running.status === 'running' ? running : null;
+    if (state.running) seen(state.running);
+    state.pending = pending.tasks.slice().reverse(); // newest first -> queue order
+    state.pending.forEach(seen);
+  } catch (err) {
+    failed(err);
+  } finally {
+    reloading = false;
+  }
+  const events = buffered;
+  buffered = [];
+  renderAll();
+  events.forEach(([type, data]) => apply(type, data));
+  refreshEtas();
+  loadHistory();
+  if (state.detail) openDetail(state.detail.task_id);
+  if (reloadAgain) { reloadAgain = false; reload(null); }
+}
+
+// Estimated start times move whenever anything ahead finishes; the list
+// endpoint has no ETAs, so ask for the next few tasks after each change.
+const refreshEtas = debounce(async () => {
+  const ids = state.pending.slice(0, ETA_LOOKUPS).map((t) => t.task_id);
+  if (state.running) ids.push(state.running.task_id);
+  const docs = await Promise.all(ids.map((id) => get(`/task/${encodeURIComponent(id)}`).catch(() => null)));
+  for (const doc of docs) {
+    if (!doc) continue;
+    if (doc.status === 'pending') {
+      const i = state.pending.findIndex((t) => t.task_id === doc.task_id);
+      if (i >= 0) state.pending[i] = { ...state.pending[i], estimated_start_time: doc.estimated_start_time };
+    } else if (doc.status === 'running' && state.running && state.running.task_id === doc.task_id) {
+      state.running.estimated_end_time = doc.estimated_end_time;
+    }
+  }
+  renderAll();
+}, 300);
+
+async function loadHistory() {
+  const hs = state.history;
+  const params = new URLSearchParams({ limit: String(HISTORY_PAGE) });
+  if (hs.status) params.set('status', hs.status);
+  const cursor = hs.cursors[hs.page];
+  if (cursor) params.set('cursor', cursor);
+  try {
+    const page = await get(`/tasks?${params}`);
+    hs.total = page.total;
+    hs.nextCursor = page.next_cursor;
+    renderHistory($('#history'), page.tasks, { onOpen: openDetail, onRetry: retryTask });
+    const first = hs.page * HISTORY_PAGE + (page.count ? 1 : 0);
+    $('#page-info').textContent = `${first}–${hs.page * HISTORY_PAGE + page.count} of ${page.total}`;
+    $('#page-newer').disabled = hs.page === 0;
+    $('#page-older').disabled = !page.next_cursor;
+  } catch (err) {
+    failed(err);
+  }
+}
+
+// Later pages stay put while the operator reads them; page one follows live.
+const historyChanged = debounce(() => { if (state.history.page === 0) loadHistory(); }, 250);
+
+// -- events ---------------------------------------------------------------------------
+function applyTask(doc) {
+  if (!doc || !doc.task_id || !seen(doc)) return;
+  const id = doc.task_id;
+  const i = state.pending.findIndex((t) => t.task_id === id);
+  if (doc.status === 'pending') {
+    if (i >= 0) state.pending[i] = { ...state.pending[i], ...doc };
+    else state.pending.push(doc);
+  } else if (i >= 0) {
+    state.pending.splice(i, 1);
+  }
+  if (doc.status === 'running') {
+    const keep = state.running && state.running.task_id === id ? state.running : {};
+    state.running = { ...keep, ...doc, progress: doc.progress || keep.progress };
+  } else if (state.running && state.running.task_id === id) {
+    state.running = null;
+  }
+  if (state.detail && state.detail.task_id === id) {
+    state.detail = { ...state.detail, ...doc };
+    renderDetailPanel();
+  }
+  renderAll();
+  refreshEtas();
+  historyChanged();
+}
+
+function applyProgress({ task_id: id, progress }) {
+  if (state.running && state.running.task_id === id) {
+    state.running.progress = progress;
+    renderRunning($('#running'), state.running, { onCancel: cancelTask });
+  } else if ((state.rank.get(id) ?? -1) < 2) {
+    // We missed its start: fetch the document rather than guess.
+    get(`/task/${encodeURIComponent(id)}`).then(applyTask).catch(() => {});
+  }
+}
+
+function apply(type, data) {
+  switch (type) {
+    case 'task': applyTask(data); break;
+    case 'progress': applyProgress(data); break;
+    case 'queue':
+      state.paused = data.paused;
+      state.pauseReason = data.pause_reason;
+      renderQueueState();
+      break;
+    case 'robot':
+      get('/robot').then((robot) => { state.robot = robot; renderAll(); }).catch(() => {});
+      break;
+    case 'reset': reload(null); break;
+    default: break;
+  }
+}
+
+function onEvent(type, data) {
+  if (type === 'snapshot') { reload(data); return; }
+  if (reloading) { buffered.push([type, data]); return; }
+  apply(type, data);
+}
+
+// -- operator actions -----------------------------------------------------------------
+async function cancelTask(task) {
+  try {
+    const { data } = await api('POST', `/task/${encodeURIComponent(task.task_id)}/cancel`);
+    notice(`${task.task_id}: ${data.message}`);
+  } catch (err) { failed(err); }
+}
+
+async function retryTask(id) {
+  try {
+    const { data } = await api('POST', `/task/${encodeURIComponent(id)}/retry`);
+    notice(`Retrying ${id} as ${data.task_id}${data.warning ? ` — ${data.warning}` : ''}`);
+  } catch (err) { failed(err); }
+}
+
+async function openDetail(id) {
+  try {
+    state.detail = await get(`/task/${encodeURIComponent(id)}`);
+    renderDetailPanel();
+  } catch (err) { failed(err); }
+}
+
+async function showTranscript(id) {
+  try {
+    renderTranscript($('#detail'), await get(`/task/${encodeURIComponent(id)}/transcript`));
+  } catch (err) { failed(err); }
+}
+
+async function togglePause() {
+  try {
+    const { data } = await api('POST', state.paused ? '/queue/resume' : '/queue/pause');
+    state.paused = data.paused;
+    state.pauseReason = data.pause_reason;
+    renderQueueState();
+  } catch (err) { failed(err); }
+}
+
+// No confirmation on purpose: the button exists for the moment there is no time.
+async function emergencyStop() {
+  try {
+    const { data } = await api('POST', '/robot/stop');
+    notice(data.message, data.success ? 'warn' : 'error');
+  } catch (err) { failed(err); }
+}
+
+async function submit(validateOnly) {
+  if (!form) return; // the command list has not loaded (the notice says why)
+  const body = form.command();
+  const out = $('#submit-result');
+  out.textContent = '';
+  if (body === null) return;
+  try {
+    const { status, data } = await api('POST', validateOnly ? '/validate' : '/', body);
+    if (validateOnly) out.textContent = data.message;
+    else if (status === 202) {
+      out.textContent = `Queued ${data.task_id}${data.queue_position ? ` (position ${data.queue_position})` : ''}`
+        + `${data.warning ? ` — ${data.warning}` : ''}`;
+    } else out.textContent = `${data.task_id}: ${data.status} — ${data.message}`;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 422 && form.showError(err.field, err.message)) {
+      out.textContent = 'The command was not accepted; see the marked field.';
+    } else if (err instanceof ApiError) {
+      out.textContent = `Not accepted: ${err.message}`;
+    } else {
+      out.textContent = `Request failed: ${err.message}`;
+    }
+  }
+}
+
+// -- token ----------------------------------------------------------------------------
+function askForToken(rejected) {
+  const dialog = $('#token-dialog');
+  $('#token-message').textContent = rejected
+    ? 'The server rejected that token. Enter the API token again.'
+    : 'This server needs its API token. It is kept in this browser only.';
+  $('#token-input').value = '';
+  return new Promise((resolve) => {
+    const formEl = $('#token-form');
+    const done = (ev) => {
+      const token = $('#token-input').value.trim();
+      if (!token) { ev.preventDefault(); return; }
+      formEl.removeEventListener('submit', done);
+      dialog.removeEventListener('cancel', block);
+      $('#forget-token').hidden = false;
+      resolve(token);
+    };
+    const block = (ev) => ev.preventDefault(); // nothing works without it
+    formEl.addEventListener('submit', done);
+    dialog.addEventListener('cancel', block);
+    if (!dialog.open) dialog.showModal();
+  });
+}
+
+// -- start ----------------------------------------------------------------------------
+function wire() {
+  $('#pause-btn').addEventListener('click', togglePause);
+  $('#banner-resume').addEventListener('click', togglePause);
+  $('#estop-btn').addEventListener('click', emergencyStop);
+  $('#forget-token').hidden = !getToken();
+  $('#forget-token').addEventListener('click', () => { forgetToken(); window.location.reload(); });
+  $('#submit-form').addEventListener('submit', (ev) => { ev.preventDefault(); submit(false); });
+  $('#validate-btn').addEventListener('click', () => submit(true));
+  $('#history-status').addEventListener('change', (ev) => {
+    Object.assign(state.history, { status: ev.target.value, cursors: [null], page: 0 });
+    loadHistory();
+  });
+  $('#page-older').addEventListener('click', () => {
+    const hs = state.history;
+    if (!hs.nextCursor) return;
+    hs.cursors[hs.page + 1] = hs.nextCursor;
+    hs.page += 1;
+    loadHistory();
+  });
+  $('#page-newer').addEventListener('click', () => {
+    if (state.history.page === 0) return;
+    state.history.page -= 1;
+    loadHistory();
+  });
+}
+
+async function main() {
+  onTokenNeeded(askForToken);
+  wire();
+  new EventStream('/events', {
+    onEvent,
+    onStatus: (status, info) => renderConnection($('#conn'), status, info),
+  }).start();
+  try {
+    const { commands } = await get('/commands');
+    form = new CommandForm($('#submit-form'), commands);
+  } catch (err) { failed(err); }
+}
+
+main();

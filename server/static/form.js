@@ -1,0 +1,152 @@
+// The submit form, built from GET /commands so a new command needs no page change.
+// The server is the single judge of validity (the form is `novalidate`): its
+// 422 answer names a field such as `params.positions`, shown next to that input.
+
+import { h } from './views.js';
+
+export class CommandForm {
+  constructor(root, commands) {
+    this.root = root;
+    this.commands = new Map(commands.map((c) => [c.cmd_type, c]));
+    this.select = root.querySelector('#cmd-type');
+    this.desc = root.querySelector('#cmd-desc');
+    this.fields = root.querySelector('#param-fields');
+    this.rawWrap = root.querySelector('#raw-wrap');
+    this.raw = root.querySelector('#raw-json');
+    this.select.replaceChildren(...commands.map((c) => h('option', { value: c.cmd_type, text: c.cmd_type })));
+    this.select.addEventListener('change', () => this.showCommand(this.select.value, null));
+    for (const radio of root.querySelectorAll('input[name="input-mode"]')) {
+      radio.addEventListener('change', () => this.setMode(radio.value));
+    }
+    root.querySelector('#file-input').addEventListener('change', (ev) => this.loadFile(ev.target));
+    this.mode = 'form';
+    if (commands.length) this.showCommand(commands[0].cmd_type, null);
+  }
+
+  // Fills the inputs from `params`, or from the command's example when null.
+  showCommand(cmdType, params) {
+    const command = this.commands.get(cmdType);
+    this.select.value = cmdType;
+    this.desc.textContent = command ? command.description : '';
+    const values = params || (command && command.example && command.example.params) || {};
+    this.fields.replaceChildren();
+    const schema = command ? command.params : {};
+    if (Object.keys(schema).length === 0) {
+      this.fields.append(h('p', { class: 'hint', text: 'This command takes no parameters.' }));
+    }
+    for (const [name, spec] of Object.entries(schema)) {
+      const id = `param-${name}`;
+      const input = h('input', { id, name, 'data-param': name, 'data-kind': spec.type, autocomplete: 'off' });
+      if (spec.type === 'number' || spec.type === 'integer') {
+        input.type = 'number';
+        input.step = spec.type === 'integer' ? '1' : 'any';
+        if (spec.minimum !== undefined) input.min = spec.minimum;
+        if (spec.maximum !== undefined) input.max = spec.maximum;
+      } else {
+        input.type = 'text';
+        if (spec.type === 'string' && spec.max_length) input.maxLength = spec.max_length;
+      }
+      const value = values[name];
+      if (value !== undefined) input.value = Array.isArray(value) ? value.join(', ') : String(value);
+      const range = spec.minimum !== undefined ? ` (${spec.minimum}–${spec.maximum})` : '';
+      const hint = spec.type === 'integer_list' ? `${spec.description}; comma-separated` : `${spec.description}${range}`;
+      this.fields.append(h('div', { class: 'field' },
+        h('label', { for: id }, name, spec.required ? '' : ' (optional)'),
+        input,
+        h('span', { class: 'hint', text: hint }),
+        h('span', { class: 'field-error', 'data-error-for': `params.${name}` })));
+    }
+    if (this.mode === 'raw') this.raw.value = JSON.stringify(this.formCommand(), null, 2);
+  }
+
+  formCommand() {
+    const params = {};
+    for (const input of this.fields.querySelectorAll('input[data-param]')) {
+      const text = input.value.trim();
+      if (text === '') continue; // a missing required value is the server's to report
+      const kind = input.dataset.kind;
+      if (kind === 'integer_list') {
+        // Non-numbers are sent as they are, so the server's message names them.
+        params[input.dataset.param] = text.split(/[\s,]+/).filter(Boolean)
+          .map((t) => (/^-?\d+(\.\d+)?$/.test(t) ? Number(t) : t));
+      } else if (kind === 'number' || kind === 'integer') {
+        params[input.dataset.param] = Number(text);
+      } else {
+        params[input.dataset.param] = input.value;
+      }
+    }
+    return { cmd_type: this.select.value, params };
+  }
+
+  setMode(mode) {
+    if (mode === this.mode) return;
+    this.clearErrors();
+    if (mode === 'raw') {
+      this.raw.value = JSON.stringify(this.formCommand(), null, 2);
+    } else {
+      const parsed = this.parseRaw();
+      if (parsed && this.commands.has(parsed.cmd_type)) this.showCommand(parsed.cmd_type, parsed.params || {});
+    }
+    this.mode = mode;
+    this.rawWrap.hidden = mode !== 'raw';
+    this.fields.hidden = mode === 'raw';
+    this.root.querySelector(`input[name="input-mode"][value="${mode}"]`).checked = true;
+  }
+
+  parseRaw() {
+    try { return JSON.parse(this.raw.value); } catch { return null; }
+  }
+
+  // The file's text is what gets sent (raw mode), so the operator sees exactly that.
+  async loadFile(input) {
+    const file = input.files && input.files[0];
+    if (!file) return;
+    const text = await file.text();
+    input.value = '';
+    this.setMode('raw');
+    this.raw.value = text;
+    this.clearErrors();
+    const parsed = this.parseRaw();
+    if (parsed === null) {
+      this.showError('raw', `${file.name} is not valid JSON`);
+    } else if (parsed && this.commands.has(parsed.cmd_type)) {
+      this.select.value = parsed.cmd_type;
+      this.desc.textContent = this.commands.get(parsed.cmd_type).description;
+    }
+    this.root.querySelector('#submit-result').textContent = `Loaded ${file.name}`;
+  }
+
+  // The body to POST, or null after showing why it cannot be sent.
+  command() {
+    this.clearErrors();
+    if (this.mode === 'form') return this.formCommand();
+    const parsed = this.parseRaw();
+    if (parsed === null) {
+      let why = 'invalid JSON';
+      try { JSON.parse(this.raw.value); } catch (err) { why = err.message; }
+      this.showError('raw', why);
+      return null;
+    }
+    return parsed;
+  }
+
+  clearErrors() {
+    for (const el of this.root.querySelectorAll('.field-error')) el.textContent = '';
+    for (const el of this.root.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
+  }
+
+  // Puts the message next to the named field; in raw mode, under the JSON.
+  showError(field, message) {
+    let slot = field ? this.root.querySelector(`.field-error[data-error-for="${CSS.escape(field)}"]`) : null;
+    if (this.mode === 'raw' && field !== 'cmd_type') slot = null;
+    if (!slot || slot.closest('[hidden]')) {
+      slot = this.root.querySelector('.field-error[data-error-for="raw"]');
+      if (this.mode !== 'raw') slot = null;
+    }
+    if (!slot) return false;
+    slot.textContent = this.mode === 'raw' && field && field !== 'raw' && field !== 'cmd_type' ? `${field}: ${message}` : message;
+    const input = slot.parentElement.querySelector('input, select, textarea');
+    if (input) input.setAttribute('aria-invalid', 'true');
+    return true;
+  }
+}
