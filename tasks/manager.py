@@ -124,22 +124,29 @@ class TaskManager:
                       idempotency_key=idempotency_key,
                       body_hash=body_hash(cmd_type, params) if idempotency_key else None)
         # The row is committed (durably) before anything is queued or answered.
-        task_id, created = self.store.insert(new, lambda tid: self._enqueue(tid, cmd_type))
+        position: list[int] = []
+        task_id, created = self.store.insert(
+            new, lambda tid: position.append(self._enqueue(tid, cmd_type)))
         if created:
             log.info("task %s %s pending", task_id, cmd_type)
+            # No ETA walk over the whole queue on the submit path: the position at
+            # enqueue time is what the reply needs (GET /task has the full ETA).
             doc = self._doc_from_new(new)
+            doc["queue_position"] = position[0]
             self.events.publish("task", doc)
             return SubmitResult(doc, True)
         task = self.get(task_id)
         assert task is not None
         return SubmitResult(task, False)
 
-    def _enqueue(self, task_id: str, cmd_type: str) -> None:
-        # Runs in commit order under the store's write lock (see __init__).
+    def _enqueue(self, task_id: str, cmd_type: str) -> int:
+        """Queue a committed task; its 1-based position. Runs in commit order under
+        the store's write lock (see __init__)."""
         with self._state:
             self._counts[TaskStatus.PENDING] += 1
             self._pending[task_id] = cmd_type
             self._queue.put(task_id)
+            return len(self._pending)
 
     def get(self, task_id: str) -> dict[str, Any] | None:
         row = self.store.get(task_id)
@@ -179,7 +186,7 @@ class TaskManager:
         return self.get(task_id)
 
     def _doc_from_new(self, new: NewTask) -> dict[str, Any]:
-        return self._doc({"task_id": new.task_id, "cmd_type": new.cmd_type,
+        return self._doc(eta=False, row={"task_id": new.task_id, "cmd_type": new.cmd_type,
                           "params": new.params, "status": TaskStatus.PENDING.value,
                           "submitted": new.submitted, "started": None, "ended": None,
                           "result": None, "progress": None, "retry_of": new.retry_of})
@@ -318,10 +325,13 @@ class TaskManager:
             "paused": paused,
             "pause_reason": reason,
             "pending": pending,
+            # Six columns, no JSON decoding of params/result: this runs on every poll.
             "recent_tasks": [
-                {k: t[k] for k in ("task_id", "status", "cmd_type", "submit_time",
-                                   "start_time", "end_time")}
-                for t in self.list(limit=recent)],
+                {"task_id": task_id, "status": status, "cmd_type": cmd_type,
+                 "submit_time": format_time(submitted), "start_time": format_time(started),
+                 "end_time": format_time(ended)}
+                for task_id, status, cmd_type, submitted, started, ended
+                in self.store.recent(recent)],
             "version": self.events.version,
         }
 

@@ -365,6 +365,15 @@ class TaskStore:
             rows = conn.execute(sql, (*args, limit, offset)).fetchall()
         return [_row_to_dict(r) for r in rows]
 
+    def recent(self, limit: int) -> list[tuple[str, str, str, float, float | None,
+                                               float | None]]:
+        """(task_id, status, cmd_type, submitted, started, ended) of the newest tasks."""
+        if limit <= 0:
+            return []
+        with self._reader() as conn:
+            return conn.execute("SELECT task_id, status, cmd_type, submitted, started, ended "
+                                "FROM tasks ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+
     def count(self, *, status: str | None = None, cmd_type: str | None = None) -> int:
         clauses, args = [], []
         if status is not None:
