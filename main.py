@@ -8,9 +8,12 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import logging.handlers
+import os
+import queue
 import signal
 import socket
 import sys
@@ -55,6 +58,35 @@ def _server_flags(p: argparse.ArgumentParser, *, with_mode: bool = True) -> None
     p.add_argument("--shutdown-grace", type=float,
                    help=f"seconds the running task may finish at shutdown before STOP "
                         f"(default {constants.SHUTDOWN_GRACE_S:g})")
+    p.add_argument("--api-token",
+                   help="require this token (Authorization: Bearer or X-API-Key) on every "
+                        "endpoint but /health; default: env ROBOT_API_TOKEN")
+    p.add_argument("--allow", type=_networks, metavar="CIDR,...",
+                   help="only these client networks may connect, e.g. 172.16.11.0/24,127.0.0.1")
+    p.add_argument("--allowed-host", type=_names, metavar="NAME,...",
+                   help="DNS names clients may use for this server (IP addresses, localhost "
+                        "and the hostname always work)")
+    p.add_argument("--cors-origin", metavar="ORIGIN",
+                   help="one other web origin allowed to call the API from a browser, "
+                        "e.g. http://lims.lab:8080")
+    p.add_argument("--max-connections", type=int,
+                   help="ordinary connections served at once; beyond: 503 (default 200)")
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    import ipaddress
+
+    items = tuple(part.strip() for part in text.split(",") if part.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an address or CIDR network: {item}") from None
+    return items
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,13 +166,24 @@ def _pick(value: Any, default: Any) -> Any:
 
 # -- logging -----------------------------------------------------------------------------
 def setup_logging(level: str | None, log_file: str | None) -> None:
+    """Log through a queue: request threads only enqueue a record, and one listener
+    thread does the formatting-free I/O (profiling showed 16 handler threads
+    queuing on the stream handler's lock and flush)."""
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file:
         handlers.append(logging.handlers.RotatingFileHandler(
             log_file, maxBytes=constants.LOG_FILE_MAX_BYTES,
             backupCount=constants.LOG_FILE_BACKUPS, encoding="utf-8"))
-    logging.basicConfig(level=(level or constants.LOG_LEVEL).upper(), handlers=handlers,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    root.setLevel((level or constants.LOG_LEVEL).upper())
+    listener.start()
+    atexit.register(listener.stop)  # flush what is queued before the process exits
 
 
 def lan_ip() -> str:
@@ -183,10 +226,19 @@ def serve(args: argparse.Namespace) -> int:
         shutdown_grace=_pick(args.shutdown_grace, constants.SHUTDOWN_GRACE_S),
         keep_days=_pick(args.keep_days, constants.KEEP_DAYS),
         backlog=constants.LISTEN_BACKLOG,
+        # An empty --api-token "" means none, so a unit file can switch it off.
+        api_token=_pick(args.api_token, os.environ.get("ROBOT_API_TOKEN")) or None,
+        allow=_pick(args.allow, ()),
+        allowed_hosts=_pick(args.allowed_host, ()),
+        cors_origin=args.cors_origin,
+        max_connections=_pick(args.max_connections, ServerSettings.max_connections),
     )
     if settings.sim_speed <= 0:
         print("--sim-speed must be greater than 0", file=sys.stderr)
         return 2
+    # Shorter GIL hand-offs: the STOP and completion paths cross several threads
+    # (pty reader, worker, handlers) while many clients poll.
+    sys.setswitchinterval(0.001)
     server = RobotServer(settings)
     try:
         server.start()
@@ -222,12 +274,31 @@ def print_banner(server: Any) -> None:
     print(f"\n✓ HTTP server started\nListening on: {host}:{port}{where}\n"
           f"LAN IP: {lan_ip()}\nMode: {s.mode} mode\nRobot port: {server.robot_port}"
           + (" (built-in simulator)" if s.robot == "sim" else ""))
+    if s.api_token:
+        # Never the token itself: banners end up in journals and screenshots.
+        hint = f" (…{s.api_token[-4:]})" if len(s.api_token) >= 16 else ""
+        print(f"API token: set{hint}")
+    elif not _loopback(host):
+        print(f"\n! No API token: anyone who can reach {host}:{port} can queue robot "
+              "commands and stop the robot.\n  Set --api-token or ROBOT_API_TOKEN "
+              "(and/or --allow CIDR).")
+    if s.allow:
+        print(f"Allowed clients: {', '.join(s.allow)}")
     if server.interrupted:
         print(f"\n! Interrupted task(s) marked failed: {', '.join(server.interrupted)}")
     if server.manager.paused:
         print(f"! The queue is held: {server.manager.pause_reason}\n"
               f"  Resume with: curl -X POST http://{lan_ip()}:{port}/queue/resume")
     sys.stdout.flush()
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def run_local(args: argparse.Namespace) -> int:

@@ -17,8 +17,15 @@ class ServerConfig:
     max_wait: float = 60.0
     sync_timeout: float = 3600.0
     recent_in_status: int = 10
-    request_timeout: float = 10.0  # per read, and idle keep-alive
+    request_timeout: float = 10.0  # per read or write while a request is in progress
+    request_deadline: float = 15.0  # whole head and body, from the first byte (slowloris)
+    idle_timeout: float = 30.0  # a keep-alive connection with no new request is closed
+    max_connections: int = 200  # ordinary connections; beyond: 503 at accept
+    max_streams: int = 1000  # long-polls (?wait=) and /events, counted apart
     api_token: str | None = None
+    allow: tuple[str, ...] = ()  # client networks (CIDR); empty: everyone
+    allowed_hosts: tuple[str, ...] = ()  # extra names accepted in the Host header
+    cors_origin: str | None = None  # the one cross-origin site allowed to call the API
     static_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

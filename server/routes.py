@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from server.errors import ApiError
-from server.http import Request, Response, Router, StreamResponse, public
+from server.http import Request, Response, Router, StreamResponse, long_lived, public
+from server.openapi import openapi_document
+from server.static_files import static_file
 from tasks.commands import CommandError, command_catalog, validate_command
 from tasks.events import TooManySubscribers
 from tasks.manager import TaskError
@@ -125,6 +127,7 @@ def validate(req: Request) -> Response:
                           "command": {"cmd_type": cmd_type, "params": params}})
 
 
+@long_lived("wait")
 def get_task(req: Request) -> Response:
     wait = req.query_number("wait", low=0, high=req.app.config.max_wait)
     task = _get_task(req)
@@ -173,7 +176,7 @@ def list_tasks(req: Request) -> Response:
     limit = req.query_int("limit", default=50, low=1, high=500)
     offset = req.query_int("offset", default=0, low=0, high=10**9)
     cursor = req.query.get("cursor") or None
-    if cursor is not None and not cursor.isdigit():
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
         raise ApiError("cursor must be the next_cursor of a previous page", 400)
     tasks, last_seq = req.app.manager.list_page(
         status=status, cmd_type=cmd_type, limit=limit, offset=0 if cursor else offset,
@@ -185,6 +188,7 @@ def list_tasks(req: Request) -> Response:
 
 
 # -- queue -------------------------------------------------------------------------------
+@long_lived("wait")
 def queue_status(req: Request) -> Response:
     wait = req.query_number("wait", low=0, high=req.app.config.max_wait)
     if wait:
@@ -254,9 +258,10 @@ def _sse(event_id: int | None, kind: str, data: Any) -> bytes:
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
+@long_lived()
 def events(req: Request) -> StreamResponse:
     raw = req.headers.get("Last-Event-ID") or req.query.get("last_event_id")
-    last_id = int(raw) if raw and raw.isdigit() else None
+    last_id = int(raw) if raw and raw.isascii() and raw.isdigit() and len(raw) < 19 else None
     try:
         sub = req.app.events.subscribe(last_id)
     except TooManySubscribers as exc:
@@ -301,4 +306,6 @@ def build_router() -> Router:
     r.add("GET", "/health", health)
     r.add("GET", "/commands", commands)
     r.add("GET", "/events", events)
+    r.add("GET", "/openapi.json", openapi_document)
+    r.add("GET", "/static/<name>", static_file)
     return r

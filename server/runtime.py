@@ -53,7 +53,14 @@ class ServerSettings:
     keep_days: float = 30.0
     backlog: int = 128
     request_timeout: float = 10.0
+    request_deadline: float = 15.0
+    idle_timeout: float = 30.0
+    max_connections: int = 200
+    max_streams: int = 1000
     api_token: str | None = None
+    allow: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origin: str | None = None
     static_dir: str | None = field(
         default_factory=lambda: os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                              "static"))
@@ -124,8 +131,13 @@ class RobotServer:
             config = ServerConfig(mode=s.mode, max_body=s.max_body, max_wait=s.max_wait,
                                   sync_timeout=s.sync_timeout,
                                   recent_in_status=s.recent_in_status,
-                                  request_timeout=s.request_timeout, api_token=s.api_token,
-                                  static_dir=s.static_dir)
+                                  request_timeout=s.request_timeout,
+                                  request_deadline=s.request_deadline,
+                                  idle_timeout=s.idle_timeout,
+                                  max_connections=s.max_connections,
+                                  max_streams=s.max_streams, api_token=s.api_token,
+                                  allow=tuple(s.allow), allowed_hosts=tuple(s.allowed_hosts),
+                                  cors_origin=s.cors_origin, static_dir=s.static_dir)
             self.app = Application(self.manager, self.worker, self.link, self.events, config)
             self.httpd = make_server(s.host, s.port, self.app, build_router(), backlog=s.backlog)
         except BaseException:

@@ -59,7 +59,7 @@ def test_stuck_subscriber_is_dropped_without_slowing_the_worker(make_server) -> 
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
     stuck.settimeout(5)
     stuck.connect(server.address)
-    stuck.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    stuck.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     wait_until(lambda: server.events.subscriber_count == 1, 5, message="subscribed")
     watcher = SSEReader(server.url)  # a healthy subscriber next to the stuck one
     try:
