@@ -29,6 +29,9 @@ INTERRUPTED_MESSAGE = ("interrupted: the server stopped while this task was on t
                        "it was not re-run")
 
 
+FINAL_CACHE_SIZE = 2000  # finished task documents kept in memory for GET /task
+
+
 class TaskError(Exception):
     """A request about a task that cannot be honoured; carries an HTTP status."""
 
@@ -69,6 +72,8 @@ class TaskManager:
         self._queue: queue.Queue[str] = queue.Queue()  # task ids, FIFO
         self._pending: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._counts: collections.Counter[str] = collections.Counter()
+        self._final_docs: collections.OrderedDict[str, dict[str, Any]] = \
+            collections.OrderedDict()
         self._running: dict[str, Any] | None = None
         self._cancel_requested: dict[str, str] = {}  # running task id -> reason
         self._final_events: dict[str, threading.Event] = {}
@@ -149,8 +154,20 @@ class TaskManager:
             return len(self._pending)
 
     def get(self, task_id: str) -> dict[str, Any] | None:
+        # A finished task never changes: serve it from memory (bounded, oldest out).
+        cached = self._final_docs.get(task_id)
+        if cached is not None:
+            return cached
         row = self.store.get(task_id)
-        return self._doc(row) if row else None
+        if row is None:
+            return None
+        doc = self._doc(row)
+        if row["status"] in FINAL_STATUSES:
+            with self._state:
+                self._final_docs[task_id] = doc
+                if len(self._final_docs) > FINAL_CACHE_SIZE:
+                    self._final_docs.popitem(last=False)
+        return doc
 
     def transcript(self, task_id: str) -> list[dict[str, Any]] | None:
         return self.store.transcript(task_id)

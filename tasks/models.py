@@ -29,7 +29,12 @@ _ID_ALPHABET = string.digits + string.ascii_lowercase
 def new_task_id(now: float | None = None) -> str:
     """`task_YYYYMMDD_HHMMSS_` + 6 random [0-9a-z], as the user guide shows."""
     stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(now))
-    suffix = "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
+    # One draw from the OS generator, not six (each secrets.choice reads urandom).
+    n = secrets.randbelow(36 ** 6)
+    suffix = ""
+    for _ in range(6):
+        n, digit = divmod(n, 36)
+        suffix += _ID_ALPHABET[digit]
     return f"task_{stamp}_{suffix}"
 
 

@@ -10,11 +10,11 @@ transaction holding its row has committed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -131,7 +131,10 @@ class TaskStore:
         self._write_lock = threading.Lock()
         self._pending_lock = threading.Lock()
         self._pending: list[_PendingInsert] = []
-        self._readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        # A deque, not a queue.Queue: append/pop are atomic in CPython, so taking a
+        # read connection costs no lock (profiling showed the Queue's Condition on
+        # every GET).
+        self._readers: collections.deque[sqlite3.Connection] = collections.deque()
         self._writer: sqlite3.Connection | None = None
 
     # -- life cycle ------------------------------------------------------------------
@@ -158,8 +161,8 @@ class TaskStore:
                 self._writer = None
         while True:
             try:
-                self._readers.get_nowait().close()
-            except queue.Empty:
+                self._readers.pop().close()
+            except IndexError:
                 break
 
     def _connect(self) -> sqlite3.Connection:
@@ -197,13 +200,13 @@ class TaskStore:
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
         try:
-            conn = self._readers.get_nowait()
-        except queue.Empty:
+            conn = self._readers.pop()
+        except IndexError:
             conn = self._connect()
         try:
             yield conn
         finally:
-            self._readers.put(conn)
+            self._readers.append(conn)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
