@@ -3,6 +3,7 @@
     python main.py                      # interactive menus (as in the user guide)
     python main.py serve --mode queue   # no questions: for scripts and services
     python main.py run FILE.json        # run one command file on the robot, print the result
+    python main.py submit FILE.json --wait   # client of a running server (see cli.py)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import cli
 import constants
 
 SERVE_HINT = "python main.py serve --mode queue"
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("file", help="command JSON file, e.g. SCAN_QR_CODE_command.json")
     _robot_flags(run)
     sub.add_parser("ports", help="list serial ports")
+    cli.add_parsers(sub)  # submit, status, cancel, tasks, check
     return parser
 
 
@@ -350,6 +353,8 @@ def list_ports_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in cli.COMMANDS:
+        return cli.run(args)  # no menus, and quiet: their output is the answer
     try:
         fill_from_menus(args)
     except MenuExit as exc:

@@ -236,15 +236,20 @@ class RobotLink:
 
     # -- connecting ------------------------------------------------------------------------
     def _open(self) -> serial.SerialBase:
+        # pyserial's rfc2217 refuses write_timeout (NotImplementedError at open); its
+        # socket has a fixed 5 s timeout, so a stuck write still ends as an OSError.
+        write_timeout = None if self.url.lower().startswith("rfc2217://") else \
+            self.write_timeout
         try:
             ser = serial.serial_for_url(self.url, self.baudrate, timeout=READ_TIMEOUT,
-                                        write_timeout=self.write_timeout, do_not_open=True)
+                                        write_timeout=write_timeout, do_not_open=True)
             if "://" not in self.url:
                 # pyserial's flock: a second program on the same port is refused, not
-                # silently sharing (and stealing) the robot's replies.
+                # silently sharing (and stealing) the robot's replies. Device files only:
+                # socket:// and rfc2217:// have no lock to take.
                 ser.exclusive = self.exclusive
             ser.open()
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, NotImplementedError) as exc:
             raise RobotLinkError(_describe_open_error(self.url, exc)) from exc
         return ser
 
@@ -268,6 +273,7 @@ class RobotLink:
         with self._cond:
             self._conn = conn
             self._synced = False
+            self._error = None  # the port is open: an earlier open error no longer holds
         conn.reader.start()
         error = self._handshake()
         if error is None:

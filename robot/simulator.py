@@ -179,6 +179,15 @@ class RobotSimulator:
         with self._cond:
             session = self._session
             self._session = None
+        if session is not None:
+            session.closed.set()
+            with contextlib.suppress(OSError):
+                os.write(session.wake_w, b"x")
+            if session.thread is not None:
+                session.thread.join()
+        # Only now, with the reader gone, is the job final: a command read just before
+        # the unplug may have started one after a look at ``_job`` taken earlier.
+        with self._cond:
             job = self._job
         if job is not None:
             job.stop.set()
@@ -186,11 +195,6 @@ class RobotSimulator:
                 job.thread.join()
         if session is None:
             return
-        session.closed.set()
-        with contextlib.suppress(OSError):
-            os.write(session.wake_w, b"x")
-        if session.thread is not None:
-            session.thread.join()
         with self._write_lock:
             session.close_fds()
         if remove_link and self.link_path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.metrics import Metrics
 from tasks.events import EventBus
 from tasks.manager import TaskManager
 from tasks.worker import Worker
@@ -37,6 +38,7 @@ class Application:
     link: Any  # robot.RobotLink (typed loosely so tests may pass a double)
     events: EventBus
     config: ServerConfig
+    metrics: Metrics = field(default_factory=Metrics)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         robot = self.robot_info()

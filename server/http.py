@@ -665,6 +665,7 @@ class Handler(BaseHTTPRequestHandler):
             payload = json.dumps(response.body, ensure_ascii=False).encode("utf-8")
         head = self._head(response.status, response.headers, response.content_type,
                           len(payload))
+        self.server.app.metrics.count_http(response.status)
         # One write per response: headers and body in a single send.
         self.wfile.write(head if self.command == "HEAD" else head + payload)
         self.log_request(response.status, len(payload))
@@ -672,6 +673,7 @@ class Handler(BaseHTTPRequestHandler):
     def _stream(self, response: StreamResponse) -> None:
         self.close_connection = True
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **response.headers}
+        self.server.app.metrics.count_http(200)
         self.wfile.write(self._head(200, headers, response.content_type, None))
         self.log_request(200, "-")
         try:

@@ -341,6 +341,10 @@ def build_openapi(config: ServerConfig) -> dict[str, Any]:
         }, public_route=True)},
         "/commands": {"get": _operation("The accepted commands and their parameters", {
             "200": _json(_ref("Commands"), "command catalog")})},
+        "/metrics": {"get": _operation("Prometheus metrics (text format 0.0.4)", {
+            "200": {"description": "tasks by final status, queue depth, task durations, "
+                                   "robot link, HTTP responses by class",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}})},
         "/events": {"get": _operation("Server-Sent Events (task, progress, queue, robot)", {
             "200": {"description": "an endless text/event-stream",
                     "content": {"text/event-stream": {"schema": {"type": "string"}}}},

@@ -10,6 +10,7 @@ from typing import Any
 
 from server.errors import ApiError
 from server.http import Request, Response, Router, StreamResponse, long_lived, public
+from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.openapi import openapi_document
 from server.static_files import static_file
 from tasks.commands import CommandError, command_catalog, validate_command
@@ -248,6 +249,12 @@ def service(req: Request) -> Response:
     })
 
 
+def metrics(req: Request) -> Response:
+    # Gauges and task counters are read now, so they always agree with /queue/status.
+    text = req.app.metrics.render(req.app.manager.queue_status(recent=0), req.app.robot_info())
+    return Response(200, text.encode("utf-8"), content_type=METRICS_CONTENT_TYPE)
+
+
 # -- live events -----------------------------------------------------------------------
 def _sse(event_id: int | None, kind: str, data: Any) -> bytes:
     lines = []
@@ -305,6 +312,7 @@ def build_router() -> Router:
     r.add("GET", "/robot", robot_info)
     r.add("GET", "/health", health)
     r.add("GET", "/commands", commands)
+    r.add("GET", "/metrics", metrics)
     r.add("GET", "/events", events)
     r.add("GET", "/openapi.json", openapi_document)
     r.add("GET", "/static/<name>", static_file)

@@ -139,6 +139,7 @@ class RobotServer:
                                   allow=tuple(s.allow), allowed_hosts=tuple(s.allowed_hosts),
                                   cors_origin=s.cors_origin, static_dir=s.static_dir)
             self.app = Application(self.manager, self.worker, self.link, self.events, config)
+            self.manager.on_finish = self.app.metrics.observe_task
             self.httpd = make_server(s.host, s.port, self.app, build_router(), backlog=s.backlog)
         except BaseException:
             self.stop()

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,9 @@ class TaskManager:
         self._runnable = threading.Condition(self._lock)
         self.paused = False
         self.pause_reason: str | None = None
+        # Called as on_finish(cmd_type, status, duration_s) when a task that ran ends
+        # (metrics); never under a lock, and its errors never fail the task.
+        self.on_finish: Callable[[str, str, float], None] | None = None
 
     # -- start-up -------------------------------------------------------------------------
     def recover(self, now: float | None = None) -> list[str]:
@@ -444,6 +448,12 @@ class TaskManager:
         log.info("task %s %s %s in %.2f s: %s", task_id,
                  running["cmd_type"] if running else "?", status.value, duration,
                  result.get("message"))
+        # Before waiters wake: whoever sees the task final also sees it in the metrics.
+        if self.on_finish is not None and running is not None:
+            try:
+                self.on_finish(running["cmd_type"], status.value, duration)
+            except Exception:
+                log.exception("on_finish hook failed for task %s", task_id)
         self._set_final(task_id)
         if doc is not None:
             self.events.publish("task", doc)

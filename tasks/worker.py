@@ -96,9 +96,12 @@ class Worker:
         if not self.link.wait_ready(self.poll_interval):
             return False
         task_id = self.manager.take(self.poll_interval)
-        if task_id is None or self._stop.is_set():
-            if task_id:
-                self.manager.put_back_first(task_id)
+        if task_id is None:
+            return False
+        # take() may have waited while the link dropped: a task must not start (and
+        # fail as "disconnected") on a link that is already down; it keeps its place.
+        if self._stop.is_set() or not self.link.wait_ready(0):
+            self.manager.put_back_first(task_id)
             return False
         self._idle.clear()
         try:
@@ -133,14 +136,23 @@ class Worker:
             outcome = self.link.execute(cmd_type, row["params"], on_progress=on_progress)
         except Exception as exc:  # a driver bug must not leave the task running forever
             log.exception("task %s: robot driver error", task_id)
-            self.manager.finish(task_id, TaskStatus.FAILED,
-                                {"success": False, "message": f"internal error: {exc}",
-                                 **partial_result(cmd_type, items)},
-                                hold_reason=f"task {task_id} ({cmd_type}) hit an internal "
-                                            "error; the robot's state is unknown")
+            self._finish(task_id, TaskStatus.FAILED,
+                         {"success": False, "message": f"internal error: {exc}",
+                          **partial_result(cmd_type, items)}, None,
+                         f"task {task_id} ({cmd_type}) hit an internal error; the robot's "
+                         "state is unknown")
             return
         status, result, hold = self._judge(task_id, cmd_type, outcome)
-        self.manager.finish(task_id, status, result, outcome.transcript, hold_reason=hold)
+        self._finish(task_id, status, result, outcome.transcript, hold)
+
+    def _finish(self, task_id: str, status: TaskStatus, result: dict[str, Any],
+                transcript: list[dict[str, Any]] | None, hold: str | None) -> None:
+        # Hold first, then commit the final state: whoever sees the task failed
+        # (a poll, a waiter, an event) also sees the queue paused, and a crash in
+        # between leaves the task running, which recovery fails and holds anyway.
+        if hold is not None and not self.manager.auto_resume:
+            self.manager.pause(hold)
+        self.manager.finish(task_id, status, result, transcript)
 
     def _judge(self, task_id: str, cmd_type: str,
                outcome: Outcome) -> tuple[TaskStatus, dict[str, Any], str | None]:
