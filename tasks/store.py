@@ -118,6 +118,18 @@ def _row_to_dict(row: sqlite3.Row | tuple) -> dict[str, Any]:
     }
 
 
+def _filters(*, status: str | None = None, cmd_type: str | None = None,
+             before_seq: int | None = None) -> tuple[str, list[Any]]:
+    """A WHERE clause of fixed column tests and its parameters (values never in SQL)."""
+    clauses, args = [], []
+    for clause, value in (("status = ?", status), ("cmd_type = ?", cmd_type),
+                          ("seq < ?", before_seq)):
+        if value is not None:
+            clauses.append(clause)
+            args.append(value)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -352,17 +364,7 @@ class TaskStore:
     def list(self, *, status: str | None = None, cmd_type: str | None = None, limit: int = 50,
              before_seq: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
         """Newest first. `before_seq` is a cursor (the last seq of the previous page)."""
-        clauses, args = [], []
-        if status is not None:
-            clauses.append("status = ?")
-            args.append(status)
-        if cmd_type is not None:
-            clauses.append("cmd_type = ?")
-            args.append(cmd_type)
-        if before_seq is not None:
-            clauses.append("seq < ?")
-            args.append(before_seq)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args = _filters(status=status, cmd_type=cmd_type, before_seq=before_seq)
         sql = f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ? OFFSET ?"
         with self._reader() as conn:
             rows = conn.execute(sql, (*args, limit, offset)).fetchall()
@@ -378,14 +380,7 @@ class TaskStore:
                                 "FROM tasks ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
 
     def count(self, *, status: str | None = None, cmd_type: str | None = None) -> int:
-        clauses, args = [], []
-        if status is not None:
-            clauses.append("status = ?")
-            args.append(status)
-        if cmd_type is not None:
-            clauses.append("cmd_type = ?")
-            args.append(cmd_type)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args = _filters(status=status, cmd_type=cmd_type)
         with self._reader() as conn:
             return conn.execute(f"SELECT count(*) FROM tasks {where}", args).fetchone()[0]
 

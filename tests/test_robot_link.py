@@ -16,19 +16,9 @@ import serial
 from robot import CommandOutcome, RobotLink, RobotLinkError, RobotSimulator, list_ports
 from robot.driver import _Transcript
 from robot.simulator import qr_code
+from tests.conftest import wait_until
 
 SPEED = 200.0
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message or predicate}")
-        time.sleep(0.005)
 
 
 class Background:
