@@ -168,6 +168,21 @@ def _pick(value: Any, default: Any) -> Any:
 
 
 # -- logging -----------------------------------------------------------------------------
+class _LockFreeQueueHandler(logging.handlers.QueueHandler):
+    """SimpleQueue.put is thread-safe on its own: the per-handler lock that
+    logging.Handler takes around emit() only made 16 request threads queue up
+    (about 30 % of a GET's time in profiles)."""
+
+    def createLock(self) -> None:  # noqa: N802 (logging's name)
+        self.lock = None
+
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
 def setup_logging(level: str | None, log_file: str | None) -> None:
     """Log through a queue: request threads only enqueue a record, and one listener
     thread does the formatting-free I/O (profiling showed 16 handler threads
@@ -183,7 +198,7 @@ def setup_logging(level: str | None, log_file: str | None) -> None:
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
     root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    root.handlers[:] = [_LockFreeQueueHandler(records)]
     root.setLevel((level or constants.LOG_LEVEL).upper())
     listener.start()
     atexit.register(listener.stop)  # flush what is queued before the process exits
