@@ -22,7 +22,7 @@ from typing import Any
 from tasks.commands import partial_result
 from tasks.events import EventBus
 from tasks.models import FINAL_STATUSES, TaskStatus, format_time, new_task_id
-from tasks.store import NewTask, TaskStore
+from tasks.store import NewTask, StoreWriteError, TaskStore
 
 log = logging.getLogger("tasks")
 
@@ -307,7 +307,11 @@ class TaskManager:
 
     def pause(self, reason: str) -> dict[str, Any]:
         with self._lock:
-            self.store.set_meta({"paused": "1", "pause_reason": reason})
+            try:
+                self.store.set_meta({"paused": "1", "pause_reason": reason})
+            except StoreWriteError:
+                # Holding the robot matters more than remembering that we did.
+                log.error("queue pause could not be saved; paused until restart only")
             self.paused, self.pause_reason = True, reason
             log.warning("queue paused: %s", reason)
             state = self.queue_state()
@@ -427,9 +431,10 @@ class TaskManager:
         self.events.publish("progress", {"task_id": task_id, "progress": progress})
 
     def finish(self, task_id: str, status: TaskStatus, result: dict[str, Any],
-               transcript: list[dict[str, Any]] | None = None,
-               hold_reason: str | None = None) -> dict[str, Any] | None:
-        """Commit the final state, then report it (events, waiters, hold)."""
+               transcript: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        """Commit the final state, then report it (events, waiters, metrics).
+
+        Raises StoreWriteError with nothing changed if the state cannot be saved."""
         ended = time.time()
         self.store.finish(task_id, status.value, ended, result, transcript,
                           only_if=("running",))
@@ -441,8 +446,6 @@ class TaskManager:
             self._counts[status] += 1
             if status == TaskStatus.COMPLETED and running and running.get("started"):
                 self._durations[running["cmd_type"]].append(ended - running["started"])
-        if hold_reason is not None and not self.auto_resume:
-            self.pause(hold_reason)
         doc = self.get(task_id)
         duration = (ended - running["started"]) if running and running.get("started") else 0.0
         log.info("task %s %s %s in %.2f s: %s", task_id,

@@ -152,7 +152,20 @@ class Worker:
         # between leaves the task running, which recovery fails and holds anyway.
         if hold is not None and not self.manager.auto_resume:
             self.manager.pause(hold)
-        self.manager.finish(task_id, status, result, transcript)
+        while True:
+            try:
+                self.manager.finish(task_id, status, result, transcript)
+                return
+            except StoreWriteError as exc:
+                # Without a record of this result no further task may start: hold,
+                # and keep trying (a full disk may be cleared). If the server stops
+                # first, the task is still `running` on disk and recovery fails it.
+                if not self.manager.paused:
+                    self.manager.pause(f"the result of task {task_id} cannot be saved ({exc}); "
+                                       "free the disk, then resume")
+                if self._stop.wait(1.0):
+                    log.error("task %s: result not saved at shutdown", task_id)
+                    return
 
     def _judge(self, task_id: str, cmd_type: str,
                outcome: Outcome) -> tuple[TaskStatus, dict[str, Any], str | None]:

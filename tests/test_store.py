@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tasks.store import NewTask, StoreError, StoreWriteError, TaskStore
-from tests.conftest import SCAN, Client
+from tests.conftest import SCAN, Client, wait_until
 
 
 def _task(n: int, submitted: float | None = None) -> NewTask:
@@ -86,3 +86,24 @@ def test_closed_store_write_raises_store_write_error(tmp_path) -> None:
     store.close()
     with pytest.raises(StoreWriteError):
         store.insert(_task(1))
+
+
+def test_unsaved_result_holds_the_queue_until_it_is_saved(make_server, tmp_path) -> None:
+    db = str(tmp_path / "full.db")
+    server = make_server(db=db, db_busy_timeout=0.2, sim_speed=20.0)
+    client = Client(server)
+    task_id = client.submit()
+    after = client.submit({"cmd_type": "PING"})
+    wait_until(lambda: client.task(task_id)["status"] == "running", 10, message="running")
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the disk is "full" for the server from now on
+    try:
+        status = wait_until(lambda: (s := client.status())["paused"] and s, 15,
+                            message="the hold")
+        assert "cannot be saved" in status["pause_reason"]
+        assert client.task(after)["status"] == "pending"  # nothing new starts meanwhile
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert client.wait_final(task_id)["status"] == "completed"  # saved on a retry
+    assert client.task(after)["status"] == "pending"  # still held until resumed
