@@ -75,6 +75,7 @@ class TaskManager:
         self._counts: collections.Counter[str] = collections.Counter()
         self._final_docs: collections.OrderedDict[str, dict[str, Any]] = \
             collections.OrderedDict()
+        self._status_cache: tuple[tuple[int, int], dict[str, Any]] | None = None
         self._running: dict[str, Any] | None = None
         self._cancel_requested: dict[str, str] = {}  # running task id -> reason
         self._final_events: dict[str, threading.Event] = {}
@@ -332,6 +333,21 @@ class TaskManager:
         return {"paused": self.paused, "pause_reason": self.pause_reason}
 
     def queue_status(self, recent: int = 10) -> dict[str, Any]:
+        """The guide's queue counters and more; cached until the next event.
+
+        Every change of what this shows publishes an event, so the event version
+        keys the cache: polls between changes (the guide's clients poll every 2 s,
+        a lab has many) cost a dict copy, not a query.
+        """
+        version = self.events.version  # read first: a later change bumps it past us
+        cached = self._status_cache
+        if cached is not None and cached[0] == (version, recent):
+            return dict(cached[1])
+        doc = self._queue_status(recent, version)
+        self._status_cache = ((version, recent), doc)
+        return dict(doc)
+
+    def _queue_status(self, recent: int, version: int) -> dict[str, Any]:
         with self._state:
             counts = dict(self._counts)
             running = self._running["task_id"] if self._running else None
@@ -357,7 +373,7 @@ class TaskManager:
                  "end_time": format_time(ended)}
                 for task_id, status, cmd_type, submitted, started, ended
                 in self.store.recent(recent)],
-            "version": self.events.version,
+            "version": version,
         }
 
     # -- worker side ---------------------------------------------------------------------
