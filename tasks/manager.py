@@ -168,11 +168,14 @@ class TaskManager:
             return None
         doc = self._doc(row)
         if row["status"] in FINAL_STATUSES:
-            with self._state:
-                self._final_docs[task_id] = doc
-                if len(self._final_docs) > FINAL_CACHE_SIZE:
-                    self._final_docs.popitem(last=False)
+            self._cache_final(task_id, doc)
         return doc
+
+    def _cache_final(self, task_id: str, doc: dict[str, Any]) -> None:
+        with self._state:
+            self._final_docs[task_id] = doc
+            if len(self._final_docs) > FINAL_CACHE_SIZE:
+                self._final_docs.popitem(last=False)
 
     def transcript(self, task_id: str) -> list[dict[str, Any]] | None:
         return self.store.transcript(task_id)
@@ -420,15 +423,11 @@ class TaskManager:
                 # Paused between the worker's check and its take: keep its place.
                 self.put_back_first(task_id)
                 return None
-            row = self.store.get(task_id)
-            if row is None or row["status"] != TaskStatus.PENDING:
+            row = self.store.mark_running(task_id, time.time())
+            if row is None:  # not pending on disk: nothing to run
                 with self._state:
                     self._pending.pop(task_id, None)
                 return None
-            started = time.time()
-            if not self.store.mark_running(task_id, started):
-                return None
-            row.update(status=TaskStatus.RUNNING.value, started=started)
             with self._state:
                 del self._pending[task_id]
                 self._counts[TaskStatus.PENDING] -= 1
@@ -462,7 +461,13 @@ class TaskManager:
             self._counts[status] += 1
             if status == TaskStatus.COMPLETED and running and running.get("started"):
                 self._durations[running["cmd_type"]].append(ended - running["started"])
-        doc = self.get(task_id)
+        if running is not None and running["task_id"] == task_id:
+            # Built from memory, not read back: the row was just committed as this.
+            doc = self._doc({**running, "status": status.value, "ended": ended,
+                             "result": result})
+            self._cache_final(task_id, doc)
+        else:
+            doc = self.get(task_id)
         duration = (ended - running["started"]) if running and running.get("started") else 0.0
         log.info("task %s %s %s in %.2f s: %s", task_id,
                  running["cmd_type"] if running else "?", status.value, duration,

@@ -321,11 +321,15 @@ class TaskStore:
         item.created = True
 
     # -- state transitions -------------------------------------------------------------
-    def mark_running(self, task_id: str, started: float) -> bool:
+    def mark_running(self, task_id: str, started: float) -> dict[str, Any] | None:
+        """Commit pending -> running; the task as now stored, or None if not pending."""
         with self._transaction() as conn:
-            cur = conn.execute("UPDATE tasks SET status = 'running', started = ? "
-                               "WHERE task_id = ? AND status = 'pending'", (started, task_id))
-            return cur.rowcount == 1
+            # RETURNING: the worker gets the row from the same statement (one query
+            # fewer between one task's result and the next task's command).
+            row = conn.execute(f"UPDATE tasks SET status = 'running', started = ? "
+                               f"WHERE task_id = ? AND status = 'pending' RETURNING {_COLUMNS}",
+                               (started, task_id)).fetchone()
+        return _row_to_dict(row) if row else None
 
     def set_progress(self, task_id: str, progress: dict[str, Any]) -> None:
         with self._transaction() as conn:
