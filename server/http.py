@@ -42,6 +42,18 @@ CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-API-Key, Idempotency-Key, L
 CORS_EXPOSE_HEADERS = "Location, Retry-After, Idempotent-Replayed"
 
 
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The Date header, formatted once per second rather than once per response."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
 def _escape(text: str) -> str:
     """One request = one log line: control characters are shown, not obeyed."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
@@ -240,6 +252,7 @@ class RobotHTTPServer(ThreadingHTTPServer):
         self.host_names = {"localhost", hostname, hostname.split(".")[0],
                            *(h.strip().lower().rstrip(".") for h in config.allowed_hosts
                              if h.strip())}
+        self._host_verdicts: dict[str, bool] = {}
         self._slots = threading.Lock()
         self._open = 0  # connections that have a handler thread
         self._streaming = 0  # of those, in a long-poll or SSE request right now
@@ -260,7 +273,16 @@ class RobotHTTPServer(ThreadingHTTPServer):
         return ip is not None and any(ip in net for net in self.networks)
 
     def host_allowed(self, host: str) -> bool:
-        """Host header check: an IP literal, or a name this server knows it has."""
+        """Host header check (memoised: a server sees few distinct Host values)."""
+        known = self._host_verdicts.get(host)
+        if known is None:
+            known = self._host_allowed(host)
+            if len(self._host_verdicts) < 256:  # bounded: Host is client-controlled
+                self._host_verdicts[host] = known
+        return known
+
+    def _host_allowed(self, host: str) -> bool:
+        """An IP literal, or a name this server knows it has."""
         host = host.strip()
         if host.startswith("["):
             end = host.find("]")
@@ -650,7 +672,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             phrase = ""
         lines = [f"HTTP/1.1 {status} {phrase}", f"Server: {self.server_version}",
-                 f"Date: {formatdate(usegmt=True)}", f"Content-Type: {content_type}"]
+                 f"Date: {_http_date()}", f"Content-Type: {content_type}"]
         if length is not None:
             lines.append(f"Content-Length: {length}")
         lines += [f"{k}: {v}" for k, v in {**self._extra_headers, **headers}.items()]
