@@ -355,7 +355,7 @@ class RobotHTTPServer(ThreadingHTTPServer):
             sock.send(_BUSY_RESPONSE)
             sock.shutdown(socket.SHUT_WR)
         except OSError:
-            pass
+            pass  # the client already left: nobody to tell that we are busy
         # Closing now, with the request unread, would send RST and could destroy the
         # 503 before the client reads it; service_actions closes it a moment later.
         self._lingering.append((time.monotonic(), sock))
@@ -377,7 +377,7 @@ class RobotHTTPServer(ThreadingHTTPServer):
         try:
             sock.close()
         except OSError:
-            pass
+            pass  # already reset by the peer; the descriptor is released either way
 
     def service_actions(self) -> None:
         # Called by serve_forever between accepts (at least every poll interval).
@@ -512,7 +512,7 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 self.send_error(408, "the request was not received in time")
             except OSError:
-                pass
+                pass  # a client too slow to send may be gone too; it was logged above
 
     def handle_expect_100(self) -> bool:
         # Answer "100 Continue" only once the request passed every check (_read_body),
