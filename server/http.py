@@ -9,7 +9,6 @@ from the default listen backlog of 5 (we use 128).
 from __future__ import annotations
 
 import hmac
-import http.client
 import io
 import ipaddress
 import json
@@ -19,8 +18,6 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,13 +26,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from server.app import Application
 from server.errors import ApiError
+from server.reader import DeadlineReader, HeadBudget
+from server.routing import Request, Response, Route, Router, StreamResponse
 
 log = logging.getLogger("server")
 access_log = logging.getLogger("server.access")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() accepts "\xb2" and friends
-MAX_JSON_DEPTH = 32
 MAX_REQUEST_LINE = 8192  # 414 beyond (the stdlib allows 64 KiB)
 MAX_HEADER_BYTES = 32 * 1024  # all header lines together; 431 beyond
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-API-Key, Idempotency-Key, Last-Event-ID"
@@ -57,156 +55,6 @@ def _http_date() -> str:
 def _escape(text: str) -> str:
     """One request = one log line: control characters are shown, not obeyed."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-@dataclass
-class Response:
-    status: int = 200
-    body: Any = None  # dict/list -> JSON; bytes sent as is
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-
-
-@dataclass
-class StreamResponse:
-    """A response written as it is produced (SSE); the connection closes after it."""
-
-    chunks: Iterator[bytes]
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "text/event-stream; charset=utf-8"
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: Any  # http.client.HTTPMessage
-    body: bytes
-    app: Application
-    client: str
-    params: dict[str, str] = field(default_factory=dict)  # path captures
-
-    def json(self) -> Any:
-        return parse_json(self.body)
-
-    def query_number(self, name: str, *, low: float, high: float,
-                     default: float | None = None) -> float | None:
-        raw = self.query.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ApiError(f"query parameter {name!r} must be a number", 400) from None
-        if not low < value <= high:
-            raise ApiError(f"query parameter {name!r} must be in ({low:g}, {high:g}]", 400)
-        return value
-
-    def query_int(self, name: str, *, default: int, low: int, high: int) -> int:
-        raw = self.query.get(name)
-        if raw is None or raw == "":
-            return default
-        # isascii: str.isdigit() also accepts digits int() refuses ("\xb2").
-        if not (raw.isascii() and raw.isdigit() and len(raw) <= 18) or not low <= int(raw) <= high:
-            raise ApiError(f"query parameter {name!r} must be an integer in "
-                           f"[{low}, {high}]", 400)
-        return int(raw)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ApiError(f"invalid JSON: {name} is not allowed", 400)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ApiError(f"invalid JSON: number {text[:20]} is out of range", 400)
-    return value
-
-
-def _depth(text: str) -> int:
-    """Maximum nesting of arrays/objects, outside strings (before json.loads recurses)."""
-    depth = peak = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            peak = max(peak, depth)
-        elif ch in "]}":
-            depth -= 1
-    return peak
-
-
-def parse_json(body: bytes) -> Any:
-    """Strict JSON: UTF-8, bounded nesting, no NaN/Infinity, no huge numbers."""
-    if not body.strip():
-        raise ApiError("the request body is empty; send a JSON command", 400)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError("the request body is not UTF-8", 400) from None
-    if _depth(text) > MAX_JSON_DEPTH:
-        raise ApiError(f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels", 400)
-    try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except json.JSONDecodeError as exc:
-        raise ApiError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                       400) from None
-    except (ValueError, RecursionError) as exc:  # e.g. an integer with 5000 digits
-        raise ApiError(f"invalid JSON: {exc}", 400) from None
-
-
-Route = Callable[[Request], "Response | StreamResponse"]
-
-
-def public(func: Route) -> Route:
-    """Mark a route as reachable without the API token (health, the page shell)."""
-    func.public = True  # type: ignore[attr-defined]
-    return func
-
-
-def long_lived(query_param: str | None = None) -> Callable[[Route], Route]:
-    """Mark a route that may hold its connection open: always (SSE), or only when
-    `query_param` is given (a `?wait=` long-poll). Such requests are counted in
-    their own pool so they cannot use up the slots of ordinary requests."""
-    def mark(func: Route) -> Route:
-        func.long_lived = query_param or True  # type: ignore[attr-defined]
-        return func
-    return mark
-
-
-class Router:
-    def __init__(self) -> None:
-        self._routes: list[tuple[str, re.Pattern[str], Route]] = []
-
-    def add(self, method: str, pattern: str, func: Route) -> None:
-        regex = re.compile("^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", pattern) + "$")
-        self._routes.append((method, regex, func))
-
-    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
-        allowed = []
-        for route_method, regex, func in self._routes:
-            m = regex.match(path)
-            if m is None:
-                continue
-            if route_method == method or (method == "HEAD" and route_method == "GET"):
-                return func, m.groupdict()
-            allowed.append(route_method)
-        if allowed:
-            allow = ", ".join(sorted(set(allowed) | ({"HEAD"} if "GET" in allowed else set())))
-            raise ApiError(f"method {method} is not allowed on {path}; allowed: {allow}", 405,
-                           headers={"Allow": allow})
-        raise ApiError(f"no such endpoint: {path}", 404)
 
 
 _BUSY_BODY = b'{"success": false, "message": "too many connections; try again shortly"}'
@@ -395,64 +243,6 @@ class RobotHTTPServer(ThreadingHTTPServer):
             self._close_refused(self._lingering.popleft()[1])
 
 
-class _DeadlineReader(io.RawIOBase):
-    """Socket reads bounded twice: per read, and by a total deadline for the request.
-
-    A per-read timeout alone lets a client that trickles one byte every few
-    seconds hold a thread forever (slowloris); the deadline cuts it off.
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__()
-        self._sock = sock
-        self._deadline: float | None = None
-        self._per_read: float | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def arm(self, total: float, per_read: float) -> None:
-        self._deadline = time.monotonic() + total
-        self._per_read = per_read
-
-    def disarm(self, per_op: float) -> None:
-        """The request is in: no deadline; `per_op` bounds each later write or read."""
-        self._deadline = None
-        self._per_read = per_op
-        self._sock.settimeout(per_op)
-
-    def readinto(self, buffer: Any) -> int:
-        timeout = self._per_read
-        if self._deadline is not None:
-            remaining = self._deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("the request was not received in time")
-            timeout = remaining if timeout is None else min(timeout, remaining)
-        self._sock.settimeout(timeout)
-        return self._sock.recv_into(buffer)
-
-    def close(self) -> None:
-        # The socket belongs to socketserver, which shuts it down and closes it.
-        super().close()
-
-
-class _HeadBudget:
-    """Stands in for rfile while the stdlib parses headers: all header lines together
-    may use `budget` bytes (the stdlib alone allows 100 lines of 64 KiB each)."""
-
-    def __init__(self, rfile: Any, budget: int) -> None:
-        self._rfile = rfile
-        self._budget = budget
-
-    def readline(self, limit: int = -1) -> bytes:
-        size = self._budget + 1 if limit < 0 else min(limit, self._budget + 1)
-        line = self._rfile.readline(size)
-        self._budget -= len(line)
-        if self._budget < 0:
-            raise http.client.LineTooLong(f"request headers longer than {MAX_HEADER_BYTES} bytes")
-        return line
-
-
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -466,7 +256,7 @@ class Handler(BaseHTTPRequestHandler):
         # Swap the stdlib's reader for one that enforces the request deadline. The
         # old one must be closed, or the socket is never really closed (io refs).
         self.rfile.close()
-        self._reader = _DeadlineReader(self.connection)
+        self._reader = DeadlineReader(self.connection)
         self.rfile = io.BufferedReader(self._reader, 65536)
         self._client_ok = self.server.client_allowed(self.client_address[0])
         self._extra_headers: dict[str, str] = {}
@@ -498,7 +288,7 @@ class Handler(BaseHTTPRequestHandler):
             if not self.raw_requestline.endswith(b"\n"):
                 self.close_connection = True  # the client hung up mid-line
                 return
-            rfile, self.rfile = self.rfile, _HeadBudget(self.rfile, MAX_HEADER_BYTES)
+            rfile, self.rfile = self.rfile, HeadBudget(self.rfile, MAX_HEADER_BYTES)
             try:
                 parsed = self.parse_request()
             finally:

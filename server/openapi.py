@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.app import ServerConfig
-from server.http import Request, Response, public
+from server.routing import Request, Response, public
 from tasks.commands import COMMANDS, Param
 from tasks.models import ALL_STATUSES
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from server.errors import ApiError
-from server.http import Request, Response, Router, StreamResponse, long_lived, public
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.openapi import openapi_document
+from server.routing import Request, Response, Router, StreamResponse, long_lived, public
 from server.static_files import static_file
 from tasks.commands import CommandError, command_catalog, validate_command
 from tasks.events import TooManySubscribers

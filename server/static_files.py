@@ -15,7 +15,7 @@ import re
 from email.utils import formatdate, parsedate_to_datetime
 
 from server.errors import ApiError
-from server.http import Request, Response, public
+from server.routing import Request, Response, public
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
