@@ -205,15 +205,37 @@ def setup_logging(level: str | None, log_file: str | None) -> None:
 
 
 def lan_ip() -> str:
-    """This machine's LAN address for the banner (no packets are sent)."""
+    """This machine's LAN address for the banner (no packets are sent): what the
+    hostname resolves to, else the first non-loopback interface address (Linux)."""
     try:
-        addresses = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+        for *_, sockaddr in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            if not str(sockaddr[0]).startswith("127."):
+                return str(sockaddr[0])
     except OSError:
-        return "127.0.0.1"
-    for *_, sockaddr in addresses:
-        if not str(sockaddr[0]).startswith("127."):
-            return str(sockaddr[0])
+        pass  # no resolvable hostname: ask the interfaces below
+    for address in _interface_addresses():
+        if not address.startswith("127."):
+            return address
     return "127.0.0.1"
+
+
+def _interface_addresses() -> list[str]:
+    try:
+        import fcntl
+        import struct
+    except ImportError:  # not POSIX
+        return []
+    siocgifaddr = 0x8915  # Linux ioctl: an interface's IPv4 address
+    found = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(sock.fileno(), siocgifaddr,
+                                     struct.pack("256s", name[:15].encode()))
+            except OSError:
+                continue  # interface without an IPv4 address
+            found.append(socket.inet_ntoa(packed[20:24]))
+    return found
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -281,32 +303,36 @@ def serve(args: argparse.Namespace) -> int:
 
 def print_banner(server: Any) -> None:
     s = server.settings
+    lines: list[str] = []
     host, port = server.address
+    ip = lan_ip()
     if s.mode == "queue":
-        print("✓ Queue mode enabled\n  - commands are queued and run one after another\n"
-              "  - POST / returns a task_id at once; ask GET /task/<task_id>")
+        lines.append("✓ Queue mode enabled\n  - commands are queued and run one after another\n"
+                     "  - POST / returns a task_id at once; ask GET /task/<task_id>")
     else:
-        print("✓ Sync mode enabled\n  - each POST / waits until the robot has finished\n"
-              "  - long actions may exceed client time-outs: prefer queue mode")
+        lines.append("✓ Sync mode enabled\n  - each POST / waits until the robot has finished\n"
+                     "  - long actions may exceed client time-outs: prefer queue mode")
     where = " (all network interfaces)" if host in ("0.0.0.0", "::") else ""
-    print(f"\n✓ HTTP server started\nListening on: {host}:{port}{where}\n"
-          f"LAN IP: {lan_ip()}\nMode: {s.mode} mode\nRobot port: {server.robot_port}"
-          + (" (built-in simulator)" if s.robot == "sim" else ""))
+    lines.append(f"\n✓ HTTP server started\nListening on: {host}:{port}{where}\n"
+                 f"LAN IP: {ip}\nMode: {s.mode} mode\nRobot port: {server.robot_port}"
+                 + (" (built-in simulator)" if s.robot == "sim" else ""))
     if s.api_token:
         # Never the token itself: banners end up in journals and screenshots.
         hint = f" (…{s.api_token[-4:]})" if len(s.api_token) >= 16 else ""
-        print(f"API token: set{hint}")
+        lines.append(f"API token: set{hint}")
     elif not _loopback(host):
-        print(f"\n! No API token: anyone who can reach {host}:{port} can queue robot "
-              "commands and stop the robot.\n  Set --api-token or ROBOT_API_TOKEN "
-              "(and/or --allow CIDR).")
+        lines.append(f"\n! No API token: anyone who can reach {host}:{port} can queue robot "
+                     "commands and stop the robot.\n  Set --api-token or ROBOT_API_TOKEN "
+                     "(and/or --allow CIDR).")
     if s.allow:
-        print(f"Allowed clients: {', '.join(s.allow)}")
+        lines.append(f"Allowed clients: {', '.join(s.allow)}")
     if server.interrupted:
-        print(f"\n! Interrupted task(s) marked failed: {', '.join(server.interrupted)}")
+        lines.append(f"\n! Interrupted task(s) marked failed: {', '.join(server.interrupted)}")
     if server.manager.paused:
-        print(f"! The queue is held: {server.manager.pause_reason}\n"
-              f"  Resume with: curl -X POST http://{lan_ip()}:{port}/queue/resume")
+        lines.append(f"! The queue is held: {server.manager.pause_reason}\n"
+                     f"  Resume with: curl -X POST http://{ip}:{port}/queue/resume")
+    # One write: log lines from other threads cannot cut into the banner.
+    sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
 
 
