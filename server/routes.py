@@ -12,7 +12,7 @@ from server.errors import ApiError
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.openapi import openapi_document
 from server.routing import Request, Response, Router, StreamResponse, long_lived, public
-from server.static_files import static_file
+from server.static_files import serve_static, static_file
 from tasks.commands import CommandError, command_catalog, validate_command
 from tasks.events import TooManySubscribers
 from tasks.manager import TaskError
@@ -239,14 +239,14 @@ def service(req: Request) -> Response:
     accept = (req.headers.get("Accept") or "").lower()
     static = req.app.config.static_dir
     if static and "text/html" in accept:
-        from server.static_files import serve_static
         return serve_static(req, "index.html")
     return Response(200, {
         "service": "robot task server", "mode": req.app.config.mode,
         "submit": "POST / with a JSON command", "task": "GET /task/<task_id>",
         "queue": "GET /queue/status", "tasks": "GET /tasks", "events": "GET /events",
-        "commands": "GET /commands", "health": "GET /health",
-    })
+        "commands": "GET /commands", "health": "GET /health", "openapi": "GET /openapi.json",
+        "dashboard": "GET / from a browser",
+    }, {"Vary": "Accept"})  # the same URL is the dashboard for browsers: caches must know
 
 
 def metrics(req: Request) -> Response:
