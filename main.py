@@ -316,6 +316,10 @@ def print_banner(server: Any) -> None:
     lines.append(f"\n✓ HTTP server started\nListening on: {host}:{port}{where}\n"
                  f"LAN IP: {ip}\nMode: {s.mode} mode\nRobot port: {server.robot_port}"
                  + (" (built-in simulator)" if s.robot == "sim" else ""))
+    robot = server.link.info() if server.link is not None else {}
+    if not robot.get("ready"):
+        lines.append(f"! Robot not answering yet: {robot.get('error') or 'connecting'}; "
+                     "retrying in the background (see GET /health)")
     if s.api_token:
         # Never the token itself: banners end up in journals and screenshots.
         hint = f" (…{s.api_token[-4:]})" if len(s.api_token) >= 16 else ""

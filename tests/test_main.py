@@ -84,3 +84,32 @@ def test_busy_port_is_one_clear_line(tmp_path) -> None:
                     "--db", str(tmp_path / "b.db"), "--sim-speed", "200")
     assert out.returncode == 1
     assert "Cannot start" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_banner_says_when_the_robot_is_not_there_and_the_server_still_serves(tmp_path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "serve", "--mode", "queue", "--host", "127.0.0.1",
+         "--port", str(port), "--robot", str(tmp_path / "no-such-port"),
+         "--db", str(tmp_path / "r.db")], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return requests.get(url + "/health", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_until(up, 20, 0.05, "server without its robot")
+        robot = requests.get(url + "/health", timeout=5).json()["robot"]
+        assert robot["connected"] is False and "no such device" in robot["error"]
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert "Robot not answering yet: cannot open" in out and "no such device" in out
