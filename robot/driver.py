@@ -36,6 +36,9 @@ READ_TIMEOUT = 0.2  # bounds how long a reader without cancel_read() takes to no
 _SHOWN_BAD_LINE = 200  # characters of an invalid line kept in logs and transcripts
 
 
+ABORTED_UNSENT = "aborted before it was sent: STOP was requested first"
+
+
 @dataclass
 class CommandOutcome:
     success: bool
@@ -142,6 +145,10 @@ class RobotLink:
         self._ids = IdGenerator()
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()
+        # Bumped (under the write lock) by every STOP. A command written with an
+        # older epoch is refused: a STOP that beat the command onto the wire must
+        # not be followed by the very command it was meant to stop.
+        self._stop_epoch = 0
         self._exec_lock = threading.Lock()
         self._stopping = threading.Event()
         self._conn: _Conn | None = None
@@ -467,10 +474,16 @@ class RobotLink:
         return "skip"
 
     # -- writing ---------------------------------------------------------------------------
-    def _write(self, conn: _Conn, data: bytes) -> str | None:
-        """Write one line; returns an error text (and drops the connection) on failure."""
+    def _write(self, conn: _Conn, data: bytes, *, stop_epoch: int | None = None) -> str | None:
+        """Write one line; returns an error text (and drops the connection) on failure.
+
+        With `stop_epoch`, the line is not written if a STOP went out since then:
+        the text returned starts with "aborted".
+        """
         try:
             with self._write_lock:
+                if stop_epoch is not None and stop_epoch != self._stop_epoch:
+                    return ABORTED_UNSENT
                 if conn.closing.is_set():
                     return "port closed"
                 conn.ser.write(data)
@@ -485,7 +498,15 @@ class RobotLink:
         self._lost(conn, error)
         return error
 
+    @property
+    def stop_epoch(self) -> int:
+        """Pass to execute(stop_epoch=...) to refuse the command if STOP comes first."""
+        with self._write_lock:
+            return self._stop_epoch
+
     def _send_stop(self, pending: _Pending | None) -> bool:
+        with self._write_lock:
+            self._stop_epoch += 1  # even when the robot is away: it must not run later
         with self._cond:
             conn = self._conn
         if conn is None:
@@ -514,8 +535,13 @@ class RobotLink:
     # -- commands --------------------------------------------------------------------------
     def execute(self, cmd: str, params: dict[str, Any] | None = None, *,
                 on_progress: Callable[[dict[str, Any]], None] | None = None,
-                timeout: float | None = None) -> CommandOutcome:
-        """Send one command and wait for its result; never re-sends anything."""
+                timeout: float | None = None, stop_epoch: int | None = None) -> CommandOutcome:
+        """Send one command and wait for its result; never re-sends anything.
+
+        With `stop_epoch` (read from `stop_epoch` before the caller committed to run
+        the command), a STOP sent in between means the command is not sent at all:
+        the outcome is aborted.
+        """
         if timeout is None:
             timeout = self.command_timeouts.get(cmd, self.robot_timeout)
         with self._exec_lock:
@@ -526,14 +552,15 @@ class RobotLink:
                 why = ("robot link not connected" if not connected else
                        "robot link not synchronized (waiting for the robot to answer PING)")
                 return CommandOutcome(False, f"disconnected: {why}", fault="disconnected")
-            outcome = self._transact(cmd, params, on_progress, timeout, stop_on_timeout=True)
+            outcome = self._transact(cmd, params, on_progress, timeout, stop_on_timeout=True,
+                                     stop_epoch=stop_epoch)
         if outcome.fault == "timeout":
             self._event("fault", error=outcome.message, cmd=cmd)
         return outcome
 
     def _transact(self, cmd: str, params: dict[str, Any] | None,
                   on_progress: Callable[[dict[str, Any]], None] | None, timeout: float, *,
-                  stop_on_timeout: bool) -> CommandOutcome:
+                  stop_on_timeout: bool, stop_epoch: int | None = None) -> CommandOutcome:
         """Write ``cmd`` and collect its replies. Caller holds ``_exec_lock``."""
         with self._cond:
             conn = self._conn
@@ -551,7 +578,10 @@ class RobotLink:
         items: list[dict[str, Any]] = []
         try:
             pending.transcript.add("tx", line[:-1].decode("utf-8"))
-            error = self._write(conn, line)
+            error = self._write(conn, line, stop_epoch=stop_epoch)
+            if error == ABORTED_UNSENT:
+                pending.transcript.add("note", "not sent: STOP was requested first")
+                return self._outcome(pending, items, False, error, aborted=True)
             if error is not None:
                 return self._outcome(pending, items, False, error, fault="disconnected")
             last = time.monotonic()

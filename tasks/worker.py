@@ -37,8 +37,11 @@ class RobotPort(Protocol):
 
     def wait_ready(self, timeout: float | None) -> bool: ...
     def execute(self, cmd: str, params: dict[str, Any] | None = None, *,
-                on_progress: Any = None, timeout: float | None = None) -> Outcome: ...
+                on_progress: Any = None, timeout: float | None = None,
+                stop_epoch: int | None = None) -> Outcome: ...
     def abort(self) -> bool: ...
+    @property
+    def stop_epoch(self) -> int: ...
 
 
 class Worker:
@@ -105,16 +108,19 @@ class Worker:
             return False
         self._idle.clear()
         try:
+            # Read before `running` is committed: a STOP (cancel, emergency stop) from
+            # here on keeps the command off the wire instead of being overtaken by it.
+            stop_epoch = self.link.stop_epoch
+            self._abort_reason = None
             row = self.manager.start(task_id)
             if row is None:
                 return False
-            self._abort_reason = None
-            self._execute(row)
+            self._execute(row, stop_epoch)
             return True
         finally:
             self._idle.set()
 
-    def _execute(self, row: dict[str, Any]) -> None:
+    def _execute(self, row: dict[str, Any], stop_epoch: int) -> None:
         task_id, cmd_type = row["task_id"], row["cmd_type"]
         items: list[dict[str, Any]] = []
 
@@ -133,7 +139,8 @@ class Worker:
                 log.warning("task %s: progress not saved", task_id)
 
         try:
-            outcome = self.link.execute(cmd_type, row["params"], on_progress=on_progress)
+            outcome = self.link.execute(cmd_type, row["params"], on_progress=on_progress,
+                                        stop_epoch=stop_epoch)
         except Exception as exc:  # a driver bug must not leave the task running forever
             log.exception("task %s: robot driver error", task_id)
             self._finish(task_id, TaskStatus.FAILED,

@@ -377,3 +377,16 @@ def test_transcript_is_bounded() -> None:
 def test_list_ports_shape() -> None:
     for port in list_ports():
         assert set(port) == {"device", "description", "hwid"}
+
+
+def test_a_stop_before_the_command_keeps_it_off_the_wire(link: RobotLink,
+                                                          sim: RobotSimulator) -> None:
+    # The worker reads the epoch before committing `running`; an emergency stop in
+    # between must win: the command is refused, not sent after the STOP.
+    epoch = link.stop_epoch
+    assert link.abort()
+    out = link.execute("HOME", stop_epoch=epoch)
+    assert out.aborted and not out.success and out.fault is None
+    assert out.message.startswith("aborted")
+    assert not [c for c in sim.commands() if c.get("cmd") == "HOME"]
+    assert link.execute("HOME", stop_epoch=link.stop_epoch).success
