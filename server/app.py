@@ -23,6 +23,7 @@ class ServerConfig:
     idle_timeout: float = 30.0  # a keep-alive connection with no new request is closed
     max_connections: int = 200  # ordinary connections; beyond: 503 at accept
     max_streams: int = 1000  # long-polls (?wait=) and /events, counted apart
+    stop_reserve: int = 8  # connections beyond the cap, for POST /robot/stop only
     api_token: str | None = None
     allow: tuple[str, ...] = ()  # client networks (CIDR); empty: everyone
     allowed_hosts: tuple[str, ...] = ()  # extra names accepted in the Host header

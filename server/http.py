@@ -103,6 +103,7 @@ class RobotHTTPServer(ThreadingHTTPServer):
         self._host_verdicts: dict[str, bool] = {}
         self._slots = threading.Lock()
         self._open = 0  # connections that have a handler thread
+        self._reserved: set[Any] = set()  # over the cap, for an emergency stop only
         self._streaming = 0  # of those, in a long-poll or SSE request right now
         self._lingering: deque[tuple[float, socket.socket]] = deque()
         self._refused = 0
@@ -157,26 +158,41 @@ class RobotHTTPServer(ThreadingHTTPServer):
     # -- connection accounting ----------------------------------------------------------
     def process_request(self, request: Any, client_address: Any) -> None:
         # Runs on the accept thread: a refusal must never block here.
+        reserve = False
         with self._slots:
             full = self._open - self._streaming >= self.app.config.max_connections
             if not full:
                 self._open += 1
-        if full:
+            elif len(self._reserved) < self.app.config.stop_reserve:
+                # Stop must always work: a few connections beyond the cap are kept
+                # for POST /robot/stop alone (anything else on them gets the 503).
+                self._reserved.add(request)
+                reserve = True
+        if full and not reserve:
             self._refuse(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            with self._slots:
-                self._open -= 1
+            self._release(request)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            with self._slots:
+            self._release(request)
+
+    def _release(self, request: Any) -> None:
+        with self._slots:
+            if request in self._reserved:
+                self._reserved.discard(request)
+            else:
                 self._open -= 1
+
+    def is_reserve(self, request: Any) -> bool:
+        with self._slots:
+            return request in self._reserved
 
     def enter_stream(self) -> None:
         with self._slots:
@@ -259,6 +275,7 @@ class Handler(BaseHTTPRequestHandler):
         self._reader = DeadlineReader(self.connection)
         self.rfile = io.BufferedReader(self._reader, 65536)
         self._client_ok = self.server.client_allowed(self.client_address[0])
+        self._reserve = self.server.is_reserve(self.request)
         self._extra_headers: dict[str, str] = {}
         self._body_pending = False
         self._expect_continue = False
@@ -336,6 +353,11 @@ class Handler(BaseHTTPRequestHandler):
                 query = {k: v[-1] for k, v in parse_qs(url.query,
                                                        keep_blank_values=True).items()}
                 func, params = self.server.router.match(self.command, url.path)
+                if self._reserve:
+                    self.close_connection = True  # one request, then the slot is free
+                    if not getattr(func, "emergency", False):
+                        raise ApiError("too many connections; try again shortly", 503,
+                                       headers={"Retry-After": "1"}, close=True)
                 self._authorize(func, url.path)
                 body = self._read_body()
                 request = Request(self.command, url.path, query, self.headers, body, app,

@@ -11,7 +11,15 @@ from typing import Any
 from server.errors import ApiError
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.openapi import openapi_document
-from server.routing import Request, Response, Router, StreamResponse, long_lived, public
+from server.routing import (
+    Request,
+    Response,
+    Router,
+    StreamResponse,
+    emergency,
+    long_lived,
+    public,
+)
 from server.static_files import serve_static, static_file
 from tasks.commands import CommandError, command_catalog, validate_command
 from tasks.events import TooManySubscribers
@@ -213,6 +221,7 @@ def queue_resume(req: Request) -> Response:
 
 
 # -- robot ---------------------------------------------------------------------------------
+@emergency  # reachable even when every ordinary connection slot is taken
 def robot_stop(req: Request) -> Response:
     state = req.app.worker.emergency_stop()
     message = "STOP sent to the robot; the queue is paused" if state["stop_sent"] else \

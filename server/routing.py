@@ -76,6 +76,12 @@ def public(func: Route) -> Route:
     return func
 
 
+def emergency(func: Route) -> Route:
+    """Mark the route that may use the connections kept beyond the cap (stop)."""
+    func.emergency = True  # type: ignore[attr-defined]
+    return func
+
+
 def long_lived(query_param: str | None = None) -> Callable[[Route], Route]:
     """Mark a route that may hold its connection open: always (SSE), or only when
     `query_param` is given (a `?wait=` long-poll). Such requests are counted in

@@ -535,3 +535,20 @@ def test_internal_error_reveals_no_trace_path_or_port(server, client, monkeypatc
         assert secret not in r.text
     assert any("secret.db" in (rec.exc_text or "") or rec.exc_info for rec in caplog.records)
     assert client.get("/health").status_code == 200
+
+
+def test_emergency_stop_gets_through_when_every_slot_is_taken(make_server) -> None:
+    server = make_server(max_connections=3)
+    held = [Raw(server.address) for _ in range(3)]
+    try:
+        wait_until(lambda: server.httpd.connection_counts[0] == 3, 5, message="3 accepted")
+        r = requests.get(server.url + "/queue/status", timeout=5)
+        assert r.status_code == 503  # ordinary requests are refused...
+        stop = requests.post(server.url + "/robot/stop", timeout=5)
+        assert stop.status_code == 200 and stop.json()["stop_sent"] is True  # ...stop is not
+        assert server.simulator.wait_for_command(lambda c: c.get("cmd") == "STOP", 5)
+    finally:
+        for conn in held:
+            conn.close()
+    wait_until(lambda: server.httpd.connection_counts[0] == 0, 5, message="slots released")
+    assert requests.get(server.url + "/queue/status", timeout=5).json()["paused"] is True
