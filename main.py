@@ -290,12 +290,21 @@ def serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set() and server.worker is not None:
+            # A second Ctrl+C: the operator does not want to wait for the task.
+            print("Second signal: sending STOP to the robot now.", flush=True)
+            server.worker.abort_for_shutdown()
+            return
         logging.getLogger("main").info("signal %d: shutting down", signum)
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     stop.wait()
+    running = server.manager.running_task_id if server.manager else None
+    if running:
+        print(f"Stopping: task {running} may finish for up to {settings.shutdown_grace:g} s, "
+              "then it is stopped (press Ctrl+C again to stop it now).", flush=True)
     server.stop()
     print("Server stopped.")
     return 0

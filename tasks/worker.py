@@ -75,12 +75,16 @@ class Worker:
         self._stop.set()
         self.manager.wake()
         if not self._idle.wait(grace):
-            self._shutting_down = True
             log.warning("shutdown: task %s still running after %.0f s; sending STOP",
                         self.manager.running_task_id, grace)
-            self.link.abort()
+            self.abort_for_shutdown()
         if self._thread is not None:
             self._thread.join()
+
+    def abort_for_shutdown(self) -> None:
+        """STOP the running task because the server is going down (recorded as such)."""
+        self._shutting_down = True
+        self.link.abort()
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
 import pytest
+import requests
 
 from tests.conftest import wait_until
 from tests.proc import ServerProcess, SimulatorProcess, scan
@@ -127,3 +131,30 @@ def test_bad_database_stops_startup_with_one_line(tmp_path) -> None:
     assert server.proc.returncode != 0
     assert "Traceback" not in out
     assert str(bad) in out
+
+
+def test_second_signal_stops_the_running_task_at_once(servers, tmp_path, sim) -> None:
+    first = _start(servers, tmp_path, sim, "--shutdown-grace", "60")
+    task_id = first.post("/", scan("R6")).json()["task_id"]
+    wait_until(lambda: first.task(task_id)["status"] == "running", 15, message="running")
+    first.proc.send_signal(signal.SIGTERM)
+
+    def http_closed() -> bool:
+        try:
+            requests.get(first.url + "/health", timeout=1)
+            return False
+        except requests.ConnectionError:
+            return True
+
+    wait_until(http_closed, 10, message="the first signal to close HTTP")
+    t0 = time.monotonic()
+    first.proc.send_signal(signal.SIGTERM)  # do not wait the 60 s grace
+    out, _ = first.proc.communicate(timeout=30)
+    assert first.proc.returncode == 0, out
+    assert time.monotonic() - t0 < 20
+    assert "Second signal: sending STOP" in out
+    assert any(c.get("cmd") == "STOP" for c in sim.received())
+
+    second = _start(servers, tmp_path, sim)
+    doc = second.task(task_id)
+    assert doc["status"] == "failed" and doc["result"]["message"].startswith("aborted")
