@@ -29,7 +29,6 @@ class ServerConfig:
     allowed_hosts: tuple[str, ...] = ()  # extra names accepted in the Host header
     cors_origin: str | None = None  # the one cross-origin site allowed to call the API
     static_dir: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
