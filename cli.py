@@ -379,7 +379,7 @@ def check_db(path: str) -> str:
 
 def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float) -> str:
     try:
-        from robot import RobotLink, RobotLinkError, RobotSimulator
+        from robot import RobotLink, RobotLinkError, start_simulator
     except ImportError as exc:  # pyserial missing from this Python
         raise CheckFailed(f"robot: cannot load the robot layer ({exc})") from None
     simulator = None
@@ -388,8 +388,11 @@ def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float) -
         if port == "sim":
             if sim_speed <= 0:
                 raise CheckFailed("robot: --sim-speed must be greater than 0")
-            simulator = RobotSimulator(speed=sim_speed)
-            url = simulator.start()
+            try:
+                simulator = start_simulator(sim_speed)
+            except RobotLinkError as exc:
+                raise CheckFailed(f"robot: {exc}") from None
+            url = simulator.path
         link = RobotLink(url, baudrate, robot_timeout=timeout,
                          handshake_timeout=min(timeout, 5.0), reconnect_min=60.0)
         try:

@@ -359,7 +359,7 @@ def _loopback(host: str) -> bool:
 
 
 def run_local(args: argparse.Namespace) -> int:
-    from robot import RobotLink, RobotLinkError, RobotSimulator
+    from robot import RobotLink, RobotLinkError, start_simulator
     from tasks.commands import CommandError, partial_result, validate_command
 
     try:
@@ -372,8 +372,12 @@ def run_local(args: argparse.Namespace) -> int:
     simulator = None
     port = _pick(args.robot, constants.ROBOT_PORT)
     if port == "sim":
-        simulator = RobotSimulator(speed=_pick(args.sim_speed, constants.SIM_SPEED))
-        port = simulator.start()
+        try:
+            simulator = start_simulator(_pick(args.sim_speed, constants.SIM_SPEED))
+        except RobotLinkError as exc:
+            print(f"Cannot start the simulator: {exc}", file=sys.stderr)
+            return 1
+        port = simulator.path
     link = RobotLink(port, _pick(args.baud, constants.ROBOT_BAUDRATE),
                      robot_timeout=_pick(args.robot_timeout, constants.ROBOT_TIMEOUT_S),
                      command_timeouts=dict(constants.ROBOT_COMMAND_TIMEOUTS_S))

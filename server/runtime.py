@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from robot import RobotLink, RobotSimulator
+from robot import RobotLink, RobotSimulator, start_simulator
 from server.app import Application, ServerConfig
 from server.http import RobotHTTPServer, make_server
 from server.routes import build_router
@@ -116,8 +116,8 @@ class RobotServer:
         # 3. The robot: the simulator on a pty, or the real port.
         port = s.robot
         if port == "sim":
-            self.simulator = RobotSimulator(speed=s.sim_speed)
-            port = self.simulator.start()
+            self.simulator = start_simulator(s.sim_speed)
+            port = self.simulator.path
         self.link = RobotLink(port, s.baudrate, robot_timeout=s.robot_timeout,
                               command_timeouts=s.command_timeouts,
                               write_timeout=s.write_timeout, reconnect_min=s.reconnect_min,
