@@ -168,13 +168,23 @@ class RobotClient:
         deadline = time.monotonic() + timeout
         slice_s = 1.0 if on_update else LONG_POLL_S
         task: dict[str, Any] | None = None
+        failures = 0
         while True:
             remaining = deadline - time.monotonic()
             if task is not None and task.get("status") in FINAL_STATUSES:
                 return task
             if remaining <= 0:
                 raise RobotTimeoutError(task_id, timeout, task)
-            task = self._wait_once(task_id, min(slice_s, remaining), remaining)
+            try:
+                task = self._wait_once(task_id, min(slice_s, remaining), remaining)
+            except RobotConnectionError as exc:
+                # Asking is safe to repeat: a dropped network only delays the answer.
+                if failures >= self.retries or not _worth_retrying(exc):
+                    raise
+                failures += 1
+                self.sleep(min(self.backoff * 2 ** (failures - 1), 10.0, remaining))
+                continue
+            failures = 0
             if on_update is not None:
                 on_update(task)
 

@@ -61,10 +61,12 @@ def scan_commands(server: Any) -> list[dict[str, Any]]:
 
 
 class DroppingProxy:
-    """A loopback proxy: forwards every request to the server, but for the first POST it
-    cuts the client's connection after the server has answered (the reply is lost)."""
+    """A loopback proxy: forwards every request to the server, but for the first request
+    of `drop_method` it cuts the client's connection after the server has answered (the
+    reply is lost)."""
 
-    def __init__(self, upstream_url: str) -> None:
+    def __init__(self, upstream_url: str, drop_method: str = "POST") -> None:
+        self.drop_method = drop_method
         host, port = upstream_url.split("//")[1].split(":")
         self.upstream = (host, int(port))
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -112,7 +114,7 @@ class DroppingProxy:
                 reply = b""
                 while chunk := up.recv(65536):
                     reply += chunk
-            if head[0].startswith("POST "):
+            if head[0].startswith(self.drop_method + " "):
                 headers = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
                 with self._lock:
                     self.posts.append(headers)
@@ -154,6 +156,17 @@ def test_dropped_reply_is_retried_with_the_same_key_and_makes_one_task(server, p
     status = RobotClient(server.url).queue_status()
     assert status["total_tasks"] == 1 and status["completed_tasks"] == 1
     assert len(scan_commands(server)) == 1
+
+
+def test_wait_survives_a_dropped_reply(server) -> None:
+    proxy = DroppingProxy(server.url, drop_method="GET")
+    try:
+        client = RobotClient(proxy.url, backoff=0.01)
+        task_id = RobotClient(server.url).submit(SCAN)["task_id"]
+        task = client.wait(task_id, timeout=20)
+        assert task["status"] == "completed" and proxy.dropped == 1
+    finally:
+        proxy.close()
 
 
 def test_every_submit_has_a_fresh_key(server, proxy) -> None:
