@@ -126,7 +126,10 @@ class TaskManager:
                idempotency_key: str | None = None, retry_of: str | None = None) -> SubmitResult:
         with self._state:
             unfinished = self._counts[TaskStatus.PENDING] + self._counts[TaskStatus.RUNNING]
-        if unfinished >= self.max_queue and idempotency_key is None:
+        # A replay of an accepted submit is answered even when the queue is full
+        # (it adds nothing); a new task is not, whatever headers it carries.
+        if unfinished >= self.max_queue and (
+                idempotency_key is None or self.store.idempotent_task(idempotency_key) is None):
             raise TaskError(f"the queue is full ({self.max_queue} unfinished tasks); "
                             "try again later", 503, {"Retry-After": "5"})
         now = time.time()

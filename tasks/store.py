@@ -359,6 +359,13 @@ class TaskStore:
                                (task_id,)).fetchone()
         return _row_to_dict(row) if row else None
 
+    def idempotent_task(self, key: str) -> str | None:
+        """The task an Idempotency-Key was first used for, if any."""
+        with self._reader() as conn:
+            row = conn.execute("SELECT task_id FROM idempotency WHERE key = ?",
+                               (key,)).fetchone()
+        return row[0] if row else None
+
     def transcript(self, task_id: str) -> list[dict[str, Any]] | None:
         with self._reader() as conn:
             row = conn.execute("SELECT lines FROM transcripts WHERE task_id = ?",

@@ -485,6 +485,19 @@ def test_queue_cap_answers_503_with_retry_after(make_server) -> None:
     assert r.status_code == 503 and r.headers["Retry-After"]
     assert r.json()["success"] is False
     assert _total_tasks(client) == 2
+    # An Idempotency-Key does not get a new task past the cap; a replay is answered.
+    r = client.post("/", SCAN, headers={"Idempotency-Key": "new-key"})
+    assert r.status_code == 503
+    assert _total_tasks(client) == 2
+    client.post("/queue/resume")
+    wait_until(lambda: client.status()["queue_size"] == 0, 20, message="the queue to drain")
+    first = client.submit(headers={"Idempotency-Key": "early"})
+    client.wait_final(first)
+    client.post("/queue/pause")
+    client.submit()
+    client.submit()  # full again
+    r = client.post("/", SCAN, headers={"Idempotency-Key": "early"})
+    assert r.status_code == 202 and r.json()["task_id"] == first
 
 
 def test_keep_alive_round_trip_has_no_nagle_stall(server) -> None:
