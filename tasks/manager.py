@@ -201,14 +201,16 @@ class TaskManager:
 
     def wait(self, task_id: str, timeout: float) -> dict[str, Any] | None:
         """The task once final, or its current state after `timeout` seconds."""
-        with self._lock:
+        # `_state`, not `_lock`: a long-poll must not queue behind a store write.
+        with self._state:
             event = self._final_events.get(task_id)
             if event is None:
                 event = self._final_events[task_id] = threading.Event()
         doc = self.get(task_id)
         if doc is None or doc["status"] in FINAL_STATUSES:
-            with self._lock:
-                self._final_events.pop(task_id, None)
+            # Set, not just drop: another waiter may hold this event and the
+            # finishing thread may already have looked for it.
+            self._set_final(task_id)
             return doc
         event.wait(timeout)
         return self.get(task_id)
@@ -487,7 +489,7 @@ class TaskManager:
         return doc
 
     def _set_final(self, task_id: str) -> None:
-        with self._lock:
+        with self._state:
             event = self._final_events.pop(task_id, None)
         if event is not None:
             event.set()
