@@ -259,7 +259,7 @@ def build_openapi(config: ServerConfig) -> dict[str, Any]:
         "411": _error("Content-Length required"), "413": _error("body too large"),
         "415": _error("Content-Type must be application/json"),
         "422": _error("not an acceptable command (field names the parameter)"),
-        "503": _error("queue full or store unavailable (Retry-After)"),
+        "503": _error("queue full, store unavailable, or (sync mode) queue paused (Retry-After)"),
     }
 
     def pick(*codes: str) -> dict[str, Any]:

@@ -113,8 +113,14 @@ def submit(req: Request) -> Response:
     if req.query.get("dry_run") in ("1", "true"):
         return validate(req)
     cmd_type, params = _command(req)
+    sync = req.app.config.mode == "sync"
+    if sync and req.app.manager.paused:
+        # A sync client would hang until someone resumes; tell it now, queue nothing.
+        raise ApiError(f"the queue is paused ({req.app.manager.pause_reason}); nothing was "
+                       "queued. Resume with POST /queue/resume", 503,
+                       headers={"Retry-After": "30"})
     task, created = _submit(req, cmd_type, params)
-    if req.app.config.mode != "sync":
+    if not sync:
         return _accepted(req, task, created)
     # Sync mode is queue mode plus a wait: the robot still runs one task at a time.
     deadline = time.monotonic() + req.app.config.sync_timeout

@@ -46,3 +46,13 @@ def test_sync_failure_still_answers_with_result(make_server) -> None:
     r = Client(server).post("/", {"cmd_type": "HOME"})
     assert r.status_code == 200
     assert r.json()["success"] is False and r.json()["status"] == "failed"
+
+
+def test_sync_submit_to_a_paused_queue_is_refused_at_once(make_server) -> None:
+    client = Client(make_server(mode="sync"))
+    client.post("/queue/pause")
+    r = client.post("/", SCAN)
+    assert r.status_code == 503 and "paused" in r.json()["message"]
+    assert client.status()["total_tasks"] == 0
+    client.post("/queue/resume")
+    assert client.post("/", SCAN).json()["status"] == "completed"
