@@ -443,6 +443,28 @@ class TaskManager:
         self.events.publish("task", doc)
         return row
 
+    def requeue_unsent(self, task_id: str) -> bool:
+        """Put a running task whose command never reached the robot back at the head
+        of the queue (nothing happened on the robot, so nothing is repeated)."""
+        with self._lock:
+            if not self.store.unstart(task_id):
+                return False
+            with self._state:
+                running = self._running
+                self._running = None
+                self._cancel_requested.pop(task_id, None)
+                self._counts[TaskStatus.RUNNING] -= 1
+                self._counts[TaskStatus.PENDING] += 1
+                self._pending[task_id] = running["cmd_type"] if running else ""
+                self._pending.move_to_end(task_id, last=False)
+            self.put_back_first(task_id)
+        log.warning("task %s was not sent (robot link down): back at the head of the queue",
+                    task_id)
+        doc = self.get(task_id)
+        if doc is not None:
+            self.events.publish("task", doc)
+        return True
+
     def progress(self, task_id: str, progress: dict[str, Any]) -> None:
         self.store.set_progress(task_id, progress)
         with self._state:

@@ -331,6 +331,14 @@ class TaskStore:
                                (started, task_id)).fetchone()
         return _row_to_dict(row) if row else None
 
+    def unstart(self, task_id: str) -> bool:
+        """running -> pending, for a command that never reached the robot."""
+        with self._transaction() as conn:
+            cur = conn.execute("UPDATE tasks SET status = 'pending', started = NULL, "
+                               "progress = NULL WHERE task_id = ? AND status = 'running'",
+                               (task_id,))
+            return cur.rowcount == 1
+
     def set_progress(self, task_id: str, progress: dict[str, Any]) -> None:
         with self._transaction() as conn:
             conn.execute("UPDATE tasks SET progress = ? WHERE task_id = ?",

@@ -66,6 +66,11 @@ class Worker:
         self._thread.start()
 
     @property
+    def busy(self) -> bool:
+        """True from taking a task until its outcome is recorded."""
+        return not self._idle.is_set()
+
+    @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -153,8 +158,24 @@ class Worker:
                          f"task {task_id} ({cmd_type}) hit an internal error; the robot's "
                          "state is unknown")
             return
+        if self._unsent(task_id, outcome):
+            return
         status, result, hold = self._judge(task_id, cmd_type, outcome)
         self._finish(task_id, status, result, outcome.transcript, hold)
+
+    def _unsent(self, task_id: str, outcome: Outcome) -> bool:
+        """A link that dropped before the command went out: the robot did nothing, so
+        the task is not failed (and the queue not held) but goes back to the head of
+        the queue, to run once the robot is back. True if it was put back."""
+        if outcome.fault != "disconnected" or any(
+                entry.get("dir") == "tx" for entry in outcome.transcript):
+            return False
+        if self.manager.cancel_reason(task_id) or self._abort_reason or self._stop.is_set():
+            return False  # someone wants it stopped anyway: record that instead
+        try:
+            return self.manager.requeue_unsent(task_id)
+        except StoreWriteError:
+            return False
 
     def _finish(self, task_id: str, status: TaskStatus, result: dict[str, Any],
                 transcript: list[dict[str, Any]] | None, hold: str | None) -> None:

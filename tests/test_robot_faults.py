@@ -323,3 +323,44 @@ def test_simulator_unplug_stops_a_job_started_during_the_unplug(tmp_path) -> Non
     finally:
         port.close()
         sim.stop()
+
+
+class _UnplugOnFirstStart:
+    """The server's real RobotLink, with one trigger: the robot's cable is pulled right
+    after the worker's last readiness check, before the command is written (the worker
+    reads `stop_epoch` just then). Everything else goes to the real link."""
+
+    def __init__(self, link: Any, sim: RobotSimulator) -> None:
+        self._link, self._sim = link, sim
+        self.fired = threading.Event()
+
+    @property
+    def stop_epoch(self) -> int:
+        if not self.fired.is_set():
+            self._sim.unplug()
+            wait_until(lambda: not self._link.info()["connected"], 10, message="link down")
+            self.fired.set()
+        return self._link.stop_epoch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._link, name)
+
+
+def test_a_command_the_link_dropped_before_sending_goes_back_to_the_queue(
+        make_server, own_sim: RobotSimulator) -> None:
+    server = make_server(robot=own_sim.link_path)
+    client = Client(server)
+    wait_until(lambda: robot_ready(client), 10, message="robot ready")
+    trigger = _UnplugOnFirstStart(server.link, own_sim)
+    server.worker.link = trigger
+    task_id = client.submit({"cmd_type": "HOME"})
+    # The link went down before the HOME was written; once the worker has dealt with it,
+    # the task is not failed and the queue not held: it is pending again.
+    wait_until(lambda: trigger.fired.is_set() and not server.worker.busy,
+               10, message="the worker to handle the dropped link")
+    assert client.task(task_id)["status"] == "pending"
+    assert client.status()["paused"] is False
+    own_sim.replug()
+    done = client.wait_final(task_id)
+    assert done["status"] == "completed", done
+    assert [c["cmd"] for c in own_sim.received if c.get("cmd") == "HOME"] == ["HOME"]
