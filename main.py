@@ -300,7 +300,10 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    stop.wait()
+    # Wait in slices: a signal delivered to another thread runs its Python handler only
+    # when the main thread next wakes (an untimed wait may never wake).
+    while not stop.wait(0.2):
+        pass
     running = server.manager.running_task_id if server.manager else None
     if running:
         print(f"Stopping: task {running} may finish for up to {settings.shutdown_grace:g} s, "

@@ -79,10 +79,14 @@ class Worker:
         grace = self.shutdown_grace if grace is None else grace
         self._stop.set()
         self.manager.wake()
-        if not self._idle.wait(grace):
-            log.warning("shutdown: task %s still running after %.0f s; sending STOP",
-                        self.manager.running_task_id, grace)
-            self.abort_for_shutdown()
+        # In slices, so that the caller's signal handlers (a second Ctrl+C) can run.
+        deadline = time.monotonic() + grace
+        while not self._idle.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                log.warning("shutdown: task %s still running after %.0f s; sending STOP",
+                            self.manager.running_task_id, grace)
+                self.abort_for_shutdown()
+                break
         if self._thread is not None:
             self._thread.join()
 

@@ -21,6 +21,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 20.0, *,
+                 statuses: tuple[int, ...] = (200,)) -> None:
+    """Poll GET /health until it answers one of `statuses`; fail at once if `proc` exits."""
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            return requests.get(url + "/health", timeout=1).status_code in statuses
+        except requests.ConnectionError:
+            return False
+    wait_until(up, timeout, 0.05, "server start")
+
+
+def sigterm(proc: subprocess.Popen, timeout: float = 30.0) -> str:
+    """SIGTERM and the process's output; killed if it does not stop within `timeout`."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out or ""
+
+
 class SimulatorProcess:
     """`python -m robot.simulator` in its own process, reachable through a symlink."""
 
@@ -63,14 +88,7 @@ class ServerProcess:
                                      env={**os.environ, **(env or {})})
 
     def wait_ready(self, timeout: float = 15.0) -> None:
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.proc.stdout.read()}")
-            try:
-                return requests.get(self.url + "/health", timeout=1).status_code in (200, 503)
-            except requests.ConnectionError:
-                return False
-        wait_until(up, timeout, 0.05, "server start")
+        wait_healthy(self.url, self.proc, timeout, statuses=(200, 503))
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -11,7 +11,6 @@ import http.client
 import json
 import logging
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -23,7 +22,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, SCAN, Client, wait_until
-from tests.proc import free_port
+from tests.proc import free_port, sigterm, wait_healthy
 
 SCAN_BODY = json.dumps(SCAN).encode()
 
@@ -343,23 +342,12 @@ def test_main_takes_the_token_from_the_environment_and_never_prints_it(tmp_path)
         text=True, env={**os.environ, "ROBOT_API_TOKEN": token})
     url = f"http://127.0.0.1:{port}"
     try:
-        def up() -> bool:
-            try:
-                return requests.get(url + "/health", timeout=1).status_code == 200
-            except requests.ConnectionError:
-                assert proc.poll() is None
-                return False
-
-        wait_until(up, 20, 0.05, "server")
+        wait_healthy(url, proc)
         assert requests.get(url + "/tasks", timeout=5).status_code == 401
         assert requests.get(url + "/tasks", headers={"X-API-Key": token},
                             timeout=5).status_code == 200
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out = sigterm(proc)
     assert "API token: set (…abcd)" in out
     assert token not in out
 

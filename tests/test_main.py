@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
 import requests
 
-from tests.conftest import ROOT, wait_until
-from tests.proc import free_port
+from tests.conftest import ROOT
+from tests.proc import free_port, sigterm, wait_healthy
 
 
 def _main(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -35,22 +34,10 @@ def test_menus_ask_again_then_serve_and_stop_cleanly_on_sigterm(tmp_path) -> Non
         proc.stdin.write("7\n1\nx\n2\n\n")  # a bad answer is asked again; Enter = default port
         proc.stdin.flush()
         url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            try:
-                return requests.get(url + "/health", timeout=1).status_code == 200
-            except requests.ConnectionError:
-                assert proc.poll() is None, proc.stdout.read()
-                return False
-
-        wait_until(up, 20, 0.05, "server from the menus")
+        wait_healthy(url, proc)
         assert requests.get(url, timeout=5).json()["mode"] == "queue"
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out = sigterm(proc)
     assert proc.returncode == 0, out
     assert out.count("Please type one of") == 2
     assert "Queue mode enabled" in out
@@ -95,21 +82,10 @@ def test_banner_says_when_the_robot_is_not_there_and_the_server_still_serves(tmp
         stderr=subprocess.DEVNULL, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            try:
-                return requests.get(url + "/health", timeout=1).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_until(up, 20, 0.05, "server without its robot")
+        wait_healthy(url, proc)
         robot = requests.get(url + "/health", timeout=5).json()["robot"]
         assert robot["connected"] is False and "no such device" in robot["error"]
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out = sigterm(proc)
     assert proc.returncode == 0
     assert "Robot not answering yet: cannot open" in out and "no such device" in out
