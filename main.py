@@ -363,7 +363,7 @@ def _loopback(host: str) -> bool:
 
 def run_local(args: argparse.Namespace) -> int:
     from robot import RobotLink, RobotLinkError, start_simulator
-    from tasks.commands import CommandError, partial_result, validate_command
+    from tasks.commands import CommandError, result_data, validate_command
 
     try:
         with open(args.file, encoding="utf-8") as fh:
@@ -396,7 +396,7 @@ def run_local(args: argparse.Namespace) -> int:
         if simulator is not None:
             simulator.stop()
     result = {"success": outcome.success, "message": outcome.message,
-              **partial_result(cmd_type, outcome.items), **(outcome.data or {})}
+              **result_data(cmd_type, outcome.data, outcome.items)}
     print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0 if outcome.success else 1
 

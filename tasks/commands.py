@@ -181,3 +181,13 @@ def partial_result(cmd_type: str, items: list[dict[str, Any]]) -> dict[str, Any]
     if command.count_key:
         data[command.count_key] = len(items)
     return data
+
+
+def result_data(cmd_type: str, data: dict[str, Any] | None,
+                items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The robot's own data, with what its progress events carried filling the gaps
+    (e.g. the bottles scanned before an abort, when the robot sent no data)."""
+    merged = dict(data or {})
+    for key, value in partial_result(cmd_type, items).items():
+        merged.setdefault(key, value)
+    return merged

@@ -183,9 +183,6 @@ class TaskManager:
     def transcript(self, task_id: str) -> list[dict[str, Any]] | None:
         return self.store.transcript(task_id)
 
-    def list(self, **filters: Any) -> list[dict[str, Any]]:
-        return self.list_page(**filters)[0]
-
     def list_page(self, **filters: Any) -> tuple[list[dict[str, Any]], int | None]:
         """Newest first, and the cursor (seq) of the last row for the next page."""
         rows = self.store.list(**filters)

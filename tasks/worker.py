@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from tasks.commands import partial_result
+from tasks.commands import partial_result, result_data
 from tasks.manager import TaskManager
 from tasks.models import TaskStatus
 from tasks.store import StoreWriteError
@@ -206,11 +206,7 @@ class Worker:
     def _judge(self, task_id: str, cmd_type: str,
                outcome: Outcome) -> tuple[TaskStatus, dict[str, Any], str | None]:
         """Final status, result and (if the robot's state is unknown) a hold reason."""
-        # The robot's own data wins; what progress events carried fills the gaps
-        # (e.g. the bottles scanned before an abort).
-        data = dict(outcome.data or {})
-        for key, value in partial_result(cmd_type, outcome.items).items():
-            data.setdefault(key, value)
+        data = result_data(cmd_type, outcome.data, outcome.items)
         if outcome.success:
             return TaskStatus.COMPLETED, {"success": True, "message": outcome.message,
                                           **data}, None
