@@ -22,6 +22,7 @@ Exit codes (stable: scripts may rely on them):
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ from tasks.client import (
 )
 
 COMMANDS = ("submit", "status", "cancel", "tasks", "check")
+PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -49,6 +51,16 @@ EXIT_CONNECTION = 5
 EXIT_HTTP = 6
 EXIT_BY_STATUS = {"completed": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+
+
+def db_path(given: str | None, default: str) -> str:
+    """The task database as an absolute path. A --db given by the user is relative to
+    the working directory, as usual; the default lives in the project folder (next to
+    main.py), so a server started from a shortcut, a service or an IDE with another
+    working directory still finds its history."""
+    if given:
+        return os.path.abspath(given)
+    return os.path.normpath(os.path.join(PROJECT_DIR, default))
 
 
 # -- parsers -------------------------------------------------------------------------------
@@ -99,6 +111,8 @@ def add_parsers(sub: Any) -> None:
     check.add_argument("--host", help="listen address")
     check.add_argument("--port", help="listen port")  # text: a bad value gets our one line
     check.add_argument("--sim-speed", type=float, help="simulator speed factor")
+    check.add_argument("--sim-transport", choices=("auto", "pty", "tcp"),
+                       help="how the simulator is reached")
     check.add_argument("--robot-timeout", type=float, help="seconds to wait for PING")
     check.add_argument("--log-level", help="show this much logging while checking")
 
@@ -311,11 +325,12 @@ def check(args: argparse.Namespace) -> int:
         host = opt("host", constants.HTTP_SERVER_HOST)
         port = check_port(host, opt("port", constants.HTTP_SERVER_PORT))
         print(f"ok: listen address {host}:{port} is free", flush=True)
-        db = opt("db", constants.DB_PATH)
+        db = db_path(opt("db", None), constants.DB_PATH)
         print(f"ok: {check_db(db)}", flush=True)
         robot = check_robot(opt("robot", constants.ROBOT_PORT),
                             opt("baud", constants.ROBOT_BAUDRATE),
                             sim_speed=opt("sim_speed", constants.SIM_SPEED),
+                            sim_transport=opt("sim_transport", constants.SIM_TRANSPORT),
                             timeout=opt("robot_timeout", 5.0))
         print(f"ok: {robot}", flush=True)
     except CheckFailed as exc:
@@ -337,7 +352,7 @@ def check_port(host: str, raw: Any) -> int:
         try:
             s.bind((host, port))
         except OSError as exc:
-            if exc.errno == 98:  # EADDRINUSE
+            if exc.errno in (errno.EADDRINUSE, 10048):  # 10048: WSAEADDRINUSE (Windows)
                 raise CheckFailed(f"port: {host}:{port} is already in use (is the server "
                                   "running?)") from None
             raise CheckFailed(f"port: cannot listen on {host}:{port}: "
@@ -346,6 +361,7 @@ def check_port(host: str, raw: Any) -> int:
 
 
 def check_db(path: str) -> str:
+    from tasks.instance_lock import InstanceLock, InstanceLockHeld
     from tasks.store import StoreError, TaskStore
 
     full = os.path.abspath(path)
@@ -366,6 +382,13 @@ def check_db(path: str) -> str:
     if not os.access(directory, os.W_OK | os.X_OK):
         # SQLite's WAL mode writes -wal and -shm files next to the database.
         raise CheckFailed(f"database: no write permission on {directory} (WAL files)")
+    lock = InstanceLock(path)
+    try:
+        lock.acquire()  # a running server holds it: `serve` would be refused too
+    except InstanceLockHeld as exc:
+        raise CheckFailed(f"database: {exc}") from None
+    except OSError as exc:
+        raise CheckFailed(f"database: cannot lock {lock.path}: {exc.strerror or exc}") from None
     store = TaskStore(path)
     try:
         store.open()
@@ -374,10 +397,12 @@ def check_db(path: str) -> str:
         raise CheckFailed(f"database: {exc}") from None
     finally:
         store.close()
+        lock.release()
     return f"database {path} is a task database ({sum(counts.values())} tasks)"
 
 
-def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float) -> str:
+def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float,
+                sim_transport: str = "auto") -> str:
     try:
         from robot import RobotLink, RobotLinkError, start_simulator
     except ImportError as exc:  # pyserial missing from this Python
@@ -389,7 +414,7 @@ def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float) -
             if sim_speed <= 0:
                 raise CheckFailed("robot: --sim-speed must be greater than 0")
             try:
-                simulator = start_simulator(sim_speed)
+                simulator = start_simulator(sim_speed, sim_transport)
             except RobotLinkError as exc:
                 raise CheckFailed(f"robot: {exc}") from None
             url = simulator.path
@@ -405,7 +430,7 @@ def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float) -
     finally:
         if simulator is not None:
             simulator.stop()
-    where = "built-in simulator" if port == "sim" else port
+    where = f"built-in simulator ({url})" if port == "sim" else port
     return f"robot on {where} answers PING (firmware {info.get('firmware') or 'unknown'})"
 
 

@@ -19,10 +19,10 @@ DEFAULT_MODE = "queue"  # "sync" or "queue"
 AUTO_RESUME = False  # after a fault or an interrupted task the queue holds until resumed
 SHUTDOWN_GRACE_S = 10.0  # on SIGTERM the running task gets this long, then STOP
 KEEP_DAYS = 30  # finished tasks older than this are pruned
-DB_PATH = "data/tasks.db"
+DB_PATH = "data/tasks.db"  # relative: under the project folder, whatever the working dir
 
 # --- Robot link -------------------------------------------------------------------
-ROBOT_PORT = "sim"  # "sim" starts the built-in simulator on a pseudo-terminal
+ROBOT_PORT = "sim"  # "sim" starts the built-in simulator (see SIM_TRANSPORT)
 ROBOT_BAUDRATE = 115200
 ROBOT_TIMEOUT_S = 30.0  # silence (no ack/progress/heartbeat/result) that fails a command
 # Per-command silence limits for actions whose steps are long and quiet.
@@ -34,6 +34,10 @@ ROBOT_WRITE_TIMEOUT_S = 2.0
 ROBOT_RECONNECT_MIN_S = 1.0
 ROBOT_RECONNECT_MAX_S = 30.0
 SIM_SPEED = 1.0  # 1 = realistic durations; 50 = fifty times faster
+# How the driver reaches the simulator: "pty" (a pseudo-terminal, like a USB serial
+# port), "tcp" (socket://127.0.0.1:PORT, like a serial device server), or "auto":
+# pty where the system has them, tcp elsewhere (Windows).
+SIM_TRANSPORT = "auto"
 
 # --- Logging --------------------------------------------------------------------
 LOG_LEVEL = "INFO"

@@ -15,7 +15,6 @@ import logging
 import logging.handlers
 import os
 import queue
-import signal
 import socket
 import sys
 import threading
@@ -38,6 +37,10 @@ def _robot_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baud", type=int, help=f"baud rate (default {constants.ROBOT_BAUDRATE})")
     p.add_argument("--sim-speed", type=float,
                    help=f"simulator speed factor (default {constants.SIM_SPEED})")
+    p.add_argument("--sim-transport", choices=("auto", "pty", "tcp"),
+                   help="how the simulator is reached: pty, tcp (loopback socket://), or "
+                        f"auto = pty where the system has them (default "
+                        f"{constants.SIM_TRANSPORT})")
     p.add_argument("--robot-timeout", type=float,
                    help=f"seconds of robot silence that fail a command "
                         f"(default {constants.ROBOT_TIMEOUT_S:g})")
@@ -50,7 +53,9 @@ def _server_flags(p: argparse.ArgumentParser, *, with_mode: bool = True) -> None
         p.add_argument("--mode", choices=("sync", "queue"), help="execution mode")
     p.add_argument("--host", help=f"listen address (default {constants.HTTP_SERVER_HOST})")
     p.add_argument("--port", type=int, help=f"listen port (default {constants.HTTP_SERVER_PORT})")
-    p.add_argument("--db", help=f"task database file (default {constants.DB_PATH})")
+    p.add_argument("--db", help=f"task database file (default {constants.DB_PATH} in the "
+                                "project folder; a path given here is relative to the "
+                                "working directory)")
     p.add_argument("--auto-resume", action="store_true", default=None,
                    help="do not hold the queue after a fault or an interrupted task")
     p.add_argument("--max-queue", type=int,
@@ -241,7 +246,9 @@ def _interface_addresses() -> list[str]:
 # -- commands ----------------------------------------------------------------------------
 def serve(args: argparse.Namespace) -> int:
     from robot import RobotLinkError
+    from server.console import install_shutdown_handlers
     from server.runtime import RobotServer, ServerSettings
+    from tasks.instance_lock import InstanceLockHeld
     from tasks.store import StoreError
 
     settings = ServerSettings(
@@ -250,8 +257,9 @@ def serve(args: argparse.Namespace) -> int:
         port=_pick(args.port, constants.HTTP_SERVER_PORT),
         robot=_pick(args.robot, constants.ROBOT_PORT),
         baudrate=_pick(args.baud, constants.ROBOT_BAUDRATE),
-        db=_pick(args.db, constants.DB_PATH),
+        db=cli.db_path(args.db, constants.DB_PATH),
         sim_speed=_pick(args.sim_speed, constants.SIM_SPEED),
+        sim_transport=_pick(args.sim_transport, constants.SIM_TRANSPORT),
         robot_timeout=_pick(args.robot_timeout, constants.ROBOT_TIMEOUT_S),
         command_timeouts=dict(constants.ROBOT_COMMAND_TIMEOUTS_S),
         write_timeout=constants.ROBOT_WRITE_TIMEOUT_S,
@@ -282,24 +290,33 @@ def serve(args: argparse.Namespace) -> int:
     server = RobotServer(settings)
     try:
         server.start()
-    except (StoreError, RobotLinkError, OSError) as exc:
+    except (StoreError, RobotLinkError, InstanceLockHeld, OSError) as exc:
         print(f"Cannot start: {exc}", file=sys.stderr)
         return 1
     print_banner(server)
 
     stop = threading.Event()
+    finished = threading.Event()
 
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set() and server.worker is not None:
-            # A second Ctrl+C: the operator does not want to wait for the task.
-            print("Second signal: sending STOP to the robot now.", flush=True)
+    def stop_robot_now(why: str) -> None:
+        if server.worker is not None:
+            print(f"{why}: sending STOP to the robot now.", flush=True)
             server.worker.abort_for_shutdown()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            # A second Ctrl+C: the operator does not want to wait for the task.
+            stop_robot_now("Second signal")
             return
         logging.getLogger("main").info("signal %d: shutting down", signum)
         stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    def on_console_close() -> None:
+        # Windows ends the process seconds after the window closes: no grace period.
+        stop.set()
+        stop_robot_now("Console closing")
+
+    install_shutdown_handlers(on_signal, on_console_close, finished)
     # Wait in slices: a signal delivered to another thread runs its Python handler only
     # when the main thread next wakes (an untimed wait may never wake).
     while not stop.wait(0.2):
@@ -309,25 +326,32 @@ def serve(args: argparse.Namespace) -> int:
         print(f"Stopping: task {running} may finish for up to {settings.shutdown_grace:g} s, "
               "then it is stopped (press Ctrl+C again to stop it now).", flush=True)
     server.stop()
-    print("Server stopped.")
+    print("Server stopped.", flush=True)
+    finished.set()
     return 0
 
 
 def print_banner(server: Any) -> None:
+    from server.console import can_encode
+
     s = server.settings
     lines: list[str] = []
     host, port = server.address
     ip = lan_ip()
+    tick = "✓" if can_encode("✓") else "OK"  # GBK and ASCII consoles have no check mark
     if s.mode == "queue":
-        lines.append("✓ Queue mode enabled\n  - commands are queued and run one after another\n"
+        lines.append(f"{tick} Queue mode enabled\n"
+                     "  - commands are queued and run one after another\n"
                      "  - POST / returns a task_id at once; ask GET /task/<task_id>")
     else:
-        lines.append("✓ Sync mode enabled\n  - each POST / waits until the robot has finished\n"
+        lines.append(f"{tick} Sync mode enabled\n"
+                     "  - each POST / waits until the robot has finished\n"
                      "  - long actions may exceed client time-outs: prefer queue mode")
     where = " (all network interfaces)" if host in ("0.0.0.0", "::") else ""
-    lines.append(f"\n✓ HTTP server started\nListening on: {host}:{port}{where}\n"
+    lines.append(f"\n{tick} HTTP server started\nListening on: {host}:{port}{where}\n"
                  f"LAN IP: {ip}\nMode: {s.mode} mode\nRobot port: {server.robot_port}"
-                 + (" (built-in simulator)" if s.robot == "sim" else ""))
+                 + (" (built-in simulator)" if s.robot == "sim" else "")
+                 + f"\nTask database: {os.path.abspath(s.db)}")
     robot = server.link.info() if server.link is not None else {}
     if not robot.get("ready"):
         lines.append(f"! Robot not answering yet: {robot.get('error') or 'connecting'}; "
@@ -376,7 +400,8 @@ def run_local(args: argparse.Namespace) -> int:
     port = _pick(args.robot, constants.ROBOT_PORT)
     if port == "sim":
         try:
-            simulator = start_simulator(_pick(args.sim_speed, constants.SIM_SPEED))
+            simulator = start_simulator(_pick(args.sim_speed, constants.SIM_SPEED),
+                                        _pick(args.sim_transport, constants.SIM_TRANSPORT))
         except RobotLinkError as exc:
             print(f"Cannot start the simulator: {exc}", file=sys.stderr)
             return 1
@@ -413,6 +438,9 @@ def list_ports_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from server.console import make_console_safe
+
+    make_console_safe()  # first: nothing printed later may raise on a GBK/ASCII console
     args = build_parser().parse_args(argv)
     if args.command in cli.COMMANDS:
         return cli.run(args)  # no menus, and quiet: their output is the answer
@@ -425,5 +453,14 @@ def main(argv: list[str] | None = None) -> int:
     return commands[args.command](args)
 
 
+def _interactive(argv: list[str]) -> bool:
+    """Started without a command (menus): likely a double-clicked window."""
+    return not any(arg in ("serve", "run", "ports", *cli.COMMANDS) for arg in argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from server.console import pause_before_exit
+
+    code = main()
+    pause_before_exit(code, interactive=_interactive(sys.argv[1:]))
+    sys.exit(code)

@@ -1,17 +1,18 @@
-"""Robot link: serial driver, wire protocol and a pty simulator."""
+"""Robot link: serial driver, wire protocol and a simulator (pty or loopback TCP)."""
 
 from __future__ import annotations
 
-import os
+import re
 from typing import TYPE_CHECKING, Any
 
 from robot.driver import CommandOutcome, RobotLink, RobotLinkError
+from robot.sim_channels import TRANSPORTS, pty_available, resolve_transport
 
 if TYPE_CHECKING:
     from robot.simulator import RobotSimulator
 
-__all__ = ["CommandOutcome", "RobotLink", "RobotLinkError", "RobotSimulator", "list_ports",
-           "start_simulator"]
+__all__ = ["TRANSPORTS", "CommandOutcome", "RobotLink", "RobotLinkError", "RobotSimulator",
+           "list_ports", "pty_available", "resolve_transport", "start_simulator"]
 
 
 def __getattr__(name: str) -> Any:
@@ -29,16 +30,24 @@ def list_ports() -> list[dict[str, Any]]:
     from serial.tools import list_ports as tools
 
     return [{"device": p.device, "description": p.description, "hwid": p.hwid}
-            for p in sorted(tools.comports(), key=lambda p: p.device)]
+            for p in sorted(tools.comports(), key=lambda p: _natural(p.device))]
 
 
-def start_simulator(speed: float, **options: Any) -> RobotSimulator:
-    """Start the built-in simulator; RobotLinkError (one line) where there is no pty."""
-    if os.name != "posix":
-        raise RobotLinkError("the built-in simulator needs a POSIX pseudo-terminal (Linux, "
-                             "macOS); on this system give the robot's port, e.g. --robot COM3")
+def _natural(name: str) -> list[Any]:
+    """Sort key putting COM3 before COM10 and ttyUSB2 before ttyUSB10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def start_simulator(speed: float, transport: str | None = "auto",
+                    **options: Any) -> RobotSimulator:
+    """Start the built-in simulator on a pty or, where there is none (Windows) or when
+    asked, on a loopback TCP port. RobotLinkError (one line) if it cannot start."""
     from robot.simulator import RobotSimulator
 
-    simulator = RobotSimulator(speed=speed, **options)
-    simulator.start()
+    try:
+        simulator = RobotSimulator(speed=speed, transport=resolve_transport(transport),
+                                   **options)
+        simulator.start()
+    except (OSError, ValueError) as exc:
+        raise RobotLinkError(f"cannot start the built-in simulator: {exc}") from exc
     return simulator

@@ -111,6 +111,15 @@ def _describe_open_error(url: str, exc: Exception) -> str:
     text = str(exc)
     if code in (errno.EAGAIN, errno.EBUSY) or "exclusively lock" in text:
         return f"cannot open {url}: port is busy (another program holds it)"
+    # pyserial on Windows wraps the Win32 error in the message text only, e.g.
+    # "could not open port 'COM3': PermissionError(13, 'Access is denied.', None, 5)".
+    # A COM port is opened exclusively there, so "access denied" almost always
+    # means another program (a terminal, a vendor tool, a second server) has it.
+    if "Access is denied" in text or "PermissionError(13" in text:
+        return (f"cannot open {url}: port is busy or not permitted (close other programs "
+                "using it: a serial terminal, the vendor's tool, another server)")
+    if "FileNotFoundError(2" in text or "cannot find the file" in text:
+        return f"cannot open {url}: no such port (see: python main.py ports)"
     if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
         return f"cannot open {url}: no such device"
     if code in (errno.EACCES, errno.EPERM):

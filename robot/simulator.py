@@ -1,10 +1,13 @@
-"""A simulated robot on a pseudo-terminal, speaking the protocol of docs/robot-protocol.md.
+"""A simulated robot speaking the protocol of docs/robot-protocol.md.
 
-The simulator owns the master side of a pty; the driver opens the slave path
-(``/dev/pts/N``, or a symlink to it) exactly like a USB serial port. Fault modes
-let tests reproduce a noisy line, a hung robot, a mute robot and an unplugged cable.
+On a pty the simulator owns the master side and the driver opens the slave path
+(``/dev/pts/N``, or a symlink to it) exactly like a USB serial port; over TCP it
+listens on loopback and the driver opens ``socket://127.0.0.1:PORT`` (Windows, or
+anywhere a pty is not wanted). Fault modes let tests reproduce a noisy line, a hung
+robot, a mute robot and an unplugged cable.
 
-Run standalone: ``python -m robot.simulator [--speed X] [--link PATH] [--record FILE]``.
+Run standalone: ``python -m robot.simulator [--speed X] [--link PATH | --tcp HOST:PORT]
+[--record FILE]``.
 """
 
 from __future__ import annotations
@@ -15,16 +18,15 @@ import hashlib
 import json
 import logging
 import os
-import select
 import signal
 import sys
 import threading
 import time
-import tty
 from collections.abc import Callable
 from typing import Any
 
 from robot.protocol import LineFramer
+from robot.sim_channels import PtyChannel, TcpChannel, open_channel, resolve_transport
 
 log = logging.getLogger("robot.simulator")
 
@@ -56,29 +58,6 @@ def qr_code(rack: str, position: int) -> str:
     return f"{rack}-{position:02d}-{digest}"
 
 
-class _Session:
-    """One 'plugged-in' pty and its reader thread."""
-
-    def __init__(self) -> None:
-        master, slave = os.openpty()
-        # Raw at once: no echo, no \n -> \r\n translation (see measured-pitfalls.md).
-        tty.setraw(master)
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self.master = master
-        # Kept open so the master never sees EIO while no driver has the port open.
-        self.slave = slave
-        self.path = os.ttyname(slave)
-        self.wake_r, self.wake_w = os.pipe()
-        self.closed = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    def close_fds(self) -> None:
-        for fd in (self.master, self.slave, self.wake_r, self.wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
 class _Job:
     def __init__(self, msg_id: Any, cmd: str, params: dict[str, Any], mode: str | None) -> None:
         self.msg_id = msg_id
@@ -91,20 +70,28 @@ class _Job:
 
 
 class RobotSimulator:
-    """A robot on a pty. ``start()`` returns the path the driver should open."""
+    """A robot on a pty or a loopback TCP port. ``start()`` returns what the driver opens."""
 
     def __init__(self, speed: float = 1.0, *, link_path: str | None = None,
-                 heartbeat_s: float = 2.0, record_path: str | None = None) -> None:
+                 heartbeat_s: float = 2.0, record_path: str | None = None,
+                 transport: str = "pty", tcp_host: str = "127.0.0.1",
+                 tcp_port: int = 0) -> None:
         if speed <= 0:
             raise ValueError("speed must be greater than 0")
+        self.transport = resolve_transport(transport)
+        if link_path and self.transport != "pty":
+            raise ValueError("link_path is for the pty transport only")
         self.speed = speed
         self.link_path = link_path
+        self.tcp_host = tcp_host
+        self.tcp_port = tcp_port  # 0 until the first start; kept so a replug keeps the URL
         self.heartbeat_s = heartbeat_s
         self.record_path = record_path
         self.received: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()
-        self._session: _Session | None = None
+        self._session: PtyChannel | TcpChannel | None = None
+        self._reader: threading.Thread | None = None
         self._job: _Job | None = None
         self._fault: str | None = None
         self._garbage_index = 0
@@ -129,13 +116,14 @@ class RobotSimulator:
 
     @property
     def path(self) -> str:
-        """The path to open: the symlink if ``link_path`` was given, else /dev/pts/N."""
+        """What to open: the symlink if ``link_path`` was given, else /dev/pts/N or
+        ``socket://127.0.0.1:PORT``."""
         if self.link_path:
             return self.link_path
         session = self._session
         if session is None:
             raise RuntimeError("simulator not started")
-        return session.path
+        return session.url
 
     @property
     def pty_path(self) -> str | None:
@@ -149,42 +137,44 @@ class RobotSimulator:
             self._fault = mode
 
     def unplug(self) -> None:
-        """Simulate pulling the USB cable: the pty (and the symlink) disappear."""
+        """Simulate pulling the cable: the pty (and the symlink) or the TCP port disappear."""
         self._unplug_session(remove_link=True)
 
     def replug(self) -> str:
-        """A new pty; the symlink (if any) is moved to it atomically."""
+        """A new pty (the symlink, if any, is moved to it atomically) or the same TCP port
+        listening again."""
         if self._session is not None:
             self._unplug_session(remove_link=False)
         return self._plug()
 
     def _plug(self) -> str:
-        session = _Session()
-        if self.link_path:
+        session = open_channel(self.transport, self.tcp_host, self.tcp_port)
+        if isinstance(session, TcpChannel):
+            self.tcp_port = session.port
+        if self.link_path and session.path:
             tmp = f"{self.link_path}.tmp{os.getpid()}"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             os.symlink(session.path, tmp)
             os.replace(tmp, self.link_path)
-        session.thread = threading.Thread(target=self._read_loop, args=(session,),
-                                          name="robot-sim-reader", daemon=True)
+        reader = threading.Thread(target=self._read_loop, args=(session,),
+                                  name="robot-sim-reader", daemon=True)
         with self._cond:
             self._session = session
-        session.thread.start()
-        log.info("simulator on %s%s", session.path,
+            self._reader = reader
+        reader.start()
+        log.info("simulator on %s%s", session.url,
                  f" (link {self.link_path})" if self.link_path else "")
-        return self.link_path or session.path
+        return self.link_path or session.url
 
     def _unplug_session(self, *, remove_link: bool) -> None:
         with self._cond:
-            session = self._session
-            self._session = None
+            session, reader = self._session, self._reader
+            self._session = self._reader = None
         if session is not None:
-            session.closed.set()
-            with contextlib.suppress(OSError):
-                os.write(session.wake_w, b"x")
-            if session.thread is not None:
-                session.thread.join()
+            session.shutdown()
+            if reader is not None:
+                reader.join()
         # Only now, with the reader gone, is the job final: a command read just before
         # the unplug may have started one after a look at ``_job`` taken earlier.
         with self._cond:
@@ -196,7 +186,7 @@ class RobotSimulator:
         if session is None:
             return
         with self._write_lock:
-            session.close_fds()
+            session.close()
         if remove_link and self.link_path:
             with contextlib.suppress(FileNotFoundError):
                 if os.path.islink(self.link_path):
@@ -225,59 +215,22 @@ class RobotSimulator:
             return list(self.received)
 
     # -- I/O -------------------------------------------------------------------------------
-    def _read_loop(self, session: _Session) -> None:
+    def _read_loop(self, session: PtyChannel | TcpChannel) -> None:
         framer = LineFramer()
-        while not session.closed.is_set():
-            try:
-                ready, _, _ = select.select([session.master, session.wake_r], [], [])
-            except (OSError, ValueError):
-                return
-            if session.closed.is_set():
-                return
-            if session.master not in ready:
-                continue
-            try:
-                data = os.read(session.master, 65536)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                # EIO: no slave fd open (cannot happen while we hold ours, but a peer
-                # vanishing must not kill the robot): wait a little and carry on.
-                log.debug("pty read: %s", exc)
-                if session.closed.wait(0.05):
-                    return
-                continue
-            if not data:
-                if session.closed.wait(0.05):
-                    return
-                continue
+
+        def on_data(data: bytes) -> None:
             for line in framer.feed(data):
                 if line.strip():
                     self._on_line(line)
+
+        session.serve(on_data, framer.reset)
 
     def _write(self, data: bytes) -> None:
         with self._write_lock:
             session = self._session
             if session is None or session.closed.is_set():
                 return
-            view = memoryview(data)
-            while view:
-                try:
-                    n = os.write(session.master, view)
-                except BlockingIOError:
-                    # Give a slow reader a moment; if nobody reads the port at all (driver
-                    # gone), drop the output like a UART would rather than block forever.
-                    try:
-                        _, writable, _ = select.select([], [session.master], [], 1.0)
-                    except (OSError, ValueError):
-                        return
-                    if not writable:
-                        return
-                    continue
-                except OSError as exc:
-                    log.debug("pty write: %s", exc)
-                    return
-                view = view[n:]
+            session.write(data)
 
     def _send(self, obj: dict[str, Any], *, job: _Job | None = None) -> None:
         with self._cond:
@@ -481,11 +434,23 @@ class RobotSimulator:
                      {"scanned_count": len(scanned), "scanned_bottles": scanned}, job=job)
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, e.g. 127.0.0.1:7001, not {text!r}")
+    return host or "127.0.0.1", int(port)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m robot.simulator",
-                                     description="Simulated robot on a pseudo-terminal.")
+                                     description="Simulated robot on a pseudo-terminal or a "
+                                                 "TCP port.")
     parser.add_argument("--speed", type=float, default=1.0, help="time factor (default 1)")
-    parser.add_argument("--link", help="also make this symlink point at the pty")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--link", help="also make this symlink point at the pty")
+    where.add_argument("--tcp", type=_host_port, metavar="HOST:PORT",
+                       help="listen on TCP instead of a pty (drive it with "
+                            "--robot socket://HOST:PORT); port 0 picks a free one")
     parser.add_argument("--record", help="append every received command to FILE as JSON lines")
     parser.add_argument("--heartbeat", type=float, default=2.0, help="heartbeat period in s")
     parser.add_argument("--fault", choices=[m for m in FAULT_MODES if m], help="fault mode")
@@ -493,22 +458,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.speed <= 0:
         parser.error("--speed must be greater than 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    sim = RobotSimulator(args.speed, link_path=args.link, heartbeat_s=args.heartbeat,
-                         record_path=args.record)
-    if args.fault:
-        sim.set_fault(args.fault)
-    done = threading.Event()
+    tcp_host, tcp_port = args.tcp or ("127.0.0.1", 0)
+    try:
+        sim = RobotSimulator(args.speed, link_path=args.link, heartbeat_s=args.heartbeat,
+                             record_path=args.record, transport="tcp" if args.tcp else "auto",
+                             tcp_host=tcp_host, tcp_port=tcp_port)
+        if args.fault:
+            sim.set_fault(args.fault)
+        done = threading.Event()
 
-    def on_signal(signum: int, frame: Any) -> None:
-        done.set()
+        def on_signal(signum: int, frame: Any) -> None:
+            done.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    sim.start()
-    print(sim.pty_path, flush=True)
+        for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), on_signal)
+        url = sim.start()
+    except (OSError, ValueError) as exc:
+        print(f"Cannot start the simulator: {exc}", file=sys.stderr)
+        return 1
+    print(sim.pty_path or url, flush=True)
     if args.link:
         print(args.link, flush=True)
-    done.wait()
+    # Wait in slices: on Windows a signal is handled only when the main thread wakes.
+    while not done.wait(0.5):
+        pass
     sim.stop()
     return 0
 

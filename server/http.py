@@ -13,6 +13,7 @@ import io
 import ipaddress
 import json
 import logging
+import os
 import re
 import socket
 import threading
@@ -85,7 +86,15 @@ def _client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
 
 class RobotHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
-    allow_reuse_address = True
+    # On Windows SO_REUSEADDR lets a second process bind the same port and steal some
+    # of the connections; there the socket is made exclusive instead (server_bind).
+    allow_reuse_address = os.name != "nt"
+
+    def server_bind(self) -> None:
+        exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)  # Windows only
+        if exclusive is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, exclusive, 1)
+        super().server_bind()
 
     def __init__(self, address: tuple[str, int], app: Application, router: Router, *,
                  backlog: int = 128) -> None:

@@ -20,6 +20,7 @@ from server.http import RobotHTTPServer, make_server
 from server.routes import build_router
 from tasks.events import EventBus
 from tasks.housekeeping import Pruner
+from tasks.instance_lock import InstanceLock
 from tasks.manager import TaskManager
 from tasks.store import TaskStore
 from tasks.worker import Worker
@@ -38,6 +39,7 @@ class ServerSettings:
     db_busy_timeout: float = 5.0
     event_queue: int = 500  # events buffered per SSE subscriber before it is dropped
     sim_speed: float = 1.0
+    sim_transport: str = "auto"  # "pty", "tcp", or "auto": pty where one exists (not Windows)
     robot_timeout: float = 30.0
     command_timeouts: dict[str, float] = field(default_factory=dict)
     write_timeout: float = 2.0
@@ -72,6 +74,7 @@ class RobotServer:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        self.lock: InstanceLock | None = None
         self.store: TaskStore | None = None
         self.simulator: RobotSimulator | None = None
         self.link: RobotLink | None = None
@@ -102,7 +105,26 @@ class RobotServer:
         return f"http://{host}:{port}"
 
     def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # whatever had started, in reverse; the lock last
+            raise
+        assert self.httpd is not None
+        self._serve_thread = threading.Thread(target=self.httpd.serve_forever,
+                                              kwargs={"poll_interval": 0.2},
+                                              name="http-accept", daemon=True)
+        self._serve_thread.start()
+        log.info("serving on %s:%d (%s mode), robot on %s", *self.address,
+                 self.settings.mode, self.robot_port)
+
+    def _start(self) -> None:
         s = self.settings
+        # 0. One server per database, decided before anything reads or writes it:
+        # a second server's recovery would fail the first one's running task.
+        lock = InstanceLock(s.db)
+        lock.acquire()
+        self.lock = lock
         # 1. The store: a bad database stops start-up before anything else runs.
         self.store = TaskStore(s.db, busy_timeout=s.db_busy_timeout)
         self.store.open()
@@ -113,43 +135,31 @@ class RobotServer:
         self.interrupted = self.manager.recover()
         self.pruner = Pruner(self.store, s.keep_days)
         self.pruner.start()
-        # 3. The robot: the simulator on a pty, or the real port.
+        # 3. The robot: the simulator (pty or loopback TCP), or the real port.
         port = s.robot
         if port == "sim":
-            self.simulator = start_simulator(s.sim_speed)
+            self.simulator = start_simulator(s.sim_speed, s.sim_transport)
             port = self.simulator.path
         self.link = RobotLink(port, s.baudrate, robot_timeout=s.robot_timeout,
                               command_timeouts=s.command_timeouts,
                               write_timeout=s.write_timeout, reconnect_min=s.reconnect_min,
                               reconnect_max=s.reconnect_max,
                               on_link_event=self._on_link_event)
-        try:
-            self.link.start(require_connection=s.require_robot)
-            # 4. The worker, then 5. HTTP.
-            self.worker = Worker(self.manager, self.link, shutdown_grace=s.shutdown_grace)
-            self.worker.start()
-            config = ServerConfig(mode=s.mode, max_body=s.max_body, max_wait=s.max_wait,
-                                  sync_timeout=s.sync_timeout,
-                                  recent_in_status=s.recent_in_status,
-                                  request_timeout=s.request_timeout,
-                                  request_deadline=s.request_deadline,
-                                  idle_timeout=s.idle_timeout,
-                                  max_connections=s.max_connections,
-                                  max_streams=s.max_streams, api_token=s.api_token,
-                                  allow=tuple(s.allow), allowed_hosts=tuple(s.allowed_hosts),
-                                  cors_origin=s.cors_origin, static_dir=s.static_dir)
-            self.app = Application(self.manager, self.worker, self.link, self.events, config)
-            self.manager.on_finish = self.app.metrics.observe_task
-            self.httpd = make_server(s.host, s.port, self.app, build_router(), backlog=s.backlog)
-        except BaseException:
-            self.stop()
-            raise
-        self._serve_thread = threading.Thread(target=self.httpd.serve_forever,
-                                              kwargs={"poll_interval": 0.2},
-                                              name="http-accept", daemon=True)
-        self._serve_thread.start()
-        log.info("serving on %s:%d (%s mode), robot on %s", *self.address, s.mode,
-                 self.robot_port)
+        self.link.start(require_connection=s.require_robot)
+        # 4. The worker, then 5. HTTP.
+        self.worker = Worker(self.manager, self.link, shutdown_grace=s.shutdown_grace)
+        self.worker.start()
+        config = ServerConfig(mode=s.mode, max_body=s.max_body, max_wait=s.max_wait,
+                              sync_timeout=s.sync_timeout, recent_in_status=s.recent_in_status,
+                              request_timeout=s.request_timeout,
+                              request_deadline=s.request_deadline, idle_timeout=s.idle_timeout,
+                              max_connections=s.max_connections, max_streams=s.max_streams,
+                              api_token=s.api_token, allow=tuple(s.allow),
+                              allowed_hosts=tuple(s.allowed_hosts), cors_origin=s.cors_origin,
+                              static_dir=s.static_dir)
+        self.app = Application(self.manager, self.worker, self.link, self.events, config)
+        self.manager.on_finish = self.app.metrics.observe_task
+        self.httpd = make_server(s.host, s.port, self.app, build_router(), backlog=s.backlog)
 
     def _on_link_event(self, kind: str, info: dict[str, Any]) -> None:
         if self.events is not None:
@@ -179,3 +189,6 @@ class RobotServer:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None

@@ -83,8 +83,15 @@ def make_server(tmp_path) -> Iterator[Callable[..., RobotServer]]:
     started: list[RobotServer] = []
 
     def factory(**overrides: Any) -> RobotServer:
+        # One server per database (the instance lock): a server started while another
+        # one runs gets its own file; one started after a stop reuses the first.
+        in_use = {s.settings.db for s in started if s.lock is not None}
+        db, n = str(tmp_path / "tasks.db"), 1
+        while db in in_use:
+            n += 1
+            db = str(tmp_path / f"tasks-{n}.db")
         settings = ServerSettings(host="127.0.0.1", port=0, robot="sim", sim_speed=200.0,
-                                  db=str(tmp_path / "tasks.db"), robot_timeout=5.0,
+                                  db=db, robot_timeout=5.0,
                                   shutdown_grace=2.0, reconnect_min=0.05, reconnect_max=0.5)
         for key, value in overrides.items():
             setattr(settings, key, value)

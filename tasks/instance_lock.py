@@ -1,0 +1,97 @@
+"""One server per task database: an OS file lock next to the database file.
+
+Two servers on one database would each believe they own the queue: the second one's
+recovery marks the first one's running task failed while the robot is still doing
+it. The lock is an OS lock (flock on POSIX, msvcrt.locking on Windows), so it is
+released by the kernel when the process dies however it dies: a stale lock file from
+a crash is simply taken over. The file holds the owner's PID for the error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+# msvcrt.locking locks a byte range, and a locked range cannot be read by others:
+# lock a byte far past the PID text so a second instance can still read who holds it.
+_WINDOWS_LOCK_OFFSET = 4096
+
+
+class InstanceLockHeld(Exception):
+    """Another live process holds the database."""
+
+    def __init__(self, db_path: str, pid: int | None) -> None:
+        who = f" (process {pid})" if pid else ""
+        super().__init__(f"the task database {os.path.abspath(db_path)} is in use by another "
+                         f"server{who}; stop that one first, or give this one its own --db")
+        self.pid = pid
+
+
+class InstanceLock:
+    """``acquire()`` before the database is read; ``release()`` after it is closed."""
+
+    def __init__(self, db_path: str) -> None:
+        self.db_path = db_path
+        self.path = db_path + ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise InstanceLockHeld; OSError if the file cannot be made."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if not _try_lock(fd):
+                raise InstanceLockHeld(self.db_path, _read_pid(fd))
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        # The file stays: removing it would race with a second server that opened it
+        # and is waiting to lock it (it would lock an unlinked file). Closing the
+        # descriptor is what frees the lock.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def _try_lock(fd: int) -> bool:
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        import msvcrt
+
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        finally:
+            os.lseek(fd, 0, os.SEEK_SET)
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 32).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
