@@ -59,7 +59,8 @@ def _escape(text: str) -> str:
 
 
 _BUSY_BODY = b'{"success": false, "message": "too many connections; try again shortly"}'
-_BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+_BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\n"
+                  b"Content-Type: application/json; charset=utf-8\r\n"
                   b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n"
                   b"Retry-After: 1\r\nConnection: close\r\n\r\n" + _BUSY_BODY)
 _REJECT_LINGER_S = 1.0  # a refused socket stays half-closed this long so the 503 is read

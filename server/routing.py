@@ -17,7 +17,9 @@ class Response:
     status: int = 200
     body: Any = None  # dict/list -> JSON; bytes sent as is
     headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
+    # charset: JSON needs none (RFC 8259), but Windows PowerShell 5.1's Invoke-RestMethod
+    # reads a reply without one as ISO-8859-1 and garbles the guide's Chinese messages.
+    content_type: str = "application/json; charset=utf-8"
 
 
 @dataclass

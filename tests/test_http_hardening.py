@@ -168,7 +168,7 @@ def test_hostile_corpus_is_refused_with_json_and_runs_nothing(server, client) ->
             status, headers, body = conn.response()
             assert status == expected, (name, status, body)
             _assert_json_error(status, body, expected)
-            assert headers["content-type"] == "application/json", name
+            assert headers["content-type"] == "application/json; charset=utf-8", name
             if name in KEEPS_CONNECTION:  # the body was read: the connection is in step
                 assert headers.get("connection") != "close", name
             else:  # framing, limits, foreign Host/Origin: the connection ends
