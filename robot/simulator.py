@@ -74,7 +74,7 @@ class RobotSimulator:
 
     def __init__(self, speed: float = 1.0, *, link_path: str | None = None,
                  heartbeat_s: float = 2.0, record_path: str | None = None,
-                 transport: str = "pty", tcp_host: str = "127.0.0.1",
+                 transport: str = "auto", tcp_host: str = "127.0.0.1",
                  tcp_port: int = 0) -> None:
         if speed <= 0:
             raise ValueError("speed must be greater than 0")
