@@ -6,13 +6,13 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from robot.driver import CommandOutcome, RobotLink, RobotLinkError
-from robot.sim_channels import TRANSPORTS, pty_available, resolve_transport
+from robot.sim_channels import resolve_transport
 
 if TYPE_CHECKING:
     from robot.simulator import RobotSimulator
 
-__all__ = ["TRANSPORTS", "CommandOutcome", "RobotLink", "RobotLinkError", "RobotSimulator",
-           "list_ports", "pty_available", "resolve_transport", "start_simulator"]
+__all__ = ["CommandOutcome", "RobotLink", "RobotLinkError", "RobotSimulator", "list_ports",
+           "resolve_transport", "start_simulator"]
 
 
 def __getattr__(name: str) -> Any:
@@ -45,8 +45,8 @@ def start_simulator(speed: float, transport: str | None = "auto",
     from robot.simulator import RobotSimulator
 
     try:
-        simulator = RobotSimulator(speed=speed, transport=resolve_transport(transport),
-                                   **options)
+        # RobotSimulator resolves "auto" and refuses a transport this system lacks.
+        simulator = RobotSimulator(speed=speed, transport=transport or "auto", **options)
         simulator.start()
     except (OSError, ValueError) as exc:
         raise RobotLinkError(f"cannot start the built-in simulator: {exc}") from exc

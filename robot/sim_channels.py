@@ -43,8 +43,6 @@ def resolve_transport(choice: str | None) -> str:
 class PtyChannel:
     """The master side of a raw pty; the driver opens the slave path."""
 
-    kind = "pty"
-
     def __init__(self) -> None:
         import tty  # POSIX only: imported here so the module loads on Windows
 
@@ -125,8 +123,6 @@ class TcpChannel:
     The newest connection wins: a driver that reconnects after its old connection
     died (a killed server, a dropped network) must not find the robot still "in use".
     """
-
-    kind = "tcp"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
