@@ -107,6 +107,8 @@ def add_parsers(sub: Any) -> None:
                            help="validate port, database and robot link, then exit")
     check.add_argument("--robot", help="serial port or URL, or 'sim'")
     check.add_argument("--baud", type=int, help="baud rate")
+    check.add_argument("--robot-protocol", help="json, text or package.module:ClassName")
+    check.add_argument("--commands", help="command table JSON (default tasks/commands.json)")
     check.add_argument("--db", help="task database file")
     check.add_argument("--host", help="listen address")
     check.add_argument("--port", help="listen port")  # text: a bad value gets our one line
@@ -327,11 +329,15 @@ def check(args: argparse.Namespace) -> int:
         print(f"ok: listen address {host}:{port} is free", flush=True)
         db = db_path(opt("db", None), constants.DB_PATH)
         print(f"ok: {check_db(db)}", flush=True)
+        table = check_commands(opt("commands", constants.COMMANDS_FILE))
+        print(f"ok: command table {table.source} ({len(table)} commands)", flush=True)
         robot = check_robot(opt("robot", constants.ROBOT_PORT),
                             opt("baud", constants.ROBOT_BAUDRATE),
                             sim_speed=opt("sim_speed", constants.SIM_SPEED),
                             sim_transport=opt("sim_transport", constants.SIM_TRANSPORT),
-                            timeout=opt("robot_timeout", 5.0))
+                            timeout=opt("robot_timeout", 5.0),
+                            protocol=opt("robot_protocol", constants.ROBOT_PROTOCOL),
+                            wire_forms=table.wire_forms())
         print(f"ok: {robot}", flush=True)
     except CheckFailed as exc:
         _err(f"check failed: {exc}")
@@ -401,37 +407,42 @@ def check_db(path: str) -> str:
     return f"database {path} is a task database ({sum(counts.values())} tasks)"
 
 
-def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float,
-                sim_transport: str = "auto") -> str:
+def check_commands(path: str | None) -> Any:
+    from tasks.commands import CommandsFileError, load_commands
+
     try:
-        from robot import RobotLink, RobotLinkError, start_simulator
+        return load_commands(path)
+    except CommandsFileError as exc:
+        raise CheckFailed(str(exc)) from None
+
+
+def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float,
+                sim_transport: str = "auto", protocol: str = "json",
+                wire_forms: dict[str, str] | None = None) -> str:
+    try:
+        from robot import RobotLinkError, build_robot, make_codec
     except ImportError as exc:  # pyserial missing from this Python
         raise CheckFailed(f"robot: cannot load the robot layer ({exc})") from None
-    simulator = None
-    url = port
+    if port == "sim" and sim_speed <= 0:
+        raise CheckFailed("robot: --sim-speed must be greater than 0")
     try:
-        if port == "sim":
-            if sim_speed <= 0:
-                raise CheckFailed("robot: --sim-speed must be greater than 0")
-            try:
-                simulator = start_simulator(sim_speed, sim_transport)
-            except RobotLinkError as exc:
-                raise CheckFailed(f"robot: {exc}") from None
-            url = simulator.path
-        link = RobotLink(url, baudrate, robot_timeout=timeout,
-                         handshake_timeout=min(timeout, 5.0), reconnect_min=60.0)
-        try:
-            link.start(require_connection=True)  # opens the port and PINGs
-            info = link.info()
-        except RobotLinkError as exc:
-            raise CheckFailed(f"robot: {exc}") from None
-        finally:
-            link.stop()
+        robot = build_robot(port, make_codec(protocol, wire_forms), protocol=protocol,
+                            baudrate=baudrate, sim_speed=sim_speed, sim_transport=sim_transport,
+                            robot_timeout=timeout, handshake_timeout=min(timeout, 5.0),
+                            reconnect_min=60.0)
+    except RobotLinkError as exc:
+        raise CheckFailed(f"robot: {exc}") from None
+    url = robot.link.url
+    try:
+        robot.link.start(require_connection=True)  # opens the port and PINGs
+        info = robot.link.info()
+    except RobotLinkError as exc:
+        raise CheckFailed(f"robot: {exc}") from None
     finally:
-        if simulator is not None:
-            simulator.stop()
+        robot.stop()
     where = f"built-in simulator ({url})" if port == "sim" else port
-    return f"robot on {where} answers PING (firmware {info.get('firmware') or 'unknown'})"
+    return (f"robot on {where} answers PING (protocol {info.get('protocol')}, firmware "
+            f"{info.get('firmware') or 'unknown'})")
 
 
 if __name__ == "__main__":

@@ -20,16 +20,16 @@ AUTO_RESUME = False  # after a fault or an interrupted task the queue holds unti
 SHUTDOWN_GRACE_S = 10.0  # on SIGTERM the running task gets this long, then STOP
 KEEP_DAYS = 30  # finished tasks older than this are pruned
 DB_PATH = "data/tasks.db"  # relative: under the project folder, whatever the working dir
+# The command table, with per-command silence timeouts (timeout_s) and wire forms.
+COMMANDS_FILE = None  # None: tasks/commands.json
 
 # --- Robot link -------------------------------------------------------------------
 ROBOT_PORT = "sim"  # "sim" starts the built-in simulator (see SIM_TRANSPORT)
 ROBOT_BAUDRATE = 115200
+# What the firmware speaks: "json" (docs/robot-protocol.md), "text" (plain lines, see
+# docs/robot-adapters.md) or a lab's own codec, "package.module:ClassName".
+ROBOT_PROTOCOL = "json"
 ROBOT_TIMEOUT_S = 30.0  # silence (no ack/progress/heartbeat/result) that fails a command
-# Per-command silence limits for actions whose steps are long and quiet.
-ROBOT_COMMAND_TIMEOUTS_S = {
-    "HOME": 60.0,
-    "SCAN_QRCODE": 60.0,
-}
 ROBOT_WRITE_TIMEOUT_S = 2.0
 ROBOT_RECONNECT_MIN_S = 1.0
 ROBOT_RECONNECT_MAX_S = 30.0

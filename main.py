@@ -35,6 +35,10 @@ class MenuExit(SystemExit):
 def _robot_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--robot", help=f"serial port or URL, or 'sim' (default {constants.ROBOT_PORT})")
     p.add_argument("--baud", type=int, help=f"baud rate (default {constants.ROBOT_BAUDRATE})")
+    p.add_argument("--robot-protocol", metavar="NAME",
+                   help="what the robot's firmware speaks: json (this project's), text, or a "
+                        "lab's own codec as package.module:ClassName (default "
+                        f"{constants.ROBOT_PROTOCOL}; see docs/robot-adapters.md)")
     p.add_argument("--sim-speed", type=float,
                    help=f"simulator speed factor (default {constants.SIM_SPEED})")
     p.add_argument("--sim-transport", choices=("auto", "pty", "tcp"),
@@ -44,6 +48,9 @@ def _robot_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--robot-timeout", type=float,
                    help=f"seconds of robot silence that fail a command "
                         f"(default {constants.ROBOT_TIMEOUT_S:g})")
+    p.add_argument("--commands", metavar="FILE",
+                   help="command table JSON (default: the shipped tasks/commands.json); "
+                        "see docs/commands.md")
     p.add_argument("--log-level", help=f"logging level (default {constants.LOG_LEVEL})")
     p.add_argument("--log-file", help="also log to this file (rotated)")
 
@@ -147,6 +154,16 @@ def ask_robot_port(read: Callable[[str], str] = input) -> str:
     return ask(f"Choose robot port [Enter = {constants.ROBOT_PORT}]: ", choices, read=read)
 
 
+def ask_robot_protocol(read: Callable[[str], str] = input) -> str:
+    """Asked with the port: a lab robot's firmware rarely speaks this project's JSON."""
+    print("Robot protocol\n  1) json (this project's firmware)\n"
+          "  2) text (plain lines: PING/PONG, OK, ERR, BUSY, ALARM)\n"
+          "  (a lab's own codec: --robot-protocol package.module:ClassName)")
+    choices = {"": constants.ROBOT_PROTOCOL, "1": "json", "2": "text"}
+    return ask(f"Choose robot protocol [Enter = {constants.ROBOT_PROTOCOL}]: ", choices,
+               read=read)
+
+
 def fill_from_menus(args: argparse.Namespace) -> None:
     interactive = args.command is None  # `serve`/`run` given: scripts, never ask
     if args.command is None:
@@ -158,6 +175,8 @@ def fill_from_menus(args: argparse.Namespace) -> None:
         args.mode = ask("Choose execution mode [1/2]: ", {"1": "sync", "2": "queue"})
     if args.command in ("serve", "run") and args.robot is None and interactive:
         args.robot = ask_robot_port()
+        if args.robot != "sim" and args.robot_protocol is None:
+            args.robot_protocol = ask_robot_protocol()
     if args.command == "run" and getattr(args, "file", None) is None:
         try:
             args.file = input("Command file [SCAN_QR_CODE_command.json]: ").strip() \
@@ -248,6 +267,7 @@ def serve(args: argparse.Namespace) -> int:
     from robot import RobotLinkError
     from server.console import install_shutdown_handlers
     from server.runtime import RobotServer, ServerSettings
+    from tasks.commands import CommandsFileError
     from tasks.instance_lock import InstanceLockHeld
     from tasks.store import StoreError
 
@@ -256,12 +276,16 @@ def serve(args: argparse.Namespace) -> int:
         host=_pick(args.host, constants.HTTP_SERVER_HOST),
         port=_pick(args.port, constants.HTTP_SERVER_PORT),
         robot=_pick(args.robot, constants.ROBOT_PORT),
+        robot_protocol=_pick(args.robot_protocol, constants.ROBOT_PROTOCOL),
         baudrate=_pick(args.baud, constants.ROBOT_BAUDRATE),
         db=cli.db_path(args.db, constants.DB_PATH),
         sim_speed=_pick(args.sim_speed, constants.SIM_SPEED),
         sim_transport=_pick(args.sim_transport, constants.SIM_TRANSPORT),
         robot_timeout=_pick(args.robot_timeout, constants.ROBOT_TIMEOUT_S),
-        command_timeouts=dict(constants.ROBOT_COMMAND_TIMEOUTS_S),
+        # As resolve_timeouts: an explicit --robot-timeout is for every command; without
+        # one the server takes each command's timeout_s from the table it loads.
+        command_timeouts=None if args.robot_timeout is None else {},
+        commands_file=_pick(args.commands, constants.COMMANDS_FILE),
         write_timeout=constants.ROBOT_WRITE_TIMEOUT_S,
         reconnect_min=constants.ROBOT_RECONNECT_MIN_S,
         reconnect_max=constants.ROBOT_RECONNECT_MAX_S,
@@ -290,7 +314,7 @@ def serve(args: argparse.Namespace) -> int:
     server = RobotServer(settings)
     try:
         server.start()
-    except (StoreError, RobotLinkError, InstanceLockHeld, OSError) as exc:
+    except (CommandsFileError, StoreError, RobotLinkError, InstanceLockHeld, OSError) as exc:
         print(f"Cannot start: {exc}", file=sys.stderr)
         return 1
     print_banner(server)
@@ -386,42 +410,45 @@ def _loopback(host: str) -> bool:
 
 
 def run_local(args: argparse.Namespace) -> int:
-    from robot import RobotLink, RobotLinkError, start_simulator
-    from tasks.commands import CommandError, result_data, validate_command
+    from robot import RobotLinkError, build_robot, make_codec
+    from tasks.commands import CommandError, CommandsFileError, load_commands, resolve_timeouts
 
     try:
+        table = load_commands(_pick(args.commands, constants.COMMANDS_FILE))
+    except CommandsFileError as exc:
+        print(f"Cannot start: {exc}", file=sys.stderr)
+        return 1
+    try:
         with open(args.file, encoding="utf-8") as fh:
-            cmd_type, params = validate_command(json.load(fh))
+            cmd_type, params = table.validate(json.load(fh))
     except (OSError, ValueError) as exc:
         message = exc.message if isinstance(exc, CommandError) else str(exc)
         print(f"Cannot use {args.file}: {message}", file=sys.stderr)
         return 2
-    simulator = None
-    port = _pick(args.robot, constants.ROBOT_PORT)
-    if port == "sim":
-        try:
-            simulator = start_simulator(_pick(args.sim_speed, constants.SIM_SPEED),
-                                        _pick(args.sim_transport, constants.SIM_TRANSPORT))
-        except RobotLinkError as exc:
-            print(f"Cannot start the simulator: {exc}", file=sys.stderr)
-            return 1
-        port = simulator.path
-    link = RobotLink(port, _pick(args.baud, constants.ROBOT_BAUDRATE),
-                     robot_timeout=_pick(args.robot_timeout, constants.ROBOT_TIMEOUT_S),
-                     command_timeouts=dict(constants.ROBOT_COMMAND_TIMEOUTS_S))
+    robot_timeout, command_timeouts = resolve_timeouts(args.robot_timeout, table,
+                                                       constants.ROBOT_TIMEOUT_S)
+    protocol = _pick(args.robot_protocol, constants.ROBOT_PROTOCOL)
     try:
-        link.start(require_connection=True)
-        outcome = link.execute(cmd_type, params, on_progress=lambda e: print(
+        robot = build_robot(_pick(args.robot, constants.ROBOT_PORT),
+                            make_codec(protocol, table.wire_forms()), protocol=protocol,
+                            baudrate=_pick(args.baud, constants.ROBOT_BAUDRATE),
+                            sim_speed=_pick(args.sim_speed, constants.SIM_SPEED),
+                            sim_transport=_pick(args.sim_transport, constants.SIM_TRANSPORT),
+                            robot_timeout=robot_timeout, command_timeouts=command_timeouts)
+    except RobotLinkError as exc:
+        print(f"Cannot start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        robot.link.start(require_connection=True)
+        outcome = robot.link.execute(cmd_type, params, on_progress=lambda e: print(
             f"  {e.get('done')}/{e.get('total')} {e.get('message') or ''}", flush=True))
     except RobotLinkError as exc:
         print(f"Cannot reach the robot: {exc}", file=sys.stderr)
         return 1
     finally:
-        link.stop()
-        if simulator is not None:
-            simulator.stop()
+        robot.stop()
     result = {"success": outcome.success, "message": outcome.message,
-              **result_data(cmd_type, outcome.data, outcome.items)}
+              **table.result_data(cmd_type, outcome.data, outcome.items)}
     print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0 if outcome.success else 1
 

@@ -1,17 +1,20 @@
-"""Robot link: serial driver, wire protocol and a simulator (pty or loopback TCP)."""
+"""Robot link: serial driver, protocol codecs and a simulator (pty or loopback TCP)."""
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
 
+from robot.codec import CodecLoadError, LineCodec, load_codec
 from robot.driver import CommandOutcome, RobotLink, RobotLinkError
+from robot.factory import RobotSetup, build_robot, make_codec, start_simulator
 from robot.sim_channels import resolve_transport
 
 if TYPE_CHECKING:
     from robot.simulator import RobotSimulator
 
-__all__ = ["CommandOutcome", "RobotLink", "RobotLinkError", "RobotSimulator", "list_ports",
+__all__ = ["CodecLoadError", "CommandOutcome", "LineCodec", "RobotLink", "RobotLinkError",
+           "RobotSetup", "RobotSimulator", "build_robot", "list_ports", "load_codec", "make_codec",
            "resolve_transport", "start_simulator"]
 
 
@@ -36,18 +39,3 @@ def list_ports() -> list[dict[str, Any]]:
 def _natural(name: str) -> list[Any]:
     """Sort key putting COM3 before COM10 and ttyUSB2 before ttyUSB10."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def start_simulator(speed: float, transport: str | None = "auto",
-                    **options: Any) -> RobotSimulator:
-    """Start the built-in simulator on a pty or, where there is none (Windows) or when
-    asked, on a loopback TCP port. RobotLinkError (one line) if it cannot start."""
-    from robot.simulator import RobotSimulator
-
-    try:
-        # RobotSimulator resolves "auto" and refuses a transport this system lacks.
-        simulator = RobotSimulator(speed=speed, transport=transport or "auto", **options)
-        simulator.start()
-    except (OSError, ValueError) as exc:
-        raise RobotLinkError(f"cannot start the built-in simulator: {exc}") from exc
-    return simulator

@@ -15,7 +15,6 @@ is not ready until the robot has answered a PING again.
 
 from __future__ import annotations
 
-import errno
 import logging
 import queue
 import threading
@@ -27,73 +26,41 @@ from typing import Any
 
 import serial
 
-from robot.protocol import MAX_LINE, IdGenerator, LineFramer, Message, encode_command, parse_line
+from robot.codec import CodecError, LineCodec, Reply, Sent
+from robot.codec_json import JsonCodec
+from robot.outcome import (
+    ABORTED_UNSENT,
+    CommandOutcome,
+    RobotLinkError,
+    Transcript,
+    describe_open_error,
+    short,
+)
+from robot.protocol import IdGenerator, LineFramer
+
+# Re-exported: tests and older callers import these from here.
+_Transcript = Transcript
+_describe_open_error = describe_open_error
+__all__ = ["ABORTED_UNSENT", "CommandOutcome", "RobotLink", "RobotLinkError"]
 
 log = logging.getLogger("robot.link")
 
-TRANSCRIPT_MAX = 2000
 READ_TIMEOUT = 0.2  # bounds how long a reader without cancel_read() takes to notice stop()
-_SHOWN_BAD_LINE = 200  # characters of an invalid line kept in logs and transcripts
-
-
-ABORTED_UNSENT = "aborted before it was sent: STOP was requested first"
-
-
-@dataclass
-class CommandOutcome:
-    success: bool
-    message: str
-    data: dict[str, Any] = field(default_factory=dict)
-    fault: str | None = None  # None, "timeout" or "disconnected": robot state unknown
-    aborted: bool = False  # the robot confirmed an abort (result "aborted" after a STOP)
-    items: list[dict[str, Any]] = field(default_factory=list)
-    transcript: list[dict[str, Any]] = field(default_factory=list)
-
-
-class RobotLinkError(Exception):
-    """Start-up failure with a one-line, user-facing message."""
-
-
-class _Transcript:
-    """Bounded log of the lines of one command: the first and last halves survive."""
-
-    def __init__(self, limit: int = TRANSCRIPT_MAX) -> None:
-        self._head: list[dict[str, Any]] = []
-        self._tail: deque[dict[str, Any]] = deque(maxlen=limit - limit // 2)
-        self._head_max = limit // 2
-        self._omitted = 0
-        self._lock = threading.Lock()
-
-    def add(self, direction: str, line: str) -> None:
-        entry = {"t": time.time(), "dir": direction, "line": line}
-        with self._lock:
-            if len(self._head) < self._head_max:
-                self._head.append(entry)
-                return
-            if len(self._tail) == self._tail.maxlen:
-                self._omitted += 1
-            self._tail.append(entry)
-
-    def export(self) -> list[dict[str, Any]]:
-        with self._lock:
-            out = list(self._head)
-            if self._omitted:
-                t = self._tail[0]["t"] if self._tail else time.time()
-                out.append({"t": t, "dir": "note",
-                            "line": f"... {self._omitted} lines omitted ..."})
-            out.extend(self._tail)
-            return out
 
 
 @dataclass
 class _Pending:
     """The command in flight; the reader feeds ``inbox``, execute() drains it."""
 
-    msg_id: int
-    cmd: str
-    transcript: _Transcript
+    sent: Sent
+    transcript: Transcript
+    handshake: bool = False
     inbox: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
     stop_sent: bool = False
+
+    @property
+    def cmd(self) -> str:
+        return self.sent.cmd
 
 
 class _Conn:
@@ -106,30 +73,8 @@ class _Conn:
         self.reader: threading.Thread | None = None
 
 
-def _describe_open_error(url: str, exc: Exception) -> str:
-    code = getattr(exc, "errno", None)
-    text = str(exc)
-    if code in (errno.EAGAIN, errno.EBUSY) or "exclusively lock" in text:
-        return f"cannot open {url}: port is busy (another program holds it)"
-    # pyserial on Windows wraps the Win32 error in the message text only, e.g.
-    # "could not open port 'COM3': PermissionError(13, 'Access is denied.', None, 5)".
-    # A COM port is opened exclusively there, so "access denied" almost always
-    # means another program (a terminal, a vendor tool, a second server) has it.
-    if "Access is denied" in text or "PermissionError(13" in text:
-        return (f"cannot open {url}: port is busy or not permitted (close other programs "
-                "using it: a serial terminal, the vendor's tool, another server)")
-    if "FileNotFoundError(2" in text or "cannot find the file" in text:
-        return f"cannot open {url}: no such port (see: python main.py ports)"
-    if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-        return f"cannot open {url}: no such device"
-    if code in (errno.EACCES, errno.EPERM):
-        return f"cannot open {url}: permission denied (is the user in the dialout group?)"
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return f"cannot open {url}: {first}"
-
-
-def _short(line: str) -> str:
-    return line if len(line) <= _SHOWN_BAD_LINE else line[:_SHOWN_BAD_LINE] + "..."
+def _shown(line: bytes) -> str:
+    return line.rstrip(b"\r\n").decode("utf-8", errors="replace")
 
 
 class RobotLink:
@@ -139,6 +84,7 @@ class RobotLink:
                  command_timeouts: dict[str, float] | None = None, write_timeout: float = 2.0,
                  reconnect_min: float = 1.0, reconnect_max: float = 30.0,
                  exclusive: bool = True, handshake_timeout: float = 5.0,
+                 codec: LineCodec | None = None,
                  on_link_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.url = url
         self.baudrate = baudrate
@@ -149,6 +95,8 @@ class RobotLink:
         self.reconnect_max = max(reconnect_max, reconnect_min)
         self.exclusive = exclusive
         self.handshake_timeout = handshake_timeout
+        # The words on the wire (robot/codec.py); everything else here is transport.
+        self.codec = codec if codec is not None else JsonCodec()
         self.on_link_event = on_link_event
 
         self._ids = IdGenerator()
@@ -165,6 +113,8 @@ class RobotLink:
         self._pending: _Pending | None = None
         # Ids of our own STOPs: their replies are expected, not stray lines.
         self._stop_ids: deque[int] = deque(maxlen=64)
+        # No-id protocols: STOP replies still expected (they are not stray lines).
+        self._stop_replies_due = 0
         self._supervisor: threading.Thread | None = None
         self._started = False
 
@@ -238,7 +188,7 @@ class RobotLink:
                     "port": self.url, "last_seen": seen, "firmware": self._firmware,
                     "error": self._error, "lines_in": self._lines_in,
                     "lines_out": self._lines_out, "skipped_lines": self._skipped,
-                    "reconnects": self._reconnects}
+                    "reconnects": self._reconnects, "protocol": self.codec.name}
 
     def _event(self, kind: str, **details: Any) -> None:
         info = {"port": self.url, **details}
@@ -266,7 +216,7 @@ class RobotLink:
                 ser.exclusive = self.exclusive
             ser.open()
         except (serial.SerialException, OSError, ValueError, NotImplementedError) as exc:
-            raise RobotLinkError(_describe_open_error(self.url, exc)) from exc
+            raise RobotLinkError(describe_open_error(self.url, exc)) from exc
         return ser
 
     def _connect(self) -> None:
@@ -317,7 +267,8 @@ class RobotLink:
             return f"disconnected: {exc}"
         conn.flush_framer.set()
         with self._exec_lock:
-            outcome = self._transact("PING", None, None, self.handshake_timeout,
+            outcome = self._transact(self.codec.handshake_command, None, None,
+                                     self.handshake_timeout,
                                      stop_on_timeout=False)
         if outcome.success:
             firmware = outcome.data.get("firmware")
@@ -331,7 +282,8 @@ class RobotLink:
             self._event("connected", firmware=self._firmware)
             return None
         if outcome.fault == "timeout":
-            return f"robot did not answer PING within {self.handshake_timeout:g} s"
+            return (f"robot did not answer {self.codec.handshake_command} within "
+                    f"{self.handshake_timeout:g} s (protocol {self.codec.name})")
         if outcome.fault == "disconnected":
             return outcome.message
         return f"robot refused PING: {outcome.message}"
@@ -407,7 +359,7 @@ class RobotLink:
 
     # -- reading ---------------------------------------------------------------------------
     def _read_loop(self, conn: _Conn) -> None:
-        framer = LineFramer(MAX_LINE)
+        framer = LineFramer(self.codec.max_line)
         ser = conn.ser
         while not conn.closing.is_set():
             try:
@@ -433,54 +385,80 @@ class RobotLink:
                 self._on_overlong(framer.dropped - dropped)
 
     def _on_overlong(self, count: int) -> None:
+        limit = self.codec.max_line
         with self._cond:
             self._lines_in += count
             self._skipped += count
             pending = self._pending
-        log.warning("skipped %d over-long line(s) from the robot (> %d bytes)", count, MAX_LINE)
+        log.warning("skipped %d over-long line(s) from the robot (> %d bytes)", count, limit)
         if pending is not None:
-            pending.transcript.add("rx", f"<over-long line discarded (> {MAX_LINE} bytes)>")
+            pending.transcript.add("rx", f"<over-long line discarded (> {limit} bytes)>")
+
+    def _decode(self, raw: bytes, pending: _Pending | None) -> Reply:
+        try:
+            return self.codec.decode(raw, pending.sent if pending is not None else None)
+        except Exception as exc:  # a codec bug must not kill the reader thread
+            log.exception("robot protocol %s failed to decode a line", self.codec.name)
+            return Reply(kind="invalid", error=f"decoder error ({type(exc).__name__}: {exc})")
 
     def _on_line(self, raw: bytes) -> None:
         if not raw.strip():
             return
         text = raw.decode("utf-8", errors="replace")
-        msg = parse_line(raw)
         now = time.time()
         with self._cond:
+            # Decoded under the lock: a no-id reply is read against the command in
+            # flight, which must not change in between.
             self._lines_in += 1
             pending = self._pending
-            route = self._route_locked(msg, pending)
+            reply = self._decode(raw, pending)
+            route = self._route_locked(reply, pending)
             if route == "skip":
                 self._skipped += 1
             else:
                 self._last_seen = now
         if pending is not None:
-            pending.transcript.add("rx", text if route != "skip" else _short(text))
+            pending.transcript.add("rx", text if route != "skip" else short(text))
         if route == "skip":
-            reason = msg.error if msg.kind == "invalid" else f"stale or unknown id {msg.id}"
-            log.warning("skipped robot line (%s): %s", reason, _short(text))
+            reason = reply.error if reply.kind == "invalid" else \
+                (f"stale or unknown id {reply.id}" if reply.id is not None
+                 else "no command in flight")
+            log.warning("skipped robot line (%s): %s", reason, short(text))
             return
-        if msg.kind == "log":
-            log.info("robot log: %s", msg.fields.get("message"))
+        if reply.kind == "log":
+            log.info("robot log: %s", reply.message)
+        elif reply.kind == "alarm" and route != "mine":
+            # Nothing in flight to fail: the robot stopped itself while idle, and
+            # whoever drives it next must know its state is unknown.
+            self._event("alarm", error=reply.message)
         if pending is None:
             return
         if route == "mine":
-            pending.inbox.put((msg.kind, msg))
+            pending.inbox.put((reply.kind, reply))
         else:
             # Heartbeats, logs and STOP replies only prove the robot is alive.
-            pending.inbox.put(("alive", msg))
+            pending.inbox.put(("alive", reply))
 
-    def _route_locked(self, msg: Message, pending: _Pending | None) -> str:
-        if msg.kind == "invalid":
+    def _route_locked(self, reply: Reply, pending: _Pending | None) -> str:
+        """"mine" (for the command in flight), "alive" (proof of life only) or "skip"."""
+        if reply.kind == "invalid":
             return "skip"
-        if msg.id is None:
+        if reply.kind in ("heartbeat", "log"):
             return "alive"
-        if pending is not None and msg.id == pending.msg_id:
-            return "mine"
-        if msg.id in self._stop_ids:
+        if reply.kind == "alarm":
+            return "mine" if pending is not None else "alive"
+        if self.codec.uses_ids:
+            if reply.id is None:
+                return "alive"
+            if pending is not None and reply.id == pending.sent.msg_id:
+                return "mine"
+            return "alive" if reply.id in self._stop_ids else "skip"
+        # No ids: a reply belongs to the command in flight, except a STOP's own reply.
+        if reply.to_stop or (pending is None and reply.kind == "result"
+                             and self._stop_replies_due):
+            self._stop_replies_due = max(0, self._stop_replies_due - 1)
             return "alive"
-        return "skip"
+        return "mine" if pending is not None else "skip"
 
     # -- writing ---------------------------------------------------------------------------
     def _write(self, conn: _Conn, data: bytes, *, stop_epoch: int | None = None) -> str | None:
@@ -521,14 +499,16 @@ class RobotLink:
         if conn is None:
             return False
         stop_id = self._ids.next()
-        line = encode_command(stop_id, "STOP", None)
+        line = self.codec.encode_stop(stop_id)
         with self._cond:
             # Registered before the write so the reply can never look like a stray line.
             self._stop_ids.append(stop_id)
+            if not self.codec.uses_ids:
+                self._stop_replies_due += 1
         ok = self._write(conn, line) is None
         if pending is not None:
             pending.stop_sent = pending.stop_sent or ok
-            text = line[:-1].decode("utf-8")
+            text = _shown(line)
             pending.transcript.add("tx", text if ok else text + "  <write failed>")
         return ok
 
@@ -540,6 +520,14 @@ class RobotLink:
         log.warning("abort: STOP %s (command in flight: %s)", "sent" if ok else "NOT sent",
                     pending.cmd if pending else None)
         return ok
+
+    def live_transcript(self) -> list[dict[str, Any]] | None:
+        """The lines of the command in flight so far (None when no command runs)."""
+        with self._cond:
+            pending = self._pending
+        if pending is None or pending.handshake:
+            return None
+        return pending.transcript.export()
 
     # -- commands --------------------------------------------------------------------------
     def execute(self, cmd: str, params: dict[str, Any] | None = None, *,
@@ -563,7 +551,7 @@ class RobotLink:
                 return CommandOutcome(False, f"disconnected: {why}", fault="disconnected")
             outcome = self._transact(cmd, params, on_progress, timeout, stop_on_timeout=True,
                                      stop_epoch=stop_epoch)
-        if outcome.fault == "timeout":
+        if outcome.fault in ("timeout", "alarm"):
             self._event("fault", error=outcome.message, cmd=cmd)
         return outcome
 
@@ -577,8 +565,13 @@ class RobotLink:
             return CommandOutcome(False, "disconnected: robot link not connected",
                                   fault="disconnected")
         msg_id = self._ids.next()
-        line = encode_command(msg_id, cmd, params)
-        pending = _Pending(msg_id, cmd, _Transcript())
+        try:
+            line = self.codec.encode_command(msg_id, cmd, params)
+        except CodecError as exc:
+            # Nothing was written: the robot did nothing, and the link stays usable.
+            return CommandOutcome(False, f"cannot send {cmd}: {exc}")
+        pending = _Pending(Sent(msg_id, cmd, dict(params or {}), line), Transcript(),
+                           handshake=not stop_on_timeout)
         with self._cond:
             # Checked under the same lock stop() uses to wake the command in flight.
             if self._stopping.is_set():
@@ -586,7 +579,7 @@ class RobotLink:
             self._pending = pending
         items: list[dict[str, Any]] = []
         try:
-            pending.transcript.add("tx", line[:-1].decode("utf-8"))
+            pending.transcript.add("tx", _shown(line))
             error = self._write(conn, line, stop_epoch=stop_epoch)
             if error == ABORTED_UNSENT:
                 pending.transcript.add("note", "not sent: STOP was requested first")
@@ -609,29 +602,33 @@ class RobotLink:
                         reason = f"disconnected: {reason}"
                     return self._outcome(pending, items, False, reason, fault="disconnected")
                 if kind == "progress":
-                    self._progress(payload.fields, items, on_progress)
+                    self._progress(payload, items, on_progress)
+                elif kind == "alarm":
+                    return self._outcome(pending, items, False,
+                                         f"alarm: {payload.message or 'robot alarm'}",
+                                         fault="alarm")
                 elif kind == "result":
-                    fields = payload.fields
-                    message = str(fields.get("message") or "")
-                    success = fields["success"]
+                    success = bool(payload.success)
+                    message = payload.message or (f"{cmd}完成" if success else "")
                     aborted = (not success and pending.stop_sent
                                and message.lower().startswith("aborted"))
                     return self._outcome(pending, items, success, message,
-                                         data=fields.get("data") or {}, aborted=aborted)
+                                         data=payload.data, aborted=aborted)
         finally:
             with self._cond:
                 self._pending = None
 
     @staticmethod
-    def _progress(fields: dict[str, Any], items: list[dict[str, Any]],
+    def _progress(reply: Reply, items: list[dict[str, Any]],
                   on_progress: Callable[[dict[str, Any]], None] | None) -> None:
-        item = fields.get("item")
+        item = reply.item
         if isinstance(item, dict):
             items.append(item)
         if on_progress is None:
             return
-        event = {"done": fields.get("done"), "total": fields.get("total"),
-                 "message": fields.get("message"), "item": item}
+        # A protocol that does not count (e.g. one line per scanned bottle) counts items.
+        done = reply.done if reply.done is not None or item is None else len(items)
+        event = {"done": done, "total": reply.total, "message": reply.message, "item": item}
         try:
             on_progress(event)
         except Exception:

@@ -1,23 +1,16 @@
-"""Wire protocol of the robot link: framing, encoding and parsing, free of I/O.
+"""Line framing and command ids of the robot link, free of I/O.
 
-One JSON object per line, UTF-8, terminated by ``\\n`` (a trailing ``\\r`` is
-tolerated). Everything here works on bytes so tests can feed it directly; the
-threads and the port live in ``robot.driver``.
+Whatever the protocol (robot/codec.py), the link is lines terminated by ``\\n``
+(a trailing ``\\r`` is tolerated). Everything here works on bytes so tests can
+feed it directly; the threads and the port live in ``robot.driver``.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
-MAX_LINE = 64 * 1024
-
-MESSAGE_KINDS = ("ack", "progress", "result", "heartbeat", "log")
-# Replies to a command must carry its id; heartbeats and logs are unsolicited.
-_NEEDS_ID = ("ack", "progress", "result")
+from robot.codec import MAX_LINE
 
 
 class LineFramer:
@@ -81,76 +74,6 @@ class LineFramer:
     @property
     def pending(self) -> int:
         return len(self._buf)
-
-
-def encode_command(msg_id: int, cmd: str, params: dict[str, Any] | None = None) -> bytes:
-    """One host -> robot line: compact JSON, UTF-8 and a newline."""
-    obj: dict[str, Any] = {"id": msg_id, "cmd": cmd}
-    if params is not None:
-        obj["params"] = params
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return text.encode("utf-8") + b"\n"
-
-
-@dataclass
-class Message:
-    """One parsed robot -> host line; ``kind == "invalid"`` carries ``error``."""
-
-    kind: str
-    id: int | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _is_int(value: Any) -> bool:
-    # bool is a subclass of int in Python, but true is not an id or a count.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _invalid(reason: str) -> Message:
-    return Message(kind="invalid", error=reason)
-
-
-def parse_line(line: bytes) -> Message:
-    """Parse and validate one line (without its newline). Never raises."""
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        return _invalid("not UTF-8")
-    if not text.strip():
-        return _invalid("empty line")
-    try:
-        obj = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        return _invalid(f"not JSON ({exc})")
-    if not isinstance(obj, dict):
-        return _invalid(f"not a JSON object ({type(obj).__name__})")
-    kind = obj.get("type")
-    if kind not in MESSAGE_KINDS:
-        return _invalid(f"unknown type {kind!r}")
-    msg_id = obj.get("id")
-    if msg_id is not None and not _is_int(msg_id):
-        return _invalid(f"bad id {msg_id!r}")
-    if msg_id is None and kind in _NEEDS_ID:
-        return _invalid(f"{kind} without id")
-    if kind == "progress":
-        for key in ("done", "total"):
-            if key in obj and obj[key] is not None and not _is_int(obj[key]):
-                return _invalid(f"progress {key} is not an integer")
-        if obj.get("item") is not None and not isinstance(obj["item"], dict):
-            return _invalid("progress item is not an object")
-    elif kind == "result":
-        if not isinstance(obj.get("success"), bool):
-            return _invalid("result without boolean success")
-        if obj.get("data") is not None and not isinstance(obj["data"], dict):
-            return _invalid("result data is not an object")
-    if "message" in obj and obj["message"] is not None and not isinstance(obj["message"], str):
-        return _invalid("message is not a string")
-    return Message(kind=kind, id=msg_id, fields=obj)
 
 
 class IdGenerator:

@@ -1,83 +1,58 @@
-"""A simulated robot speaking the protocol of docs/robot-protocol.md.
+"""A simulated robot speaking the protocol of docs/robot-protocol.md, or the ``text``
+protocol (robot/sim_wire.py).
 
 On a pty the simulator owns the master side and the driver opens the slave path
 (``/dev/pts/N``, or a symlink to it) exactly like a USB serial port; over TCP it
 listens on loopback and the driver opens ``socket://127.0.0.1:PORT`` (Windows, or
 anywhere a pty is not wanted). Fault modes let tests reproduce a noisy line, a hung
-robot, a mute robot and an unplugged cable.
+robot, a mute robot, a robot that stops itself with an alarm and an unplugged cable.
 
-Run standalone: ``python -m robot.simulator [--speed X] [--link PATH | --tcp HOST:PORT]
-[--record FILE]``.
+The command engine (jobs, timings, STOP, faults) is robot/sim_engine.py; this module
+is the life cycle, the bytes and the test helpers.
+
+Run standalone: ``python -m robot.simulator [--speed X] [--protocol json|text]
+[--link PATH | --tcp HOST:PORT] [--record FILE]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from robot.protocol import LineFramer
 from robot.sim_channels import PtyChannel, TcpChannel, open_channel, resolve_transport
+from robot.sim_engine import FAULT_MODES, FIRMWARE, SimEngine, _Job, bottle_code, qr_code
+from robot.sim_wire import WIRES, make_wire
+
+# Where tests and tools have always found them.
+__all__ = ["FAULT_MODES", "FIRMWARE", "RobotSimulator", "bottle_code", "main", "qr_code"]
 
 log = logging.getLogger("robot.simulator")
 
-FIRMWARE = "robot-sim 1.0"
-FAULT_MODES = (None, "garbage", "hang_after_ack", "no_ack", "fail", "heartbeat_only")
-MOTION = ("HOME", "MOVE_TO", "PICK", "PLACE", "SCAN_QRCODE")
-# Seconds at speed 1.
-DURATIONS = {"HOME": 3.0, "MOVE_TO": 2.0, "PICK": 4.0, "PLACE": 4.0}
-SCAN_PER_BOTTLE = 20.0
-KNOWN = ("PING", "HOME", "MOVE_TO", "SCAN_QRCODE", "PICK", "PLACE", "GET_STATUS", "STOP")
 
-# Sent before each real line in "garbage" mode: every shape the host must survive.
-GARBAGE = [
-    b"this is not json\r\n",
-    b'{"id": 1, "type": "result", "success": true, "message": "stale"}\r\n',
-    b'{"type": "ack", "id": \r\n',
-    b"[1, 2, 3]\r\n",
-    b'"just a string"\r\n',
-    b'{"type": "progress", "id": NaN}\r\n',
-    b"\xff\xfe\xfd\r\n",
-    b'{"type": "teleport", "id": 5}\r\n',
-    b'{"type": "result", "id": true, "success": true}\r\n',
-]
+class RobotSimulator(SimEngine):
+    """A robot on a pty or a loopback TCP port. ``start()`` returns what the driver opens.
 
-
-def qr_code(rack: str, position: int) -> str:
-    """Deterministic bottle code for (rack, position)."""
-    digest = hashlib.sha1(f"{rack}:{position}".encode()).hexdigest()[:6]
-    return f"{rack}-{position:02d}-{digest}"
-
-
-class _Job:
-    def __init__(self, msg_id: Any, cmd: str, params: dict[str, Any], mode: str | None) -> None:
-        self.msg_id = msg_id
-        self.cmd = cmd
-        self.params = params
-        self.mode = mode  # captured at start: changing the mode later does not affect it
-        self.stop = threading.Event()
-        self.done = threading.Event()
-        self.thread: threading.Thread | None = None
-
-
-class RobotSimulator:
-    """A robot on a pty or a loopback TCP port. ``start()`` returns what the driver opens."""
+    ``protocol`` is what it speaks: ``"json"`` (docs/robot-protocol.md) or ``"text"``
+    (robot/sim_wire.py); the commands, timings and fault modes are the same for both.
+    """
 
     def __init__(self, speed: float = 1.0, *, link_path: str | None = None,
                  heartbeat_s: float = 2.0, record_path: str | None = None,
                  transport: str = "auto", tcp_host: str = "127.0.0.1",
-                 tcp_port: int = 0) -> None:
+                 tcp_port: int = 0, protocol: str = "json") -> None:
         if speed <= 0:
             raise ValueError("speed must be greater than 0")
+        self._wire = make_wire(protocol)
+        self.protocol = protocol
         self.transport = resolve_transport(transport)
         if link_path and self.transport != "pty":
             raise ValueError("link_path is for the pty transport only")
@@ -88,16 +63,11 @@ class RobotSimulator:
         self.heartbeat_s = heartbeat_s
         self.record_path = record_path
         self.received: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
+        self._init_engine()
         self._write_lock = threading.Lock()
         self._session: PtyChannel | TcpChannel | None = None
         self._reader: threading.Thread | None = None
-        self._job: _Job | None = None
-        self._fault: str | None = None
         self._garbage_index = 0
-        self._position = {"x": 0.0, "y": 0.0, "z": 0.0}
-        self._homed = False
-        self._holding: int | None = None
         self._record = None
 
     # -- life cycle ------------------------------------------------------------------------
@@ -131,6 +101,7 @@ class RobotSimulator:
         return session.path if session else None
 
     def set_fault(self, mode: str | None) -> None:
+        """One of FAULT_MODES for the commands that start from now on (None: healthy)."""
         if mode not in FAULT_MODES:
             raise ValueError(f"unknown fault mode {mode!r}; use one of {FAULT_MODES}")
         with self._cond:
@@ -232,206 +203,44 @@ class RobotSimulator:
                 return
             session.write(data)
 
-    def _send(self, obj: dict[str, Any], *, job: _Job | None = None) -> None:
-        with self._cond:
-            garbage = self._fault == "garbage" or (job is not None and job.mode == "garbage")
-        line = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-        if not garbage:
-            self._write(line + b"\n")
+    def _send(self, obj: dict[str, Any], *, job: _Job | None = None,
+              cmd: str | None = None) -> None:
+        cmd = cmd or (job.cmd if job is not None else None)
+        body = self._wire.format(obj, cmd)
+        if body is None:
             return
         with self._cond:
-            junk = GARBAGE[self._garbage_index % len(GARBAGE)]
+            garbage = self._fault == "garbage" or (job is not None and job.mode == "garbage")
+            running = self._job.cmd if self._job is not None else None
+        if not garbage:
+            self._write(body + self._wire.newline)
+            return
+        with self._cond:
+            # Not junk that validly answers a command in flight: with no ids in the
+            # protocol, a stray "OK PICK" would end the running PICK.
+            junk = self._wire.junk(self._garbage_index, {cmd, running})
             self._garbage_index += 1
         self._write(junk)
         # The real line in two writes: the host must reassemble it.
-        half = len(line) // 2
-        self._write(line[:half])
-        self._write(line[half:] + b"\r\n")
+        half = len(body) // 2
+        self._write(body[:half])
+        self._write(body[half:] + b"\r\n")
 
     # -- commands --------------------------------------------------------------------------
     def _on_line(self, line: bytes) -> None:
-        try:
-            obj = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            self._send({"type": "log", "message": "ignored a line that is not JSON"})
-            return
-        if not isinstance(obj, dict):
-            self._send({"type": "log", "message": "ignored a line that is not an object"})
+        parsed = self._wire.parse(line)
+        if parsed.record is None:
+            if parsed.note:
+                self._send({"type": "log", "message": parsed.note})
             return
         with self._cond:
-            self.received.append(obj)
+            self.received.append(parsed.record)
             self._cond.notify_all()
             mode = self._fault
         if self._record is not None:
-            self._record.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            self._record.write(json.dumps(parsed.record, ensure_ascii=False) + "\n")
             self._record.flush()
-        msg_id = obj.get("id")
-        cmd = obj.get("cmd")
-        params = obj.get("params") or {}
-        if mode == "no_ack":
-            return
-        if cmd == "STOP":
-            self._on_stop(msg_id)
-            return
-        if not isinstance(msg_id, int) or isinstance(msg_id, bool):
-            self._send({"type": "log", "message": "ignored a command without an integer id"})
-            return
-        self._send({"id": msg_id, "type": "ack"})
-        if cmd not in KNOWN:
-            self._result(msg_id, False, f"unknown command {cmd!r}")
-            return
-        if not isinstance(params, dict):
-            self._result(msg_id, False, "params must be an object")
-            return
-        job = _Job(msg_id, cmd, params, mode)
-        with self._cond:
-            if self._job is not None:
-                busy = True
-            else:
-                busy = False
-                self._job = job
-        if busy:
-            self._result(msg_id, False, "busy")
-            return
-        job.thread = threading.Thread(target=self._run_job, args=(job,),
-                                      name=f"robot-sim-{cmd}", daemon=True)
-        job.thread.start()
-
-    def _on_stop(self, msg_id: Any) -> None:
-        with self._cond:
-            job = self._job
-        if job is None:
-            self._send({"id": msg_id, "type": "ack"})
-            self._result(msg_id, True, "nothing to stop")
-            return
-        silent = job.mode == "hang_after_ack"
-        if not silent:
-            self._send({"id": msg_id, "type": "ack"})
-        job.stop.set()
-        # STOP's own result comes after the running command's "aborted": wait off the
-        # reader thread so further lines keep being read meanwhile.
-        threading.Thread(target=self._finish_stop, args=(job, msg_id, silent),
-                         name="robot-sim-stop", daemon=True).start()
-
-    def _finish_stop(self, job: _Job, msg_id: Any, silent: bool) -> None:
-        job.done.wait(5.0)
-        if not silent:
-            self._result(msg_id, True, "STOP完成")
-
-    def _result(self, msg_id: Any, success: bool, message: str,
-                data: dict[str, Any] | None = None, job: _Job | None = None) -> None:
-        self._send({"id": msg_id, "type": "result", "success": success, "message": message,
-                    "data": data or {}}, job=job)
-
-    def _wait(self, job: _Job, seconds: float) -> bool:
-        """Sleep ``seconds`` (already scaled), sending heartbeats; False if STOPped."""
-        deadline = time.monotonic() + seconds
-        silent = job.mode in ("hang_after_ack", "no_ack")
-        next_beat = time.monotonic() + self.heartbeat_s
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                return not job.stop.is_set()
-            wake = min(deadline, next_beat) - now
-            if job.stop.wait(max(wake, 0.0)):
-                return False
-            if not silent and time.monotonic() >= next_beat:
-                self._send({"type": "heartbeat"}, job=job)
-                next_beat += self.heartbeat_s
-
-    def _run_job(self, job: _Job) -> None:
-        try:
-            if job.mode == "hang_after_ack":
-                job.stop.wait()
-                return
-            self._dispatch(job)
-        except Exception:
-            log.exception("simulator failed on %s", job.cmd)
-            self._result(job.msg_id, False, "simulator error", job=job)
-        finally:
-            with self._cond:
-                if self._job is job:
-                    self._job = None
-            job.done.set()
-
-    def _dispatch(self, job: _Job) -> None:
-        cmd, p, msg_id = job.cmd, job.params, job.msg_id
-        if cmd == "PING":
-            self._result(msg_id, True, "PING完成", {"firmware": FIRMWARE, "speed": self.speed},
-                         job=job)
-            return
-        if cmd == "GET_STATUS":
-            with self._cond:
-                data = {"position": dict(self._position), "holding": self._holding,
-                        "homed": self._homed, "fault_mode": self._fault, "firmware": FIRMWARE}
-            self._result(msg_id, True, "GET_STATUS完成", data, job=job)
-            return
-        error = self._check_params(cmd, p)
-        if error:
-            self._result(msg_id, False, f"bad params: {error}", job=job)
-            return
-        if job.mode == "fail" and cmd in MOTION:
-            self._result(msg_id, False, "simulated failure", job=job)
-            return
-        if cmd == "SCAN_QRCODE":
-            self._scan(job)
-            return
-        duration = DURATIONS[cmd] / self.speed
-        if job.mode == "heartbeat_only":
-            duration = max(duration, 10 * self.heartbeat_s)
-        if not self._wait(job, duration):
-            self._result(msg_id, False, "aborted", {"completed": False}, job=job)
-            return
-        with self._cond:
-            if cmd == "HOME":
-                self._position = {"x": 0.0, "y": 0.0, "z": 0.0}
-                self._homed = True
-            elif cmd == "MOVE_TO":
-                self._position = {k: float(p[k]) for k in ("x", "y", "z")}
-            elif cmd == "PICK":
-                self._holding = int(p["position"])
-            elif cmd == "PLACE":
-                self._holding = None
-        self._result(msg_id, True, f"{cmd}完成", {"position": dict(self._position)}, job=job)
-
-    def _check_params(self, cmd: str, p: dict[str, Any]) -> str | None:
-        def number(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-        if cmd == "MOVE_TO" and not all(number(p.get(k)) for k in ("x", "y", "z")):
-            return "MOVE_TO needs numbers x, y, z"
-        if cmd in ("PICK", "PLACE") and not (isinstance(p.get("position"), int)
-                                            and not isinstance(p.get("position"), bool)):
-            return f"{cmd} needs an integer position"
-        if cmd == "SCAN_QRCODE":
-            positions = p.get("positions")
-            if not isinstance(p.get("rack"), str) or not isinstance(positions, list) or not all(
-                    isinstance(x, int) and not isinstance(x, bool) for x in positions):
-                return "SCAN_QRCODE needs rack (string) and positions (list of integers)"
-        return None
-
-    def _scan(self, job: _Job) -> None:
-        rack = job.params["rack"]
-        positions = job.params["positions"]
-        total = len(positions)
-        scanned: list[dict[str, Any]] = []
-        per_bottle = SCAN_PER_BOTTLE / self.speed
-        if job.mode == "heartbeat_only":
-            per_bottle = max(per_bottle, 10 * self.heartbeat_s / max(total, 1))
-        for done, position in enumerate(positions, start=1):
-            if not self._wait(job, per_bottle):
-                self._result(job.msg_id, False, "aborted",
-                             {"scanned_count": len(scanned), "scanned_bottles": scanned},
-                             job=job)
-                return
-            item = {"position": position, "code": qr_code(rack, position), "rack": rack}
-            scanned.append(item)
-            if job.mode != "heartbeat_only":
-                self._send({"id": job.msg_id, "type": "progress", "done": done, "total": total,
-                            "message": f"scanned {rack} position {position}", "item": item},
-                           job=job)
-        self._result(job.msg_id, True, "SCAN_QRCODE完成",
-                     {"scanned_count": len(scanned), "scanned_bottles": scanned}, job=job)
+        self._on_command(parsed, mode)
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -452,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="listen on TCP instead of a pty (drive it with "
                             "--robot socket://HOST:PORT); port 0 picks a free one")
     parser.add_argument("--record", help="append every received command to FILE as JSON lines")
+    parser.add_argument("--protocol", choices=list(WIRES), default="json",
+                        help="what the robot speaks (default json)")
     parser.add_argument("--heartbeat", type=float, default=2.0, help="heartbeat period in s")
     parser.add_argument("--fault", choices=[m for m in FAULT_MODES if m], help="fault mode")
     args = parser.parse_args(argv)
@@ -462,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sim = RobotSimulator(args.speed, link_path=args.link, heartbeat_s=args.heartbeat,
                              record_path=args.record, transport="tcp" if args.tcp else "auto",
-                             tcp_host=tcp_host, tcp_port=tcp_port)
+                             tcp_host=tcp_host, tcp_port=tcp_port, protocol=args.protocol)
         if args.fault:
             sim.set_fault(args.fault)
         done = threading.Event()

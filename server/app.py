@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.metrics import Metrics
+from tasks.commands import CommandTable
 from tasks.events import EventBus
 from tasks.manager import TaskManager
 from tasks.worker import Worker
@@ -39,6 +40,12 @@ class Application:
     events: EventBus
     config: ServerConfig
     metrics: Metrics = field(default_factory=Metrics)
+    # What this server accepts and documents; None: the manager's (they must agree).
+    commands: CommandTable | None = None
+
+    def __post_init__(self) -> None:
+        if self.commands is None:
+            self.commands = self.manager.commands
 
     def health(self) -> tuple[int, dict[str, Any]]:
         robot = self.robot_info()

@@ -2,7 +2,8 @@
 
 Built per request from the running server's config, so the limits it states
 (`?wait=` maximum, body size) are the ones this server enforces. The command
-schemas come from the same table that validates commands (tasks/commands.py).
+schemas come from the table this server validates commands with (the shipped
+tasks/commands.json or `--commands FILE`), so a lab's own commands appear too.
 `GET /openapi.json` is public: it names endpoints and shapes, never data.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from server.app import ServerConfig
 from server.routing import Request, Response, public
-from tasks.commands import COMMANDS, Param
+from tasks.commands import CommandTable, Param, default_table
 from tasks.models import ALL_STATUSES
 
 JSON = "application/json"
@@ -51,9 +52,9 @@ def _param_schema(param: Param) -> dict[str, Any]:
     return schema
 
 
-def _command_schemas() -> dict[str, Any]:
+def _command_schemas(commands: CommandTable) -> dict[str, Any]:
     variants = []
-    for command in COMMANDS.values():
+    for command in commands:
         params: dict[str, Any] = {
             "type": "object", "additionalProperties": False,
             "properties": {p.name: _param_schema(p) for p in command.params},
@@ -76,14 +77,14 @@ def _command_schemas() -> dict[str, Any]:
                         "oneOf": variants}}
 
 
-def _schemas() -> dict[str, Any]:
+def _schemas(commands: CommandTable) -> dict[str, Any]:
     task_summary = {"type": "object", "required": ["task_id", "status", "cmd_type"],
                     "properties": {"task_id": {"type": "string"},
                                    "status": {"enum": list(ALL_STATUSES)},
                                    "cmd_type": {"type": "string"}, "submit_time": TIME,
                                    "start_time": TIME, "end_time": TIME}}
     return {
-        **_command_schemas(),
+        **_command_schemas(commands),
         "Error": {
             "type": "object", "required": ["success", "message"],
             "properties": {"success": {"const": False}, "message": {"type": "string"},
@@ -150,10 +151,13 @@ def _schemas() -> dict[str, Any]:
             "type": "object", "required": ["task_id", "status", "transcript"],
             "properties": {"task_id": {"type": "string"},
                            "status": {"enum": list(ALL_STATUSES)},
+                           "live": {"type": "boolean",
+                                    "description": "true: the task is running and these are "
+                                                   "the lines so far"},
                            "transcript": {"type": "array", "items": {
                                "type": "object",
                                "properties": {"t": {"type": ["number", "string"]},
-                                              "dir": {"enum": ["tx", "rx"]},
+                                              "dir": {"enum": ["tx", "rx", "note"]},
                                               "line": {"type": "string"}}}}},
         },
         "CancelResult": {
@@ -236,7 +240,9 @@ def _operation(summary: str, responses: dict[str, Any], *, params: list[Any] | N
     return op
 
 
-def build_openapi(config: ServerConfig) -> dict[str, Any]:
+def build_openapi(config: ServerConfig, commands: CommandTable | None = None) -> dict[str, Any]:
+    """The document for a server with this config and command table (None: the shipped)."""
+    commands = default_table() if commands is None else commands
     task_id = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
     wait = {"name": "wait", "in": "query", "required": False,
             "description": "long-poll: answer when the state changes, at most after this "
@@ -369,7 +375,7 @@ def build_openapi(config: ServerConfig) -> dict[str, Any]:
                                 "operation except the public ones needs the token."},
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": _schemas(commands),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
@@ -382,4 +388,4 @@ def build_openapi(config: ServerConfig) -> dict[str, Any]:
 
 @public  # tooling reads the document before it has a token; it names no data
 def openapi_document(req: Request) -> Response:
-    return Response(200, build_openapi(req.app.config))
+    return Response(200, build_openapi(req.app.config, req.app.commands))

@@ -21,7 +21,7 @@ from server.routing import (
     public,
 )
 from server.static_files import serve_static, static_file
-from tasks.commands import CommandError, command_catalog, validate_command
+from tasks.commands import CommandError
 from tasks.events import TooManySubscribers
 from tasks.manager import TaskError
 from tasks.models import ALL_STATUSES, FINAL_STATUSES
@@ -47,7 +47,7 @@ def _command(req: Request) -> tuple[str, dict[str, Any]]:
     if not isinstance(body, dict):
         raise ApiError("the request body must be a JSON object", 400)
     try:
-        return validate_command(body)
+        return req.app.commands.validate(body)
     except CommandError as exc:
         raise ApiError(exc.message, 422, extra={"field": exc.field}) from None
 
@@ -153,9 +153,13 @@ def get_task(req: Request) -> Response:
 
 def task_transcript(req: Request) -> Response:
     task = _get_task(req)
-    lines = req.app.manager.transcript(task["task_id"])
-    return Response(200, {"task_id": task["task_id"], "status": task["status"],
-                          "transcript": lines or []})
+    task_id = task["task_id"]
+    # A running task's lines live in the link until it ends: show them as they come,
+    # which is when an operator debugging a silent robot needs them.
+    live = req.app.worker.live_transcript(task_id) if task["status"] == "running" else None
+    lines = live if live is not None else req.app.manager.transcript(task_id)
+    return Response(200, {"task_id": task_id, "status": task["status"],
+                          "live": live is not None, "transcript": lines or []})
 
 
 def cancel_task(req: Request) -> Response:
@@ -246,7 +250,7 @@ def health(req: Request) -> Response:
 
 
 def commands(req: Request) -> Response:
-    return Response(200, {"commands": command_catalog()})
+    return Response(200, {"commands": req.app.commands.catalog()})
 
 
 @public  # the page shell must load before it can ask for a token

@@ -14,10 +14,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from robot import RobotLink, RobotSimulator, start_simulator
+from robot import RobotLink, RobotSetup, RobotSimulator, build_robot, make_codec
 from server.app import Application, ServerConfig
 from server.http import RobotHTTPServer, make_server
 from server.routes import build_router
+from tasks.commands import CommandTable, load_commands
 from tasks.events import EventBus
 from tasks.housekeeping import Pruner
 from tasks.instance_lock import InstanceLock
@@ -34,6 +35,7 @@ class ServerSettings:
     host: str = "0.0.0.0"
     port: int = 8090
     robot: str = "sim"
+    robot_protocol: str = "json"  # "json", "text" or a lab's "package.module:ClassName"
     baudrate: int = 115200
     db: str = "data/tasks.db"
     db_busy_timeout: float = 5.0
@@ -41,7 +43,10 @@ class ServerSettings:
     sim_speed: float = 1.0
     sim_transport: str = "auto"  # "pty", "tcp", or "auto": pty where one exists (not Windows)
     robot_timeout: float = 30.0
-    command_timeouts: dict[str, float] = field(default_factory=dict)
+    # None: each command's timeout_s from the command table; a dict (even empty) wins,
+    # which is how an explicit --robot-timeout applies to every command.
+    command_timeouts: dict[str, float] | None = None
+    commands_file: str | None = None  # command table JSON; None: tasks/commands.json
     write_timeout: float = 2.0
     reconnect_min: float = 1.0
     reconnect_max: float = 30.0
@@ -76,6 +81,8 @@ class RobotServer:
         self.settings = settings
         self.lock: InstanceLock | None = None
         self.store: TaskStore | None = None
+        self.commands: CommandTable | None = None
+        self.robot: RobotSetup | None = None
         self.simulator: RobotSimulator | None = None
         self.link: RobotLink | None = None
         self.manager: TaskManager | None = None
@@ -120,6 +127,13 @@ class RobotServer:
 
     def _start(self) -> None:
         s = self.settings
+        # The command table first: a mistake in it is the operator's to fix, and
+        # nothing (lock, database, robot) should have been touched when it is reported.
+        self.commands = load_commands(s.commands_file)
+        command_timeouts = self.commands.timeouts() if s.command_timeouts is None \
+            else dict(s.command_timeouts)
+        # So is the robot's protocol: a lab codec that does not load is reported first.
+        codec = make_codec(s.robot_protocol, self.commands.wire_forms())
         # 0. One server per database, decided before anything reads or writes it:
         # a second server's recovery would fail the first one's running task.
         lock = InstanceLock(s.db)
@@ -131,23 +145,23 @@ class RobotServer:
         # 2. Queue state from the store (interrupted tasks failed, queue held).
         self.events = EventBus(subscriber_queue=s.event_queue)
         self.manager = TaskManager(self.store, self.events, max_queue=s.max_queue,
-                                   auto_resume=s.auto_resume)
+                                   auto_resume=s.auto_resume, commands=self.commands)
         self.interrupted = self.manager.recover()
         self.pruner = Pruner(self.store, s.keep_days)
         self.pruner.start()
-        # 3. The robot: the simulator (pty or loopback TCP), or the real port.
-        port = s.robot
-        if port == "sim":
-            self.simulator = start_simulator(s.sim_speed, s.sim_transport)
-            port = self.simulator.path
-        self.link = RobotLink(port, s.baudrate, robot_timeout=s.robot_timeout,
-                              command_timeouts=s.command_timeouts,
-                              write_timeout=s.write_timeout, reconnect_min=s.reconnect_min,
-                              reconnect_max=s.reconnect_max,
-                              on_link_event=self._on_link_event)
+        # 3. The robot: its protocol, the simulator (pty or loopback TCP) or the real port.
+        self.robot = build_robot(s.robot, codec, protocol=s.robot_protocol, baudrate=s.baudrate,
+                                 sim_speed=s.sim_speed, sim_transport=s.sim_transport,
+                                 robot_timeout=s.robot_timeout,
+                                 command_timeouts=command_timeouts,
+                                 write_timeout=s.write_timeout, reconnect_min=s.reconnect_min,
+                                 reconnect_max=s.reconnect_max,
+                                 on_link_event=self._on_link_event)
+        self.link, self.simulator = self.robot.link, self.robot.simulator
         self.link.start(require_connection=s.require_robot)
         # 4. The worker, then 5. HTTP.
-        self.worker = Worker(self.manager, self.link, shutdown_grace=s.shutdown_grace)
+        self.worker = Worker(self.manager, self.link, shutdown_grace=s.shutdown_grace,
+                             commands=self.commands)
         self.worker.start()
         config = ServerConfig(mode=s.mode, max_body=s.max_body, max_wait=s.max_wait,
                               sync_timeout=s.sync_timeout, recent_in_status=s.recent_in_status,
@@ -157,11 +171,17 @@ class RobotServer:
                               api_token=s.api_token, allow=tuple(s.allow),
                               allowed_hosts=tuple(s.allowed_hosts), cors_origin=s.cors_origin,
                               static_dir=s.static_dir)
-        self.app = Application(self.manager, self.worker, self.link, self.events, config)
+        self.app = Application(self.manager, self.worker, self.link, self.events, config,
+                               commands=self.commands)
         self.manager.on_finish = self.app.metrics.observe_task
         self.httpd = make_server(s.host, s.port, self.app, build_router(), backlog=s.backlog)
 
     def _on_link_event(self, kind: str, info: dict[str, Any]) -> None:
+        if kind == "alarm" and self.manager is not None and not self.manager.auto_resume:
+            # An alarm while idle: the robot stopped itself and its state is unknown,
+            # so the next task must not drive it blindly.
+            self.manager.pause(f"robot alarm while idle: {info.get('error') or 'no message'}; "
+                               "check the robot, then resume")
         if self.events is not None:
             self.events.publish("robot", {"event": kind, **info})
 
@@ -177,12 +197,9 @@ class RobotServer:
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
-        if self.link is not None:
-            self.link.stop()
-            self.link = None
-        if self.simulator is not None:
-            self.simulator.stop()
-            self.simulator = None
+        if self.robot is not None:
+            self.robot.stop()  # the link, then the simulator
+            self.robot = self.link = self.simulator = None
         if self.pruner is not None:
             self.pruner.stop()
             self.pruner = None

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.commands import partial_result
+from tasks.commands import CommandTable, default_table
 from tasks.events import EventBus
 from tasks.models import FINAL_STATUSES, TaskStatus, format_time, new_task_id
 from tasks.store import NewTask, StoreWriteError, TaskStore
@@ -57,8 +57,9 @@ def body_hash(cmd_type: str, params: dict[str, Any]) -> str:
 
 class TaskManager:
     def __init__(self, store: TaskStore, events: EventBus, *, max_queue: int = 1000,
-                 auto_resume: bool = False) -> None:
+                 auto_resume: bool = False, commands: CommandTable | None = None) -> None:
         self.store = store
+        self.commands = default_table() if commands is None else commands
         self.events = events
         self.max_queue = max_queue
         self.auto_resume = auto_resume
@@ -102,7 +103,7 @@ class TaskManager:
             if task["status"] == TaskStatus.RUNNING:
                 items = (task["progress"] or {}).get("items") or []
                 result = {"success": False, "message": INTERRUPTED_MESSAGE,
-                          **partial_result(task["cmd_type"], items)}
+                          **self.commands.partial_result(task["cmd_type"], items)}
                 self.store.finish(task["task_id"], TaskStatus.FAILED.value, now, result)
                 interrupted.append(task["task_id"])
                 log.warning("task %s (%s) was running when the server stopped: marked failed, "

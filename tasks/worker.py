@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from tasks.commands import partial_result, result_data
+from tasks.commands import CommandTable
 from tasks.manager import TaskManager
 from tasks.models import TaskStatus
 from tasks.store import StoreWriteError
@@ -40,14 +40,19 @@ class RobotPort(Protocol):
                 on_progress: Any = None, timeout: float | None = None,
                 stop_epoch: int | None = None) -> Outcome: ...
     def abort(self) -> bool: ...
+    def live_transcript(self) -> list[dict[str, Any]] | None: ...
     @property
     def stop_epoch(self) -> int: ...
 
 
 class Worker:
     def __init__(self, manager: TaskManager, link: RobotPort, *,
-                 shutdown_grace: float = 10.0, poll_interval: float = 0.5) -> None:
+                 shutdown_grace: float = 10.0, poll_interval: float = 0.5,
+                 commands: CommandTable | None = None) -> None:
         self.manager = manager
+        # The manager's table by default: results must be shaped by the table that
+        # validated the task.
+        self.commands = manager.commands if commands is None else commands
         self.link = link
         self.shutdown_grace = shutdown_grace
         self.poll_interval = poll_interval  # bounds how long a stop request waits
@@ -58,6 +63,7 @@ class Worker:
         # Set (a plain assignment, no lock) before an emergency STOP goes out, so
         # the aborted result is recognised even if it beats the bookkeeping.
         self._abort_reason: str | None = None
+        self._current: str | None = None  # the task whose command is on the robot
         self._thread: threading.Thread | None = None
 
     # -- life cycle -----------------------------------------------------------------------
@@ -128,9 +134,11 @@ class Worker:
             row = self.manager.start(task_id)
             if row is None:
                 return False
+            self._current = task_id
             self._execute(row, stop_epoch)
             return True
         finally:
+            self._current = None
             self._idle.set()
 
     def _execute(self, row: dict[str, Any], stop_epoch: int) -> None:
@@ -158,7 +166,7 @@ class Worker:
             log.exception("task %s: robot driver error", task_id)
             self._finish(task_id, TaskStatus.FAILED,
                          {"success": False, "message": f"internal error: {exc}",
-                          **partial_result(cmd_type, items)}, None,
+                          **self.commands.partial_result(cmd_type, items)}, None,
                          f"task {task_id} ({cmd_type}) hit an internal error; the robot's "
                          "state is unknown")
             return
@@ -206,7 +214,7 @@ class Worker:
     def _judge(self, task_id: str, cmd_type: str,
                outcome: Outcome) -> tuple[TaskStatus, dict[str, Any], str | None]:
         """Final status, result and (if the robot's state is unknown) a hold reason."""
-        data = result_data(cmd_type, outcome.data, outcome.items)
+        data = self.commands.result_data(cmd_type, outcome.data, outcome.items)
         if outcome.success:
             return TaskStatus.COMPLETED, {"success": True, "message": outcome.message,
                                           **data}, None
@@ -223,6 +231,14 @@ class Worker:
                 f"task {task_id} ({cmd_type}) was aborted at shutdown; check the robot"
         result = {"success": False, "message": outcome.message, **data}
         return TaskStatus.FAILED, result, unknown if outcome.fault else None
+
+    def live_transcript(self, task_id: str) -> list[dict[str, Any]] | None:
+        """The lines exchanged so far for ``task_id`` while it runs, else None."""
+        if self._current != task_id:
+            return None
+        lines = self.link.live_transcript()
+        # The command may have ended between the two reads: its lines are then stored.
+        return lines if self._current == task_id else None
 
     # -- operator actions ---------------------------------------------------------------
     def cancel(self, task_id: str) -> str:

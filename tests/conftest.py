@@ -91,7 +91,7 @@ def make_server(tmp_path) -> Iterator[Callable[..., RobotServer]]:
             n += 1
             db = str(tmp_path / f"tasks-{n}.db")
         settings = ServerSettings(host="127.0.0.1", port=0, robot="sim", sim_speed=200.0,
-                                  db=db, robot_timeout=5.0,
+                                  db=db, robot_timeout=5.0, command_timeouts={},
                                   shutdown_grace=2.0, reconnect_min=0.05, reconnect_max=0.5)
         for key, value in overrides.items():
             setattr(settings, key, value)

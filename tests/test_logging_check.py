@@ -68,7 +68,7 @@ def test_check_passes_with_the_simulator(tmp_path) -> None:
     out = check("--robot", "sim", "--sim-speed", "200", "--db", str(tmp_path / "d" / "t.db"),
                 "--host", "127.0.0.1", "--port", str(free_port()))
     assert out.returncode == 0, out.stderr
-    assert "answers PING (firmware robot-sim" in out.stdout
+    assert "answers PING (protocol json, firmware robot-sim" in out.stdout
     assert "configuration OK" in out.stdout and out.stderr == ""
     assert not (tmp_path / "d").exists()  # a check creates nothing
 

@@ -7,7 +7,9 @@ import threading
 
 import pytest
 
-from robot.protocol import IdGenerator, LineFramer, encode_command, parse_line
+from robot.codec_json import encode_json_command as encode_command
+from robot.codec_json import parse_json_line as parse_line
+from robot.protocol import IdGenerator, LineFramer
 from robot.simulator import qr_code
 
 

@@ -1,0 +1,191 @@
+"""The protocol seam: what a robot's firmware says, apart from how bytes travel.
+
+``RobotLink`` (robot/driver.py) owns the port, the reader thread, locked writes,
+reconnects, the silence timer, STOP and transcripts: what every line-based robot
+needs. A ``LineCodec`` owns only the words: it turns a command into one line, and
+one received line into a ``Reply``. It does no I/O and keeps no state between
+lines, so tests feed it bytes. Built-ins: ``json`` (robot/codec_json.py, this
+project's own firmware) and ``text`` (robot/codec_text.py); a lab's own codec is
+``--robot-protocol package.module:ClassName`` (docs/robot-adapters.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_LINE = 64 * 1024
+
+# What a received line can be. "invalid" lines are skipped, counted and shown in
+# the transcript, never attributed to a command.
+REPLY_KINDS = ("ack", "progress", "result", "heartbeat", "log", "alarm", "invalid")
+
+
+@dataclass
+class Reply:
+    """One received line, decoded.
+
+    ack: the robot took the command. progress: ``done``/``total`` and an optional
+    per-item datum ``item`` (e.g. one scanned bottle), kept as the partial result if
+    the command ends early. result: the command ended; ``success`` and ``message``,
+    ``data`` for its result. heartbeat / log: the robot is alive (log text in
+    ``message``). alarm: the robot stopped itself, its state is unknown. invalid:
+    the reason in ``error``.
+
+    ``id`` is the command id for codecs whose replies carry one (``uses_ids``).
+    ``to_stop`` marks a reply that belongs to a STOP the host sent (no-id codecs).
+    """
+
+    kind: str
+    id: int | None = None
+    success: bool | None = None
+    message: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    done: int | None = None
+    total: int | None = None
+    item: dict[str, Any] | None = None
+    error: str | None = None
+    to_stop: bool = False
+
+
+@dataclass(frozen=True)
+class Sent:
+    """The command in flight, as the codec may need it to decode its replies (a
+    no-id protocol's ``BOTTLE 2 X`` line does not repeat the rack it was asked for)."""
+
+    msg_id: int
+    cmd: str
+    params: dict[str, Any]
+    line: bytes
+
+
+def invalid(reason: str) -> Reply:
+    return Reply(kind="invalid", error=reason)
+
+
+class CodecError(ValueError):
+    """A command this codec cannot put on the wire (e.g. no wire form for it)."""
+
+
+class LineCodec:
+    """Base class of line codecs. Subclasses set ``name`` and ``uses_ids`` and
+    implement ``encode_command``, ``encode_stop`` and ``decode``.
+
+    uses_ids: True when every ack/progress/result carries the id given to
+        ``encode_command`` (the driver then matches by id and can recognise a late
+        reply to an older command); False when a reply belongs to the one command
+        in flight (the driver sends one command at a time either way).
+    handshake_command: sent after every open and after a silence timeout; its
+        successful result proves the robot is there, ``data["firmware"]`` names it.
+    newline: the line terminator for ``encode_*`` helpers; received lines may end in
+        ``\\n`` or ``\\r\\n`` whatever it is.
+    """
+
+    name = "codec"
+    uses_ids = True
+    handshake_command = "PING"
+    newline = b"\n"
+    max_line = MAX_LINE
+
+    def __init__(self) -> None:
+        self.wire_forms: dict[str, str] = {}
+
+    def set_wire_forms(self, forms: dict[str, str]) -> None:
+        """Per-command line templates from the command table, e.g.
+        ``{"PICK": "PICK {position}"}``. Codecs with their own encoding ignore them."""
+        self.wire_forms = dict(forms)
+
+    def encode_command(self, msg_id: int, cmd: str, params: dict[str, Any] | None) -> bytes:
+        raise NotImplementedError
+
+    def encode_stop(self, msg_id: int) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, line: bytes, sent: Sent | None) -> Reply:
+        """Decode one line (without its terminator). Must never raise: a line it
+        cannot use is ``invalid(reason)``. ``sent`` is the command in flight."""
+        raise NotImplementedError
+
+    # -- helpers for template-based codecs --------------------------------------------
+    def format_wire(self, cmd: str, params: dict[str, Any] | None) -> str:
+        """The command's wire form with its parameters filled in: lists become
+        ``1,2,3``, whole floats ``100`` and other numbers their shortest form."""
+        template = self.wire_forms.get(cmd)
+        if template is None:
+            if params:
+                raise CodecError(f"no wire form for {cmd} in the command table "
+                                 f"(protocol {self.name})")
+            return cmd
+        values = {name: wire_value(value) for name, value in (params or {}).items()}
+        try:
+            text = template.format(**values)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise CodecError(f"wire form {template!r} of {cmd}: {exc}") from None
+        if "\n" in text or "\r" in text:
+            raise CodecError(f"{cmd}: a parameter contains a line break")
+        return text
+
+
+def wire_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:g}" if not value.is_integer() else str(int(value))
+    if isinstance(value, (list, tuple)):
+        return ",".join(wire_value(v) for v in value)
+    return str(value)
+
+
+_REQUIRED = ("encode_command", "encode_stop", "decode")
+
+
+def builtin_codecs() -> dict[str, type[LineCodec]]:
+    from robot.codec_json import JsonCodec
+    from robot.codec_text import TextCodec
+
+    return {"json": JsonCodec, "text": TextCodec}
+
+
+class CodecLoadError(Exception):
+    """One line saying why ``--robot-protocol`` cannot be used."""
+
+
+def load_codec(spec: str) -> LineCodec:
+    """A codec from a built-in name (``json``, ``text``) or ``package.module:ClassName``.
+
+    Raises CodecLoadError with one line naming what is wrong.
+    """
+    builtins = builtin_codecs()
+    if spec in builtins:
+        return builtins[spec]()
+    module_name, sep, class_name = spec.partition(":")
+    if not sep or not module_name or not class_name:
+        raise CodecLoadError(f"unknown robot protocol {spec!r}: use one of "
+                             f"{', '.join(builtins)} or package.module:ClassName")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any error while importing the lab's module is its own
+        raise CodecLoadError(f"robot protocol {spec}: cannot import {module_name} "
+                             f"({type(exc).__name__}: {exc})") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise CodecLoadError(f"robot protocol {spec}: module {module_name} has no "
+                             f"{class_name}")
+    if not (isinstance(cls, type) and issubclass(cls, LineCodec)):
+        raise CodecLoadError(f"robot protocol {spec}: {class_name} is not a subclass of "
+                             "robot.codec.LineCodec (see docs/robot-adapters.md)")
+    missing = [name for name in _REQUIRED if getattr(cls, name) is getattr(LineCodec, name)]
+    if missing:
+        raise CodecLoadError(f"robot protocol {spec}: {class_name} does not implement "
+                             f"{', '.join(missing)} (see docs/robot-adapters.md)")
+    try:
+        codec = cls()
+    except Exception as exc:  # the lab's constructor: report whatever it raised
+        raise CodecLoadError(f"robot protocol {spec}: {class_name}() failed "
+                             f"({type(exc).__name__}: {exc})") from None
+    if not isinstance(codec.uses_ids, bool):
+        raise CodecLoadError(f"robot protocol {spec}: {class_name}.uses_ids must be "
+                             "True or False")
+    return codec

@@ -1,0 +1,110 @@
+"""The ``text`` robot protocol: plain ASCII command and reply lines, no ids.
+
+    host -> robot                 robot -> host
+    PING                          PONG <firmware words...>
+    SCAN <rack> <p1>,<p2>,...     BOTTLE <position> <code>  (EMPTY: no bottle), then OK SCAN <count>
+    PICK <p> / PLACE <p>          OK PICK / OK PLACE
+    MOVE <x> <y> <z>              OK MOVE
+    HOME                          OK HOME
+    STATUS                        OK STATUS <words...>
+    STOP (at any moment)          OK STOP at once; the command in progress then ends ERR ABORTED
+    while a command runs:         BUSY (about every second)
+    ends the command in progress: ERR <message>
+    unsolicited fault:            ALARM <message>
+
+Host lines come from each command's wire form in the command table (e.g.
+``"SCAN {rack} {positions}"``). A reply belongs to the one command in flight; an
+``OK <word>`` whose word is not the command's is refused, so a late reply to an
+earlier command cannot finish the current one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from robot.codec import CodecError, LineCodec, Reply, Sent, invalid
+
+
+def _verb(line: bytes) -> str:
+    return line.split(b" ", 1)[0].strip().decode("ascii", "replace").upper()
+
+
+class TextCodec(LineCodec):
+    name = "text"
+    uses_ids = False
+    newline = b"\r\n"
+
+    def encode_command(self, msg_id: int, cmd: str, params: dict[str, Any] | None) -> bytes:
+        text = self.format_wire(cmd, params)
+        try:
+            return text.encode("ascii") + self.newline
+        except UnicodeEncodeError:
+            raise CodecError(f"{cmd}: the text protocol is ASCII only ({text!r})") from None
+
+    def encode_stop(self, msg_id: int) -> bytes:
+        return b"STOP" + self.newline
+
+    def decode(self, line: bytes, sent: Sent | None) -> Reply:
+        try:
+            text = line.decode("ascii").strip()
+        except UnicodeDecodeError:
+            return invalid("not ASCII")
+        if not text:
+            return invalid("empty line")
+        word, _, rest = text.partition(" ")
+        word, rest = word.upper(), rest.strip()
+        expected = _verb(sent.line) if sent is not None else None
+        if word == "BUSY":
+            return Reply(kind="heartbeat")
+        if word == "ALARM":
+            return Reply(kind="alarm", message=rest or "alarm")
+        if word == "OK" and rest.upper().split(" ", 1)[0] == "STOP":
+            return Reply(kind="result", success=True, message="STOP完成", to_stop=True)
+        if sent is None:
+            return invalid(f"{word} with no command in flight")
+        if word == "PONG":
+            if expected != "PING":
+                return invalid(f"PONG does not answer {expected}")
+            return Reply(kind="result", success=True, data={"firmware": rest or None})
+        if word == "ERR":
+            return Reply(kind="result", success=False, message=rest or "error")
+        if word == "OK":
+            return self._ok(rest, expected)
+        if word == "BOTTLE":
+            return self._bottle(rest, sent, expected)
+        return invalid(f"unknown reply {word!r}")
+
+    @staticmethod
+    def _ok(rest: str, expected: str | None) -> Reply:
+        verb, _, detail = rest.partition(" ")
+        verb, detail = verb.upper(), detail.strip()
+        if not verb:
+            return invalid("OK without a command word")
+        if verb != expected:
+            return invalid(f"OK {verb} does not answer {expected}")
+        data: dict[str, Any] = {}
+        if verb == "SCAN":
+            if not detail.isdigit():
+                return invalid(f"OK SCAN count is not a number: {detail!r}")
+            data["scanned_count"] = int(detail)
+        elif verb == "STATUS":
+            data["status"] = detail
+        elif detail:
+            data["detail"] = detail
+        return Reply(kind="result", success=True, data=data)
+
+    @staticmethod
+    def _bottle(rest: str, sent: Sent, expected: str | None) -> Reply:
+        if expected != "SCAN":
+            return invalid(f"BOTTLE during {expected}")
+        position, _, code = rest.partition(" ")
+        code = code.strip()
+        if not position.isdigit() or not code or " " in code:
+            return invalid("BOTTLE needs <position> <code>")
+        rack = sent.params.get("rack")
+        positions = sent.params.get("positions")
+        item = {"position": int(position), "code": None if code == "EMPTY" else code,
+                "rack": rack}
+        return Reply(kind="progress", item=item,
+                     total=len(positions) if isinstance(positions, list) else None,
+                     message=f"scanned {rack} position {int(position)}")

@@ -1,0 +1,72 @@
+"""One way to build the robot side for `serve`, `run` and `check`: the protocol
+codec, the built-in simulator when the port is ``sim``, and the link."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from robot.codec import CodecLoadError, LineCodec, builtin_codecs, load_codec
+from robot.driver import RobotLink
+from robot.outcome import RobotLinkError
+
+if TYPE_CHECKING:
+    from robot.simulator import RobotSimulator
+
+
+@dataclass
+class RobotSetup:
+    link: RobotLink
+    simulator: RobotSimulator | None = None
+
+    def stop(self) -> None:
+        """Link first (it may still be writing STOP), then the simulator."""
+        self.link.stop()
+        if self.simulator is not None:
+            self.simulator.stop()
+            self.simulator = None
+
+
+def make_codec(protocol: str, wire_forms: dict[str, str] | None = None) -> LineCodec:
+    """The codec for ``protocol`` (a built-in name or ``package.module:ClassName``) with
+    the command table's wire forms. RobotLinkError (one line) if it cannot be used."""
+    try:
+        codec = load_codec(protocol)
+    except CodecLoadError as exc:
+        raise RobotLinkError(str(exc)) from None
+    codec.set_wire_forms(wire_forms or {})
+    return codec
+
+
+def build_robot(port: str, codec: LineCodec, *, protocol: str = "json",
+                baudrate: int = 115200, sim_speed: float = 1.0, sim_transport: str = "auto",
+                sim_options: dict[str, Any] | None = None,
+                **link_options: Any) -> RobotSetup:
+    """The simulator if ``port`` is ``sim`` (speaking ``protocol``, the spec ``codec``
+    came from) and a link that is not started yet. RobotLinkError (one line) if the
+    simulator cannot start or cannot speak that protocol."""
+    simulator = None
+    url = port
+    if port == "sim":
+        if protocol not in builtin_codecs():
+            raise RobotLinkError(f"the built-in simulator speaks {', '.join(builtin_codecs())}, "
+                                 f"not {protocol}: give the robot's port with --robot")
+        simulator = start_simulator(sim_speed, sim_transport, protocol=protocol,
+                                    **(sim_options or {}))
+        url = simulator.path
+    return RobotSetup(RobotLink(url, baudrate, codec=codec, **link_options), simulator)
+
+
+def start_simulator(speed: float, transport: str | None = "auto",
+                    **options: Any) -> RobotSimulator:
+    """Start the built-in simulator on a pty or, where there is none (Windows) or when
+    asked, on a loopback TCP port. RobotLinkError (one line) if it cannot start."""
+    from robot.simulator import RobotSimulator
+
+    try:
+        # RobotSimulator resolves "auto" and refuses a transport this system lacks.
+        simulator = RobotSimulator(speed=speed, transport=transport or "auto", **options)
+        simulator.start()
+    except (OSError, ValueError) as exc:
+        raise RobotLinkError(f"cannot start the built-in simulator: {exc}") from exc
+    return simulator

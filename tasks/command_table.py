@@ -1,0 +1,236 @@
+"""The command table: which commands the server accepts, and their validation.
+
+One table drives validation at submit time (so a bad command never reaches the
+queue), the parameter form on the dashboard (`GET /commands`), the OpenAPI
+schemas, the shape of partial results when a command ends early, and what the
+robot side needs per command (silence timeout, wire form). Its contents come
+from a JSON file (tasks/commands_file.py, docs/commands.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+PARAM_TYPES = ("number", "integer", "string", "integer_list")
+
+
+class CommandError(ValueError):
+    """A well-formed request whose command is not acceptable (HTTP 422)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str  # one of PARAM_TYPES
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int | None = None  # strings: characters; lists: items
+    required: bool = True
+
+    def to_schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": self.kind, "description": self.description,
+                                  "required": self.required}
+        for key in ("minimum", "maximum", "max_length"):
+            value = getattr(self, key)
+            if value is not None:
+                schema[key] = value
+        return schema
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    description: str
+    params: tuple[Param, ...] = ()
+    example: dict[str, Any] = field(default_factory=dict)
+    # Names the per-item data of progress events carry, so a command that ends
+    # early still reports what it had done (e.g. the bottles already scanned).
+    items_key: str | None = None
+    count_key: str | None = None
+    timeout_s: float | None = None  # silence limit for this command; None: the link's default
+    wire: str | None = None  # line template for line-protocol robots, e.g. "PICK {position}"
+
+
+class CommandTable:
+    """An ordered, read-only set of commands (the order is the catalog's order)."""
+
+    def __init__(self, commands: Iterable[Command], source: str | None = None) -> None:
+        self._commands: dict[str, Command] = {}
+        for command in commands:
+            if command.name in self._commands:
+                raise ValueError(f"command {command.name} is defined twice")
+            self._commands[command.name] = command
+        self.source = source  # the file it was read from, for messages
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._commands)
+
+    def __iter__(self) -> Iterator[Command]:
+        return iter(self._commands.values())
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._commands
+
+    def __getitem__(self, name: str) -> Command:
+        return self._commands[name]
+
+    def get(self, name: str) -> Command | None:
+        return self._commands.get(name)
+
+    def as_dict(self) -> dict[str, Command]:
+        """A copy keyed by name (the shape of the former module-level COMMANDS)."""
+        return dict(self._commands)
+
+    def known_commands(self) -> str:
+        return ", ".join(self._commands)
+
+    # -- what clients see ---------------------------------------------------------------
+    def catalog(self) -> list[dict[str, Any]]:
+        """The command definitions as JSON, for the dashboard and API docs."""
+        return [{"cmd_type": c.name, "description": c.description,
+                 "params": {p.name: p.to_schema() for p in c.params},
+                 "example": {"cmd_type": c.name, "params": c.example}}
+                for c in self._commands.values()]
+
+    def validate(self, body: Any) -> tuple[str, dict[str, Any]]:
+        """Return (cmd_type, params) or raise CommandError naming the bad field."""
+        if not isinstance(body, dict):
+            raise CommandError("the command must be a JSON object")
+        extra = set(body) - {"cmd_type", "params"}
+        if extra:
+            raise CommandError(f"unknown field(s) {', '.join(sorted(extra))}; "
+                               "a command has 'cmd_type' and 'params'", sorted(extra)[0])
+        cmd_type = body.get("cmd_type")
+        if cmd_type is None:
+            raise CommandError(f"missing 'cmd_type'; known commands: {self.known_commands()}",
+                               "cmd_type")
+        if not isinstance(cmd_type, str) or cmd_type not in self._commands:
+            raise CommandError(f"unknown cmd_type {cmd_type!r}; known commands: "
+                               f"{self.known_commands()}", "cmd_type")
+        return cmd_type, check_params(self._commands[cmd_type], body.get("params", {}))
+
+    # -- results ------------------------------------------------------------------------
+    def partial_result(self, cmd_type: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """What a command that ended early had done, in the shape of its full result."""
+        command = self._commands.get(cmd_type)
+        if command is None or command.items_key is None or not items:
+            return {}
+        data: dict[str, Any] = {command.items_key: items}
+        if command.count_key:
+            data[command.count_key] = len(items)
+        return data
+
+    def result_data(self, cmd_type: str, data: dict[str, Any] | None,
+                    items: list[dict[str, Any]]) -> dict[str, Any]:
+        """The robot's own data, with what its progress events carried filling the gaps
+        (e.g. the bottles scanned before an abort, when the robot sent no data)."""
+        merged = dict(data or {})
+        for key, value in self.partial_result(cmd_type, items).items():
+            merged.setdefault(key, value)
+        return merged
+
+    # -- the robot side -----------------------------------------------------------------
+    def timeouts(self) -> dict[str, float]:
+        """Per-command silence limits (only the commands that set timeout_s)."""
+        return {c.name: float(c.timeout_s) for c in self._commands.values()
+                if c.timeout_s is not None}
+
+    def wire_forms(self) -> dict[str, str]:
+        """Per-command line templates (only the commands that set wire)."""
+        return {c.name: c.wire for c in self._commands.values() if c.wire is not None}
+
+
+def resolve_timeouts(explicit: float | None, table: CommandTable,
+                     default: float) -> tuple[float, dict[str, float]]:
+    """(silence timeout, per-command timeouts): an operator's explicit timeout is
+    meant for every command, so it overrides the table; without one, each command's
+    own timeout_s applies and `default` covers the rest."""
+    if explicit is not None:
+        return explicit, {}
+    return default, table.timeouts()
+
+
+def check_params(command: Command, params: Any) -> dict[str, Any]:
+    """The command's params, checked and normalised (e.g. 3.0 -> 3 for integers)."""
+    cmd_type = command.name
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise CommandError("'params' must be a JSON object", "params")
+    allowed = {p.name for p in command.params}
+    for name in params:
+        if name not in allowed:
+            hint = f"; {cmd_type} takes {', '.join(sorted(allowed))}" if allowed else \
+                f"; {cmd_type} takes no parameters"
+            raise CommandError(f"unknown parameter {name!r}{hint}", f"params.{name}")
+    clean: dict[str, Any] = {}
+    for param in command.params:
+        if param.name not in params:
+            if param.required:
+                raise CommandError(f"missing parameter {param.name!r} for {cmd_type}",
+                                   f"params.{param.name}")
+            continue
+        clean[param.name] = _check(param, params[param.name])
+    return clean
+
+
+def _check(param: Param, value: Any) -> Any:
+    where = f"params.{param.name}"
+    if param.kind == "integer_list":
+        if not isinstance(value, list) or not value:
+            raise CommandError(f"{param.name!r} must be a non-empty list of integers", where)
+        if param.max_length is not None and len(value) > param.max_length:
+            raise CommandError(f"{param.name!r} has {len(value)} items; at most "
+                               f"{param.max_length}", where)
+        items = [_number(param, v, integer=True) for v in value]
+        if len(set(items)) != len(items):
+            raise CommandError(f"{param.name!r} lists a position twice", where)
+        return items
+    if param.kind == "string":
+        if not isinstance(value, str) or not value.strip():
+            raise CommandError(f"{param.name!r} must be a non-empty string", where)
+        if param.max_length is not None and len(value) > param.max_length:
+            raise CommandError(f"{param.name!r} is longer than {param.max_length} characters",
+                               where)
+        if any(ord(ch) < 32 for ch in value):
+            raise CommandError(f"{param.name!r} contains control characters", where)
+        return value
+    return _number(param, value, integer=param.kind == "integer")
+
+
+def _number(param: Param, value: Any, *, integer: bool) -> int | float:
+    where = f"params.{param.name}"
+    # bool is an int subclass in Python; true is not a position.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CommandError(f"{param.name!r} must be {'an integer' if integer else 'a number'}",
+                           where)
+    if integer and not isinstance(value, int):
+        if not (isinstance(value, float) and value.is_integer()):
+            raise CommandError(f"{param.name!r} must be an integer", where)
+        value = int(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CommandError(f"{param.name!r} must be a finite number", where)
+    if param.minimum is not None and value < param.minimum or \
+            param.maximum is not None and value > param.maximum:
+        raise CommandError(f"{param.name!r} = {value} is out of range {_range(param)}", where)
+    return value
+
+
+def _range(param: Param) -> str:
+    # A file may bound only one side; "[1, 96]" is the form clients already match on.
+    low = "-inf" if param.minimum is None else f"{param.minimum:g}"
+    high = "inf" if param.maximum is None else f"{param.maximum:g}"
+    return f"[{low}, {high}]"

@@ -1,0 +1,149 @@
+"""A contract every robot codec and its simulator must pass, through the real link.
+
+Reusable: subclass ``RobotContract`` in a test module named ``test_*.py``, give the
+codec spec (``protocol``, as ``--robot-protocol`` takes it) and ``make_simulator(tmp_path)``
+returning a started-able simulator with this surface:
+
+* ``start()``, ``stop()``, and ``path``: the URL or device path to open, which stays
+  the same across ``unplug()`` / ``replug()`` (the cable pulled and put back);
+* ``set_fault(mode)`` for at least ``"hang_after_ack"`` (takes a command, then says
+  nothing more until STOP, and nothing to that STOP either) and ``"garbage"`` (junk
+  lines between the real ones), ``None`` to clear; a command keeps the mode it
+  started with;
+* ``commands() -> list[dict]`` what it received, each with the canonical ``"cmd"``
+  (``"STOP"``, ``"SCAN_QRCODE"``, ...);
+* ``SCAN_QRCODE`` with ``rack``/``positions``, one progress item per position with
+  ``position``, ``code`` and ``rack``, slow enough at its speed (about 20 ms a bottle)
+  that a STOP lands in the middle of a 10-position scan.
+
+The built-in ``json`` and ``text`` protocols run it in tests/test_robot_contract.py,
+the G-code-like example in examples/gcode_robot/.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from robot import CommandOutcome, RobotLink, load_codec
+from tasks.commands import load_commands
+from tests.conftest import wait_until
+
+SCAN3 = {"rack": "A", "positions": [1, 2, 3]}
+SCAN10 = {"rack": "B", "positions": list(range(1, 11))}
+
+
+class RobotContract:
+    protocol = "json"
+    timeout = 2.0
+
+    def make_simulator(self, tmp_path: Path) -> Any:
+        """A simulator (not started); ``tmp_path`` is the test's own folder."""
+        raise NotImplementedError
+
+    # -- fixtures ------------------------------------------------------------------------
+    @pytest.fixture
+    def sim(self, tmp_path: Path) -> Iterator[Any]:
+        simulator = self.make_simulator(tmp_path)
+        simulator.start()
+        yield simulator
+        simulator.stop()
+
+    @pytest.fixture
+    def link(self, sim: Any) -> Iterator[RobotLink]:
+        codec = load_codec(self.protocol)
+        codec.set_wire_forms(load_commands(None).wire_forms())
+        lk = RobotLink(str(sim.path), codec=codec,
+                       robot_timeout=self.timeout, reconnect_min=0.05, reconnect_max=0.2,
+                       handshake_timeout=1.0)
+        lk.start()
+        yield lk
+        lk.stop()
+
+    # -- helpers -------------------------------------------------------------------------
+    @staticmethod
+    def _in_background(link: RobotLink, cmd: str, params: dict[str, Any],
+                       **kw: Any) -> tuple[threading.Thread, list[CommandOutcome],
+                                           threading.Event]:
+        first_item = threading.Event()
+        out: list[CommandOutcome] = []
+
+        def on_progress(event: dict[str, Any]) -> None:
+            if event.get("item") is not None:
+                first_item.set()
+
+        thread = threading.Thread(target=lambda: out.append(
+            link.execute(cmd, params, on_progress=on_progress, **kw)), daemon=True)
+        thread.start()
+        return thread, out, first_item
+
+    @staticmethod
+    def _stops(sim: Any) -> int:
+        return sum(1 for c in sim.commands() if c.get("cmd") == "STOP")
+
+    # -- the contract ----------------------------------------------------------------------
+    def test_handshake_names_the_firmware(self, link: RobotLink) -> None:
+        info = link.info()
+        assert info["ready"] and info["connected"], info
+        assert info["firmware"], info
+        assert info["protocol"] == link.codec.name
+
+    def test_scan_maps_to_bottles(self, link: RobotLink) -> None:
+        outcome = link.execute("SCAN_QRCODE", dict(SCAN3))
+        assert outcome.success, outcome
+        assert outcome.message == "SCAN_QRCODE完成", outcome.message
+        assert [i["position"] for i in outcome.items] == [1, 2, 3]
+        assert all(i["rack"] == "A" and i["code"] for i in outcome.items), outcome.items
+        assert outcome.fault is None and not outcome.aborted
+
+    def test_stop_while_running_keeps_the_items(self, link: RobotLink, sim: Any) -> None:
+        thread, out, first_item = self._in_background(link, "SCAN_QRCODE", dict(SCAN10))
+        assert first_item.wait(5), "no progress item"
+        assert link.abort()
+        thread.join(5)
+        outcome = out[0]
+        assert not outcome.success and outcome.aborted, outcome
+        assert 1 <= len(outcome.items) < 10, outcome.items
+        wait_until(lambda: self._stops(sim) >= 1, 5, message="STOP received")
+        assert link.execute("SCAN_QRCODE", dict(SCAN3)).success  # the link is still in step
+
+    def test_silence_times_out_sends_stop_and_resynchronises(self, link: RobotLink,
+                                                             sim: Any) -> None:
+        sim.set_fault("hang_after_ack")
+        thread, out, _ = self._in_background(link, "SCAN_QRCODE", dict(SCAN3), timeout=0.3)
+        wait_until(lambda: any(c.get("cmd") == "SCAN_QRCODE" for c in sim.commands()), 5,
+                   message="SCAN received")
+        sim.set_fault(None)  # the hung command keeps its mode; the resync PING is answered
+        thread.join(5)
+        outcome = out[0]
+        assert outcome.fault == "timeout" and "STOP sent" in outcome.message, outcome
+        wait_until(lambda: self._stops(sim) >= 1, 5, message="STOP received")
+        assert link.wait_ready(5), link.info()
+        assert link.execute("SCAN_QRCODE", dict(SCAN3)).success
+
+    def test_unplug_fails_the_command_then_reconnects(self, link: RobotLink,
+                                                      sim: Any) -> None:
+        thread, out, first_item = self._in_background(link, "SCAN_QRCODE", dict(SCAN10))
+        assert first_item.wait(5), "no progress item"
+        sim.unplug()
+        thread.join(5)
+        outcome = out[0]
+        assert outcome.fault == "disconnected" and not outcome.success, outcome
+        assert outcome.items, "items scanned before the unplug are kept"
+        sim.replug()
+        wait_until(lambda: link.info()["ready"], 10, message="reconnected")
+        assert link.info()["reconnects"] >= 1
+        assert link.execute("SCAN_QRCODE", dict(SCAN3)).success
+
+    def test_noise_is_skipped_not_taken_as_a_reply(self, link: RobotLink, sim: Any) -> None:
+        sim.set_fault("garbage")
+        outcome = link.execute("SCAN_QRCODE", dict(SCAN3))
+        assert outcome.success, outcome
+        assert [i["position"] for i in outcome.items] == [1, 2, 3]
+        assert link.info()["skipped_lines"] > 0
+        rx = [e["line"] for e in outcome.transcript if e["dir"] == "rx"]
+        assert len(rx) > 4, "the skipped lines are shown in the transcript"
