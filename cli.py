@@ -337,7 +337,7 @@ def check(args: argparse.Namespace) -> int:
                             sim_transport=opt("sim_transport", constants.SIM_TRANSPORT),
                             timeout=opt("robot_timeout", 5.0),
                             protocol=opt("robot_protocol", constants.ROBOT_PROTOCOL),
-                            wire_forms=table.wire_forms())
+                            table=table)
         print(f"ok: {robot}", flush=True)
     except CheckFailed as exc:
         _err(f"check failed: {exc}")
@@ -418,7 +418,7 @@ def check_commands(path: str | None) -> Any:
 
 def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float,
                 sim_transport: str = "auto", protocol: str = "json",
-                wire_forms: dict[str, str] | None = None) -> str:
+                table: Any = None) -> str:
     try:
         from robot import RobotLinkError, build_robot, make_codec
     except ImportError as exc:  # pyserial missing from this Python
@@ -426,7 +426,9 @@ def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float,
     if port == "sim" and sim_speed <= 0:
         raise CheckFailed("robot: --sim-speed must be greater than 0")
     try:
-        robot = build_robot(port, make_codec(protocol, wire_forms), protocol=protocol,
+        codec = make_codec(protocol, table.wire_forms() if table else None,
+                           table.with_params() if table else ())
+        robot = build_robot(port, codec, protocol=protocol,
                             baudrate=baudrate, sim_speed=sim_speed, sim_transport=sim_transport,
                             robot_timeout=timeout, handshake_timeout=min(timeout, 5.0),
                             reconnect_min=60.0)

@@ -429,8 +429,8 @@ def run_local(args: argparse.Namespace) -> int:
                                                        constants.ROBOT_TIMEOUT_S)
     protocol = _pick(args.robot_protocol, constants.ROBOT_PROTOCOL)
     try:
-        robot = build_robot(_pick(args.robot, constants.ROBOT_PORT),
-                            make_codec(protocol, table.wire_forms()), protocol=protocol,
+        codec = make_codec(protocol, table.wire_forms(), table.with_params())
+        robot = build_robot(_pick(args.robot, constants.ROBOT_PORT), codec, protocol=protocol,
                             baudrate=_pick(args.baud, constants.ROBOT_BAUDRATE),
                             sim_speed=_pick(args.sim_speed, constants.SIM_SPEED),
                             sim_transport=_pick(args.sim_transport, constants.SIM_TRANSPORT),

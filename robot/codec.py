@@ -73,6 +73,9 @@ class LineCodec:
     """Base class of line codecs. Subclasses set ``name`` and ``uses_ids`` and
     implement ``encode_command``, ``encode_stop`` and ``decode``.
 
+    needs_wire_forms: True when ``encode_command`` builds lines from the command
+        table's wire forms (``format_wire``): start-up then refuses a table with a
+        command that has parameters but no wire form.
     uses_ids: True when every ack/progress/result carries the id given to
         ``encode_command`` (the driver then matches by id and can recognise a late
         reply to an older command); False when a reply belongs to the one command
@@ -85,6 +88,8 @@ class LineCodec:
 
     name = "codec"
     uses_ids = True
+    # True: every command with parameters needs a wire form (checked at start-up).
+    needs_wire_forms = False
     handshake_command = "PING"
     newline = b"\n"
     max_line = MAX_LINE

@@ -32,9 +32,15 @@ def _verb(line: bytes) -> str:
 class TextCodec(LineCodec):
     name = "text"
     uses_ids = False
+    needs_wire_forms = True
     newline = b"\r\n"
 
     def encode_command(self, msg_id: int, cmd: str, params: dict[str, Any] | None) -> bytes:
+        for key, value in (params or {}).items():
+            # Words are separated by spaces: "SCAN rack A 1,2" would shift every argument.
+            if isinstance(value, str) and any(ch.isspace() for ch in value):
+                raise CodecError(f"{cmd}: {key} {value!r} contains a space, which the text "
+                                 "protocol cannot carry")
         text = self.format_wire(cmd, params)
         try:
             return text.encode("ascii") + self.newline

@@ -268,8 +268,7 @@ class RobotLink:
         conn.flush_framer.set()
         with self._exec_lock:
             outcome = self._transact(self.codec.handshake_command, None, None,
-                                     self.handshake_timeout,
-                                     stop_on_timeout=False)
+                                     self.handshake_timeout, handshake=True)
         if outcome.success:
             firmware = outcome.data.get("firmware")
             with self._cond:
@@ -549,7 +548,7 @@ class RobotLink:
                 why = ("robot link not connected" if not connected else
                        "robot link not synchronized (waiting for the robot to answer PING)")
                 return CommandOutcome(False, f"disconnected: {why}", fault="disconnected")
-            outcome = self._transact(cmd, params, on_progress, timeout, stop_on_timeout=True,
+            outcome = self._transact(cmd, params, on_progress, timeout,
                                      stop_epoch=stop_epoch)
         if outcome.fault in ("timeout", "alarm"):
             self._event("fault", error=outcome.message, cmd=cmd)
@@ -557,7 +556,7 @@ class RobotLink:
 
     def _transact(self, cmd: str, params: dict[str, Any] | None,
                   on_progress: Callable[[dict[str, Any]], None] | None, timeout: float, *,
-                  stop_on_timeout: bool, stop_epoch: int | None = None) -> CommandOutcome:
+                  handshake: bool = False, stop_epoch: int | None = None) -> CommandOutcome:
         """Write ``cmd`` and collect its replies. Caller holds ``_exec_lock``."""
         with self._cond:
             conn = self._conn
@@ -571,7 +570,7 @@ class RobotLink:
             # Nothing was written: the robot did nothing, and the link stays usable.
             return CommandOutcome(False, f"cannot send {cmd}: {exc}")
         pending = _Pending(Sent(msg_id, cmd, dict(params or {}), line), Transcript(),
-                           handshake=not stop_on_timeout)
+                           handshake=handshake)
         with self._cond:
             # Checked under the same lock stop() uses to wake the command in flight.
             if self._stopping.is_set():
@@ -590,7 +589,7 @@ class RobotLink:
             while True:
                 remaining = last + timeout - time.monotonic()
                 if remaining <= 0:
-                    return self._on_silence(pending, items, timeout, stop_on_timeout)
+                    return self._on_silence(pending, items, timeout)
                 try:
                     kind, payload = pending.inbox.get(timeout=remaining)
                 except queue.Empty:
@@ -635,13 +634,14 @@ class RobotLink:
             # A broken observer must not turn a running robot command into a fault.
             log.exception("on_progress callback failed")
 
-    def _on_silence(self, pending: _Pending, items: list[dict[str, Any]], timeout: float,
-                    stop_on_timeout: bool) -> CommandOutcome:
+    def _on_silence(self, pending: _Pending, items: list[dict[str, Any]],
+                    timeout: float) -> CommandOutcome:
         with self._cond:
             self._synced = False
             self._cond.notify_all()
         message = f"timeout: robot sent nothing for {timeout:g} s"
-        if stop_on_timeout:
+        # A handshake PING sends no STOP: nothing was started that could be moving.
+        if not pending.handshake:
             sent = self._send_stop(pending)
             message += "; STOP sent" if sent else "; STOP could NOT be sent"
         return self._outcome(pending, items, False, message, fault="timeout")

@@ -27,14 +27,21 @@ class RobotSetup:
             self.simulator = None
 
 
-def make_codec(protocol: str, wire_forms: dict[str, str] | None = None) -> LineCodec:
+def make_codec(protocol: str, wire_forms: dict[str, str] | None = None,
+               commands_with_params: list[str] | tuple[str, ...] = ()) -> LineCodec:
     """The codec for ``protocol`` (a built-in name or ``package.module:ClassName``) with
-    the command table's wire forms. RobotLinkError (one line) if it cannot be used."""
+    the command table's wire forms. RobotLinkError (one line) if it cannot be used,
+    including a command with parameters that a wire-form codec could not send."""
     try:
         codec = load_codec(protocol)
     except CodecLoadError as exc:
         raise RobotLinkError(str(exc)) from None
-    codec.set_wire_forms(wire_forms or {})
+    forms = wire_forms or {}
+    missing = [name for name in commands_with_params if name not in forms]
+    if codec.needs_wire_forms and missing:
+        raise RobotLinkError(f"robot protocol {protocol} sends each command as its \"wire\" "
+                             f"form, and the command table has none for {', '.join(missing)}")
+    codec.set_wire_forms(forms)
     return codec
 
 

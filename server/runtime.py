@@ -133,7 +133,8 @@ class RobotServer:
         command_timeouts = self.commands.timeouts() if s.command_timeouts is None \
             else dict(s.command_timeouts)
         # So is the robot's protocol: a lab codec that does not load is reported first.
-        codec = make_codec(s.robot_protocol, self.commands.wire_forms())
+        codec = make_codec(s.robot_protocol, self.commands.wire_forms(),
+                           self.commands.with_params())
         # 0. One server per database, decided before anything reads or writes it:
         # a second server's recovery would fail the first one's running task.
         lock = InstanceLock(s.db)

@@ -152,6 +152,10 @@ class CommandTable:
         """Per-command line templates (only the commands that set wire)."""
         return {c.name: c.wire for c in self._commands.values() if c.wire is not None}
 
+    def with_params(self) -> tuple[str, ...]:
+        """Commands that take parameters (a line protocol cannot guess their wire form)."""
+        return tuple(c.name for c in self._commands.values() if c.params)
+
 
 def resolve_timeouts(explicit: float | None, table: CommandTable,
                      default: float) -> tuple[float, dict[str, float]]:

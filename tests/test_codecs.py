@@ -154,3 +154,16 @@ def test_a_bad_codec_is_one_clear_line(lab_module: str, spec: str, words: list[s
     assert "\n" not in message
     for word in words:
         assert word in message, message
+
+
+def test_text_refuses_a_word_with_a_space(text: TextCodec) -> None:
+    with pytest.raises(CodecError, match="contains a space"):
+        text.encode_command(1, "SCAN_QRCODE", {"rack": "A B", "positions": [1]})
+
+
+def test_a_wire_codec_needs_a_wire_form_for_every_command_with_params() -> None:
+    from robot import RobotLinkError, make_codec
+
+    with pytest.raises(RobotLinkError, match="has none for DISPENSE"):
+        make_codec("text", {"PICK": "PICK {position}"}, ("PICK", "DISPENSE"))
+    assert make_codec("json", {}, ("DISPENSE",)).name == "json"  # JSON carries params itself

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -89,3 +90,26 @@ def test_banner_says_when_the_robot_is_not_there_and_the_server_still_serves(tmp
         out = sigterm(proc)
     assert proc.returncode == 0
     assert "Robot not answering yet: cannot open" in out and "no such device" in out
+
+
+def test_choosing_a_real_port_asks_for_its_protocol(monkeypatch) -> None:
+    """A lab robot on COM3 rarely speaks our JSON: the menu that picks the port asks.
+    The port list is faked (no serial hardware here); the menus are the real ones."""
+    from serial.tools import list_ports as tools
+    from serial.tools.list_ports_common import ListPortInfo
+
+    import main
+
+    com3 = ListPortInfo("COM3", skip_link_detection=True)
+    com3.description = "USB-SERIAL CH340 (COM3)"
+    monkeypatch.setattr(tools, "comports", lambda: [com3])
+    monkeypatch.setattr(sys, "stdin", io.StringIO("1\n2\n1\n2\n"))  # server, queue, COM3, text
+    args = main.build_parser().parse_args([])
+    main.fill_from_menus(args)
+    assert (args.command, args.mode, args.robot, args.robot_protocol) == \
+        ("serve", "queue", "COM3", "text")
+    # The simulator is ours: choosing it asks nothing more (it speaks json by default).
+    monkeypatch.setattr(sys, "stdin", io.StringIO("1\n2\n0\n"))
+    args = main.build_parser().parse_args([])
+    main.fill_from_menus(args)
+    assert (args.robot, args.robot_protocol) == ("sim", None)
