@@ -114,10 +114,12 @@ class LineCodec:
         raise NotImplementedError
 
     # -- helpers for template-based codecs --------------------------------------------
-    def format_wire(self, cmd: str, params: dict[str, Any] | None) -> str:
-        """The command's wire form with its parameters filled in: lists become
-        ``1,2,3``, whole floats ``100`` and other numbers their shortest form."""
-        template = self.wire_forms.get(cmd)
+    def format_wire(self, cmd: str, params: dict[str, Any] | None,
+                    template: str | None = None) -> str:
+        """The command's wire form (or ``template``, for a codec with its own words)
+        with its parameters filled in: lists become ``1,2,3``, whole floats ``100``
+        and other numbers their shortest form."""
+        template = template if template is not None else self.wire_forms.get(cmd)
         if template is None:
             if params:
                 raise CodecError(f"no wire form for {cmd} in the command table "

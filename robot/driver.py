@@ -57,6 +57,9 @@ class _Pending:
     handshake: bool = False
     inbox: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
     stop_sent: bool = False
+    # Set when its result is routed: with no ids, a later result (a STOP's bare "ok")
+    # arriving before the command has left _pending is not this command's.
+    ended: bool = False
 
     @property
     def cmd(self) -> str:
@@ -266,6 +269,9 @@ class RobotLink:
             self._lost(conn, f"flush failed: {exc}")
             return f"disconnected: {exc}"
         conn.flush_framer.set()
+        with self._cond:
+            # Whatever the robot still owed us was flushed with its input.
+            self._stop_replies_due = 0
         with self._exec_lock:
             outcome = self._transact(self.codec.handshake_command, None, None,
                                      self.handshake_timeout, handshake=True)
@@ -452,12 +458,20 @@ class RobotLink:
             if pending is not None and reply.id == pending.sent.msg_id:
                 return "mine"
             return "alive" if reply.id in self._stop_ids else "skip"
-        # No ids: a reply belongs to the command in flight, except a STOP's own reply.
+        # No ids: a reply belongs to the command in flight, except a STOP's own reply:
+        # marked as such, or a result once the command in flight has had its own.
+        if pending is not None and pending.ended:
+            pending = None
         if reply.to_stop or (pending is None and reply.kind == "result"
                              and self._stop_replies_due):
             self._stop_replies_due = max(0, self._stop_replies_due - 1)
+            self._cond.notify_all()
             return "alive"
-        return "mine" if pending is not None else "skip"
+        if pending is None:
+            return "skip"
+        if reply.kind in ("result", "alarm"):
+            pending.ended = True
+        return "mine"
 
     # -- writing ---------------------------------------------------------------------------
     def _write(self, conn: _Conn, data: bytes, *, stop_epoch: int | None = None) -> str | None:
@@ -500,15 +514,22 @@ class RobotLink:
         stop_id = self._ids.next()
         line = self.codec.encode_stop(stop_id)
         with self._cond:
-            # Registered before the write so the reply can never look like a stray line.
+            # Registered before the write so the reply can never look like a stray line,
+            # and marked before it too: a fast robot's "aborted" may beat the write's
+            # return, and must still count as the confirmation of this STOP.
             self._stop_ids.append(stop_id)
             if not self.codec.uses_ids:
                 self._stop_replies_due += 1
+            if pending is not None:
+                pending.stop_sent = True
+                pending.transcript.add("tx", _shown(line))
         ok = self._write(conn, line) is None
-        if pending is not None:
-            pending.stop_sent = pending.stop_sent or ok
-            text = _shown(line)
-            pending.transcript.add("tx", text if ok else text + "  <write failed>")
+        if not ok:
+            with self._cond:
+                if not self.codec.uses_ids:
+                    self._stop_replies_due = max(0, self._stop_replies_due - 1)
+            if pending is not None:
+                pending.transcript.add("note", "STOP could not be written")
         return ok
 
     def abort(self) -> bool:
@@ -542,6 +563,7 @@ class RobotLink:
             timeout = self.command_timeouts.get(cmd, self.robot_timeout)
         with self._exec_lock:
             with self._cond:
+                self._settle_stop_replies_locked()
                 ready = self._ready_locked()
                 connected = self._conn is not None
             if not ready:
@@ -553,6 +575,21 @@ class RobotLink:
         if outcome.fault in ("timeout", "alarm"):
             self._event("fault", error=outcome.message, cmd=cmd)
         return outcome
+
+    def _settle_stop_replies_locked(self) -> None:
+        """No ids: wait for the replies of STOPs sent so far before a new command goes
+        out, or a late bare "ok" would be read as the new command's result. A robot
+        that never answers leaves the link unsynchronized (flush + PING first)."""
+        if self.codec.uses_ids or not self._stop_replies_due:
+            return
+        self._cond.wait_for(lambda: not self._stop_replies_due or self._conn is None
+                            or self._stopping.is_set(), self.handshake_timeout)
+        if self._stop_replies_due:
+            log.warning("robot did not answer %d STOP(s) within %g s: resynchronizing",
+                        self._stop_replies_due, self.handshake_timeout)
+            self._stop_replies_due = 0
+            self._synced = False
+            self._cond.notify_all()
 
     def _transact(self, cmd: str, params: dict[str, Any] | None,
                   on_progress: Callable[[dict[str, Any]], None] | None, timeout: float, *,

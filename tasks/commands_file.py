@@ -231,6 +231,10 @@ def _wire(wire: Any, params: list[Param], where: str) -> str | None:
             takes = ", ".join(names) if names else "it has none"
             raise _Problem(where, f"wire: placeholder {{{name}}} is not one of the command's "
                                   f"params ({takes})")
+        if not next(p for p in params if p.name == name).required:
+            # A line with a hole in it cannot be sent: found here, not at the robot.
+            raise _Problem(where, f"wire: placeholder {{{name}}} names an optional parameter; "
+                                  "make it required")
     return wire
 
 

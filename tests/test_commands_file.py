@@ -134,6 +134,8 @@ def _with(**changes: Any) -> dict[str, Any]:
 
 BAD_PARAM = copy.deepcopy(DISPENSE["params"])
 BAD_PARAM[1]["type"] = "float"
+OPTIONAL_VOLUME = copy.deepcopy(DISPENSE["params"])
+OPTIONAL_VOLUME[1]["required"] = False
 
 BAD_FILES = [
     ('{"commands": [\n  {"name": "DISPENSE",}\n]}', ["invalid JSON at line 2 column"]),
@@ -141,6 +143,7 @@ BAD_FILES = [
     (_with(params=BAD_PARAM), ["command DISPENSE: params[1].type: unknown type 'float' "
                                "(use number, integer, string, integer_list)"]),
     (_with(wire="DISPENSE {position} {volume}"), ["command DISPENSE: wire:", "{volume}"]),
+    (_with(params=OPTIONAL_VOLUME), ["command DISPENSE: wire:", "{volume_ul}", "optional"]),
     (_with(example={"position": 97, "volume_ul": 5}),
      ["command DISPENSE: example.position:", "out of range [1, 96]"]),
     ({"commands": [DISPENSE, {**DISPENSE, "description": "again"}]},

@@ -1,0 +1,1 @@
+"""Examples: client scripts, and a lab's own robot protocol (gcode_robot/)."""
