@@ -191,7 +191,11 @@ class RobotLink:
                     "port": self.url, "last_seen": seen, "firmware": self._firmware,
                     "error": self._error, "lines_in": self._lines_in,
                     "lines_out": self._lines_out, "skipped_lines": self._skipped,
-                    "reconnects": self._reconnects, "protocol": self.codec.name}
+                    "reconnects": self._reconnects, "protocol": self.codec.name,
+                    # Which silence limit applies to what: the first question when a
+                    # command timed out sooner or later than the operator expected.
+                    "timeouts": {"default": self.robot_timeout,
+                                 "commands": dict(self.command_timeouts)}}
 
     def _event(self, kind: str, **details: Any) -> None:
         info = {"port": self.url, **details}

@@ -201,7 +201,15 @@ def _schemas(commands: CommandTable) -> dict[str, Any]:
                            "firmware": NULLABLE_STRING, "error": NULLABLE_STRING,
                            "lines_in": {"type": "integer"}, "lines_out": {"type": "integer"},
                            "skipped_lines": {"type": "integer"},
-                           "reconnects": {"type": "integer"}},
+                           "reconnects": {"type": "integer"},
+                           "protocol": {"type": "string",
+                                        "description": "json, text or a lab's codec name"},
+                           "timeouts": {
+                               "type": "object",
+                               "description": "silence timeouts in seconds: default, and "
+                                              "per command where the table sets one",
+                               "properties": {"default": {"type": "number"},
+                                              "commands": {"type": "object"}}}},
         },
         "Health": {
             "type": "object", "required": ["status", "mode", "worker_alive", "robot"],

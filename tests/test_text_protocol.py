@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from robot import RobotSimulator
 from tests.conftest import ROOT, SCAN, Client, wait_until
+from tests.proc import free_port, sigterm, wait_healthy
 
 STOP = lambda c: c.get("cmd") == "STOP"  # noqa: E731
 SLOW_SCAN = {"cmd_type": "SCAN_QRCODE", "params": {"rack": "B", "positions": list(range(1, 11))}}
@@ -90,8 +92,10 @@ def test_cancel_while_running_sends_stop_keeps_bottles(make_server) -> None:
     _next_completes(client)
 
 
-def test_err_fails_the_task_without_holding(text_server) -> None:
-    client, sim = Client(text_server), text_server.simulator
+@pytest.mark.parametrize("protocol", ["json", "text"])
+def test_err_fails_the_task_without_holding(make_server, protocol: str) -> None:
+    server = make_server(robot_protocol=protocol)
+    client, sim = Client(server), server.simulator
     sim.set_fault("fail")
     doc = client.wait_final(client.submit())
     assert doc["status"] == "failed" and "simulated failure" in doc["result"]["message"], doc
@@ -100,16 +104,34 @@ def test_err_fails_the_task_without_holding(text_server) -> None:
     _next_completes(client)
 
 
-def test_alarm_fails_the_task_and_holds(text_server) -> None:
-    client, sim = Client(text_server), text_server.simulator
+@pytest.mark.parametrize("protocol", ["json", "text"])
+def test_alarm_fails_the_task_and_holds(make_server, protocol: str) -> None:
+    server = make_server(robot_protocol=protocol)
+    client, sim = Client(server), server.simulator
     sim.set_fault("alarm")
     task_id = client.submit()
     doc = client.wait_final(task_id)
     message = doc["result"]["message"]
     assert doc["status"] == "failed" and "alarm" in message and "collision" in message, doc
+    assert doc["result"]["scanned_count"] == 1, "the bottle scanned before the alarm is kept"
     status = client.status()
     assert status["paused"] is True and task_id in status["pause_reason"], status
     sim.set_fault(None)
+    _resume_then_next_completes(client)
+
+
+def test_emergency_stop_on_a_text_robot(make_server) -> None:
+    server = make_server(robot_protocol="text", sim_speed=20.0)
+    client = Client(server)
+    task_id = client.submit(SLOW_SCAN)
+    _progress_done(client, task_id, 1)
+    r = client.post("/robot/stop")
+    assert r.status_code == 200 and r.json()["stop_sent"] is True, r.text
+    assert server.simulator.wait_for_command(STOP, 5)
+    doc = client.wait_final(task_id)
+    assert doc["status"] == "cancelled" and doc["result"]["scanned_count"] >= 1, doc
+    assert client.status()["paused"] is True  # an emergency stop holds the queue
+    server.simulator.speed = 200.0
     _resume_then_next_completes(client)
 
 
@@ -233,3 +255,23 @@ def test_a_commands_file_adds_dispense_end_to_end(tmp_path: Path, make_server) -
     bad = client.post("/", {"cmd_type": "DISPENSE", "params": {"position": 4,
                                                                "volume_ul": 5000}})
     assert bad.status_code == 422 and "volume_ul" in bad.json()["message"]
+
+
+def test_robot_timeout_flag_beats_the_tables_timeouts(tmp_path: Path) -> None:
+    """`--robot-timeout 2` must apply to SCAN_QRCODE too, although the table gives it 60 s."""
+    def timeouts(*flags: str) -> dict:
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "main.py"), "serve", "--mode", "queue",
+             "--host", "127.0.0.1", "--port", str(port), "--sim-speed", "200",
+             "--db", str(tmp_path / f"t{port}.db"), *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_healthy(url, proc)
+            return requests.get(url + "/robot", timeout=10).json()["timeouts"]
+        finally:
+            sigterm(proc)
+
+    assert timeouts("--robot-timeout", "2") == {"default": 2.0, "commands": {}}
+    assert timeouts() == {"default": 30.0, "commands": {"HOME": 60.0, "SCAN_QRCODE": 60.0}}
