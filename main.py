@@ -375,6 +375,7 @@ def print_banner(server: Any) -> None:
     lines.append(f"\n{tick} HTTP server started\nListening on: {host}:{port}{where}\n"
                  f"LAN IP: {ip}\nMode: {s.mode} mode\nRobot port: {server.robot_port}"
                  + (" (built-in simulator)" if s.robot == "sim" else "")
+                 + f"\nRobot protocol: {s.robot_protocol}"
                  + f"\nTask database: {os.path.abspath(s.db)}")
     robot = server.link.info() if server.link is not None else {}
     if not robot.get("ready"):

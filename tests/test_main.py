@@ -43,6 +43,7 @@ def test_menus_ask_again_then_serve_and_stop_cleanly_on_sigterm(tmp_path) -> Non
     assert out.count("Please type one of") == 2
     assert "Queue mode enabled" in out
     assert f"127.0.0.1:{port}" in out and "Robot port:" in out and "LAN IP:" in out
+    assert "Robot protocol: json" in out
     assert "Server stopped." in out
 
 
