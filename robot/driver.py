@@ -295,7 +295,7 @@ class RobotLink:
                     f"{self.handshake_timeout:g} s (protocol {self.codec.name})")
         if outcome.fault == "disconnected":
             return outcome.message
-        return f"robot refused PING: {outcome.message}"
+        return f"robot refused {self.codec.handshake_command}: {outcome.message}"
 
     def _set_error(self, message: str) -> None:
         with self._cond:
@@ -455,7 +455,10 @@ class RobotLink:
         if reply.kind in ("heartbeat", "log"):
             return "alive"
         if reply.kind == "alarm":
-            return "mine" if pending is not None else "alive"
+            if pending is None:
+                return "alive"
+            pending.ended = True  # it ends the command: a result after it is not its own
+            return "mine"
         if self.codec.uses_ids:
             if reply.id is None:
                 return "alive"
@@ -473,7 +476,7 @@ class RobotLink:
             return "alive"
         if pending is None:
             return "skip"
-        if reply.kind in ("result", "alarm"):
+        if reply.kind == "result":
             pending.ended = True
         return "mine"
 
