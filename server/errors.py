@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+from i18n import t
+
+# The stdlib's own refusals (bad request line, header limits), by status: their English
+# texts are replaced by catalogue ones so that every error has a code and a language.
+STDLIB_CODES = {400: "bad_request", 408: "request_timeout", 414: "request_line_too_long",
+                431: "headers_too_large", 505: "http_version_not_supported"}
+
 
 class ApiError(Exception):
-    """An HTTP error with a JSON body `{"success": false, "message": ...}`."""
+    """An HTTP error with a JSON body ``{"success": false, "code": ..., "message": ...}``.
 
-    def __init__(self, message: str, status: int = 400, *,
+    ``code`` is stable and machine-readable (the catalogue key is ``error.<code>``);
+    the message is rendered per request, in the client's language.
+    """
+
+    def __init__(self, code: str, status: int = 400, *, params: dict | None = None,
                  headers: dict[str, str] | None = None, close: bool = False,
                  extra: dict | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+        self.code = code
+        self.params = params or {}
+        self.message = t(f"error.{code}", "en", **self.params)  # English: for logs
+        super().__init__(self.message)
         self.status = status
         self.headers = headers or {}
         self.close = close  # framing errors: the connection cannot be reused
         self.extra = extra or {}
 
-    def body(self) -> dict:
-        return {"success": False, "message": self.message, **self.extra}
+    def body(self, lang: str = "en") -> dict:
+        return {"success": False, "code": self.code,
+                "message": t(f"error.{self.code}", lang, **self.params), **self.extra}
+
+
+def stdlib_error(status: int) -> ApiError:
+    """What to answer for a refusal of http.server's own (it calls send_error)."""
+    code = STDLIB_CODES.get(status)
+    if code is None:
+        return ApiError("http_error", status, params={"status": status}, close=True)
+    return ApiError(code, status, close=True)

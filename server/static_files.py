@@ -24,8 +24,9 @@ CONTENT_TYPES = {
     ".svg": "image/svg+xml",
     ".png": "image/png",
     ".ico": "image/x-icon",
+    ".json": "application/json; charset=utf-8",  # the message catalogues
 }
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\.(html|css|js|svg|png|ico)$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\.(html|css|js|svg|png|ico|json)$")
 
 # The page needs nothing from elsewhere (offline lab LAN) and runs no inline code.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -71,14 +72,14 @@ def _not_modified(req: Request, etag: str, mtime: float) -> bool:
 def serve_static(req: Request, name: str) -> Response:
     static_dir = req.app.config.static_dir
     if not static_dir or name not in _allowed(static_dir):
-        raise ApiError(f"no such file: {name}", 404)
+        raise ApiError("no_such_file", 404, params={"name": name})
     path = os.path.join(static_dir, name)
     try:
         with open(path, "rb") as fh:
             payload = fh.read()
         mtime = os.stat(path).st_mtime
     except OSError:
-        raise ApiError(f"no such file: {name}", 404) from None
+        raise ApiError("no_such_file", 404, params={"name": name}) from None
     etag = _etag(payload)
     headers = {
         **SECURITY_HEADERS,

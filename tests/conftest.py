@@ -15,6 +15,11 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+# Before anything imports i18n, and inherited by every server subprocess: a message
+# key or placeholder missing from a catalogue fails the test instead of showing the key.
+os.environ["ROBOT_I18N_STRICT"] = "1"
+# The suite speaks English whatever the developer's locale; tests of Chinese ask for it.
+os.environ["ROBOT_LANG"] = "en"
 
 from server.runtime import RobotServer, ServerSettings  # noqa: E402
 
