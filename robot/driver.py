@@ -31,6 +31,7 @@ from robot.codec_json import JsonCodec
 from robot.outcome import (
     ABORTED_UNSENT,
     CommandOutcome,
+    LinkFailure,
     RobotLinkError,
     Transcript,
     describe_open_error,
@@ -156,7 +157,8 @@ class RobotLink:
             self._cond.notify_all()
             pending = self._pending
         if pending is not None:
-            pending.inbox.put(("disconnected", "link stopped"))
+            pending.inbox.put(("disconnected", LinkFailure("disconnected: link stopped",
+                                                           "link_stopped")))
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
             self._supervisor.join()
         self._supervisor = None
@@ -270,7 +272,8 @@ class RobotLink:
         try:
             conn.ser.reset_input_buffer()
         except (serial.SerialException, OSError) as exc:
-            self._lost(conn, f"flush failed: {exc}")
+            self._lost(conn, LinkFailure(f"disconnected: flush failed ({exc})",
+                                         "robot_flush_failed", {"error": str(exc)}))
             return f"disconnected: {exc}"
         conn.flush_framer.set()
         with self._cond:
@@ -332,8 +335,9 @@ class RobotLink:
                 return
             delay = min(delay * 2, self.reconnect_max)
 
-    def _lost(self, conn: _Conn, reason: str) -> None:
+    def _lost(self, conn: _Conn, failure: LinkFailure) -> None:
         """The port failed (read/write error, EOF, write timeout): drop it."""
+        reason = failure.message
         with self._cond:
             if self._conn is not conn:
                 return
@@ -344,7 +348,7 @@ class RobotLink:
             self._cond.notify_all()
         conn.closing.set()
         if pending is not None:
-            pending.inbox.put(("disconnected", reason))
+            pending.inbox.put(("disconnected", failure))
         self._close_conn(conn)
         self._event("disconnected", error=reason)
 
@@ -380,7 +384,8 @@ class RobotLink:
             except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
                 # TypeError/AttributeError: pyserial's fd vanished under a concurrent close.
                 if not conn.closing.is_set():
-                    self._lost(conn, f"disconnected: read failed ({exc})")
+                    self._lost(conn, LinkFailure(f"disconnected: read failed ({exc})",
+                                                 "robot_disconnected", {"error": str(exc)}))
                 return
             if conn.flush_framer.is_set():
                 conn.flush_framer.clear()
@@ -481,23 +486,27 @@ class RobotLink:
         return "mine"
 
     # -- writing ---------------------------------------------------------------------------
-    def _write(self, conn: _Conn, data: bytes, *, stop_epoch: int | None = None) -> str | None:
-        """Write one line; returns an error text (and drops the connection) on failure.
+    def _write(self, conn: _Conn, data: bytes, *,
+               stop_epoch: int | None = None) -> LinkFailure | None:
+        """Write one line; returns why not (and drops the connection) on failure.
 
         With `stop_epoch`, the line is not written if a STOP went out since then:
-        the text returned starts with "aborted".
+        the failure's code is then "aborted_unsent".
         """
         try:
             with self._write_lock:
                 if stop_epoch is not None and stop_epoch != self._stop_epoch:
-                    return ABORTED_UNSENT
+                    return LinkFailure(ABORTED_UNSENT, "aborted_unsent")
                 if conn.closing.is_set():
-                    return "port closed"
+                    return LinkFailure("disconnected: port closed", "robot_port_closed")
                 conn.ser.write(data)
         except serial.SerialTimeoutException:
-            error = f"disconnected: write timed out after {self.write_timeout:g} s"
+            seconds = f"{self.write_timeout:g}"
+            error = LinkFailure(f"disconnected: write timed out after {seconds} s",
+                                "robot_write_timeout", {"seconds": seconds})
         except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
-            error = f"disconnected: write failed ({exc})"
+            error = LinkFailure(f"disconnected: write failed ({exc})", "robot_write_failed",
+                                {"error": str(exc)})
         else:
             with self._cond:
                 self._lines_out += 1
@@ -574,9 +583,12 @@ class RobotLink:
                 ready = self._ready_locked()
                 connected = self._conn is not None
             if not ready:
-                why = ("robot link not connected" if not connected else
-                       "robot link not synchronized (waiting for the robot to answer PING)")
-                return CommandOutcome(False, f"disconnected: {why}", fault="disconnected")
+                if not connected:
+                    return CommandOutcome(False, "disconnected: robot link not connected",
+                                          fault="disconnected", code="robot_not_connected")
+                return CommandOutcome(False, "disconnected: robot link not synchronized "
+                                      "(waiting for the robot to answer PING)",
+                                      fault="disconnected", code="robot_not_synchronized")
             outcome = self._transact(cmd, params, on_progress, timeout,
                                      stop_epoch=stop_epoch)
         if outcome.fault in ("timeout", "alarm"):
@@ -606,29 +618,34 @@ class RobotLink:
             conn = self._conn
         if conn is None:
             return CommandOutcome(False, "disconnected: robot link not connected",
-                                  fault="disconnected")
+                                  fault="disconnected", code="robot_not_connected")
         msg_id = self._ids.next()
         try:
             line = self.codec.encode_command(msg_id, cmd, params)
         except CodecError as exc:
             # Nothing was written: the robot did nothing, and the link stays usable.
-            return CommandOutcome(False, f"cannot send {cmd}: {exc}")
+            return CommandOutcome(False, f"cannot send {cmd}: {exc}", code="encode_failed",
+                                  params={"cmd": cmd, "error": str(exc)})
         pending = _Pending(Sent(msg_id, cmd, dict(params or {}), line), Transcript(),
                            handshake=handshake)
         with self._cond:
             # Checked under the same lock stop() uses to wake the command in flight.
             if self._stopping.is_set():
-                return CommandOutcome(False, "disconnected: link stopped", fault="disconnected")
+                return CommandOutcome(False, "disconnected: link stopped", fault="disconnected",
+                                      code="link_stopped")
             self._pending = pending
         items: list[dict[str, Any]] = []
         try:
             pending.transcript.add("tx", _shown(line))
             error = self._write(conn, line, stop_epoch=stop_epoch)
-            if error == ABORTED_UNSENT:
+            if error is not None and error.code == "aborted_unsent":
                 pending.transcript.add("note", "not sent: STOP was requested first")
-                return self._outcome(pending, items, False, error, aborted=True)
+                return self._outcome(pending, items, False, error.message, aborted=True,
+                                     code=error.code)
             if error is not None:
-                return self._outcome(pending, items, False, error, fault="disconnected")
+                return self._outcome(pending, items, False, error.message,
+                                     fault="disconnected", code=error.code,
+                                     params=error.params)
             last = time.monotonic()
             while True:
                 remaining = last + timeout - time.monotonic()
@@ -640,26 +657,39 @@ class RobotLink:
                     continue
                 last = time.monotonic()
                 if kind == "disconnected":
-                    reason = str(payload)
-                    if not reason.startswith("disconnected"):
-                        reason = f"disconnected: {reason}"
-                    return self._outcome(pending, items, False, reason, fault="disconnected")
+                    failure: LinkFailure = payload
+                    return self._outcome(pending, items, False, failure.message,
+                                         fault="disconnected", code=failure.code,
+                                         params=failure.params)
                 if kind == "progress":
                     self._progress(payload, items, on_progress)
                 elif kind == "alarm":
-                    return self._outcome(pending, items, False,
-                                         f"alarm: {payload.message or 'robot alarm'}",
-                                         fault="alarm")
+                    if payload.message:
+                        return self._outcome(pending, items, False, f"alarm: {payload.message}",
+                                             fault="alarm", code="robot_alarm",
+                                             params={"error": payload.message})
+                    return self._outcome(pending, items, False, "alarm: robot alarm",
+                                         fault="alarm", code="robot_alarm_no_message")
                 elif kind == "result":
-                    success = bool(payload.success)
-                    message = payload.message or (f"{cmd}完成" if success else "")
-                    aborted = (not success and pending.stop_sent
-                               and message.lower().startswith("aborted"))
-                    return self._outcome(pending, items, success, message,
-                                         data=payload.data, aborted=aborted)
+                    return self._result(pending, items, payload)
         finally:
             with self._cond:
                 self._pending = None
+
+    def _result(self, pending: _Pending, items: list[dict[str, Any]],
+                reply: Reply) -> CommandOutcome:
+        success = bool(reply.success)
+        if success:  # the robot's own words, else the guide's "<CMD>完成"
+            return self._outcome(pending, items, True, reply.message or f"{pending.cmd}完成",
+                                 data=reply.data)
+        message = reply.message or ""
+        aborted = pending.stop_sent and message.lower().startswith("aborted")
+        # The robot's ERR text is its own (often firmware English): a parameter, not
+        # translated.
+        code, params = ("robot_error", {"error": message}) if message else \
+            ("robot_error_no_message", {})
+        return self._outcome(pending, items, False, message, data=reply.data, aborted=aborted,
+                             code=code, params=params)
 
     @staticmethod
     def _progress(reply: Reply, items: list[dict[str, Any]],
@@ -683,17 +713,24 @@ class RobotLink:
         with self._cond:
             self._synced = False
             self._cond.notify_all()
-        message = f"timeout: robot sent nothing for {timeout:g} s"
+        seconds = f"{timeout:g}"
+        message = f"timeout: robot sent nothing for {seconds} s"
         # A handshake PING sends no STOP: nothing was started that could be moving.
+        # Its outcome is never a task's, so it needs no code.
+        code: str | None = None
         if not pending.handshake:
             sent = self._send_stop(pending)
             message += "; STOP sent" if sent else "; STOP could NOT be sent"
-        return self._outcome(pending, items, False, message, fault="timeout")
+            code = "robot_timeout" if sent else "robot_timeout_stop_failed"
+        return self._outcome(pending, items, False, message, fault="timeout", code=code,
+                             params={"seconds": seconds})
 
     @staticmethod
     def _outcome(pending: _Pending, items: list[dict[str, Any]], success: bool, message: str,
                  *, data: dict[str, Any] | None = None, fault: str | None = None,
-                 aborted: bool = False) -> CommandOutcome:
+                 aborted: bool = False, code: str | None = None,
+                 params: dict[str, Any] | None = None) -> CommandOutcome:
         return CommandOutcome(success=success, message=message, data=dict(data or {}),
                               fault=fault, aborted=aborted, items=items,
-                              transcript=pending.transcript.export())
+                              transcript=pending.transcript.export(), code=code,
+                              params=dict(params or {}))

@@ -21,12 +21,27 @@ ABORTED_UNSENT = "aborted before it was sent: STOP was requested first"
 @dataclass
 class CommandOutcome:
     success: bool
-    message: str
+    message: str  # English, for logs and transcripts
     data: dict[str, Any] = field(default_factory=dict)
     fault: str | None = None  # "timeout", "disconnected" or "alarm": robot state unknown
     aborted: bool = False  # the robot confirmed an abort (result "aborted" after a STOP)
     items: list[dict[str, Any]] = field(default_factory=list)
     transcript: list[dict[str, Any]] = field(default_factory=list)
+    # A failure's stable code and the values its text needs (e.g. robot_timeout,
+    # {"seconds": "30"}): the task layer stores the text at error.<code> in the
+    # server's language. None for a success (its message is the robot's own).
+    code: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LinkFailure:
+    """Why the link failed a command: English for logs, a code and values for the
+    catalogue (robot/ does not translate; tasks/ renders error.<code>)."""
+
+    message: str
+    code: str
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 class RobotLinkError(Exception):

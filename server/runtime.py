@@ -32,6 +32,7 @@ log = logging.getLogger("server.runtime")
 @dataclass
 class ServerSettings:
     mode: str = "queue"
+    lang: str = "en"  # what the console, stored failure reasons and replies speak by default
     host: str = "0.0.0.0"
     port: int = 8090
     robot: str = "sim"
@@ -146,7 +147,8 @@ class RobotServer:
         # 2. Queue state from the store (interrupted tasks failed, queue held).
         self.events = EventBus(subscriber_queue=s.event_queue)
         self.manager = TaskManager(self.store, self.events, max_queue=s.max_queue,
-                                   auto_resume=s.auto_resume, commands=self.commands)
+                                   auto_resume=s.auto_resume, commands=self.commands,
+                                   lang=s.lang)
         self.interrupted = self.manager.recover()
         self.pruner = Pruner(self.store, s.keep_days)
         self.pruner.start()
@@ -162,9 +164,9 @@ class RobotServer:
         self.link.start(require_connection=s.require_robot)
         # 4. The worker, then 5. HTTP.
         self.worker = Worker(self.manager, self.link, shutdown_grace=s.shutdown_grace,
-                             commands=self.commands)
+                             commands=self.commands, lang=s.lang)
         self.worker.start()
-        config = ServerConfig(mode=s.mode, max_body=s.max_body, max_wait=s.max_wait,
+        config = ServerConfig(mode=s.mode, lang=s.lang, max_body=s.max_body, max_wait=s.max_wait,
                               sync_timeout=s.sync_timeout, recent_in_status=s.recent_in_status,
                               request_timeout=s.request_timeout,
                               request_deadline=s.request_deadline, idle_timeout=s.idle_timeout,
@@ -181,8 +183,11 @@ class RobotServer:
         if kind == "alarm" and self.manager is not None and not self.manager.auto_resume:
             # An alarm while idle: the robot stopped itself and its state is unknown,
             # so the next task must not drive it blindly.
-            self.manager.pause(f"robot alarm while idle: {info.get('error') or 'no message'}; "
-                               "check the robot, then resume")
+            error = info.get("error")
+            if error:
+                self.manager.pause(code="hold_alarm_idle", params={"error": str(error)})
+            else:
+                self.manager.pause(code="hold_alarm_idle_no_message")
         if self.events is not None:
             self.events.publish("robot", {"event": kind, **info})
 

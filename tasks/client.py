@@ -52,6 +52,9 @@ class RobotHTTPError(RobotClientError):
         self.message = message
         self.body = body
         self.headers = headers or {}
+        # The server's machine code (e.g. "task_not_found"): match on it, not on the
+        # message, which is in the language the server was asked for.
+        self.code = body.get("code") if isinstance(body, dict) else None
 
 
 class RobotTimeoutError(RobotClientError):
@@ -201,11 +204,15 @@ class RobotClient:
             _, _, task = self.request("GET", f"{path}?wait={wait:.2f}",
                                       timeout=self.timeout + wait)
         except RobotHTTPError as exc:
-            if exc.status != 400 or "wait" not in exc.message:
+            body = exc.body if isinstance(exc.body, dict) else {}
+            if exc.status != 400 or (body.get("param") != "wait" and "wait" not in exc.message):
                 raise
-            limit = re.search(r"\(0, ([0-9.]+)\]", exc.message)
-            if limit and 0 < float(limit.group(1)) < wait:
-                self.max_wait = float(limit.group(1))  # a server with a lower max_wait
+            high = body.get("high")  # this server's bound; older ones only said it in text
+            found = re.search(r"\(0, ([0-9.]+)\]", exc.message)
+            limit = float(high) if isinstance(high, (int, float)) else \
+                float(found.group(1)) if found else None
+            if limit and 0 < limit < wait:
+                self.max_wait = limit  # a server with a lower max_wait
             else:
                 self.long_poll = False  # an older server rejects the parameter
             return self._wait_once(task_id, min(wait, self.max_wait), remaining)

@@ -14,15 +14,19 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from i18n import t
+
 PARAM_TYPES = ("number", "integer", "string", "integer_list")
 
 
 class CommandError(ValueError):
     """A well-formed request whose command is not acceptable (HTTP 422)."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, code: str, field: str | None = None, **params: object) -> None:
+        self.code = code  # catalogue key error.<code>; the reply is in the client's language
+        self.params = params
+        self.message = t(f"error.{code}", "en", **params)  # English: logs, CLI `check`
+        super().__init__(self.message)
         self.field = field
 
 
@@ -30,14 +34,19 @@ class CommandError(ValueError):
 class Param:
     name: str
     kind: str  # one of PARAM_TYPES
-    description: str
+    description: str  # English (or the one text for every language)
     minimum: float | None = None
     maximum: float | None = None
     max_length: int | None = None  # strings: characters; lists: items
     required: bool = True
+    # Per-language texts from the file ({"en": ..., "zh": ...}); empty: `description`.
+    descriptions: dict[str, str] = field(default_factory=dict, compare=False)
 
-    def to_schema(self) -> dict[str, Any]:
-        schema: dict[str, Any] = {"type": self.kind, "description": self.description,
+    def describe(self, lang: str = "en") -> str:
+        return self.descriptions.get(lang) or self.description
+
+    def to_schema(self, lang: str = "en") -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": self.kind, "description": self.describe(lang),
                                   "required": self.required}
         for key in ("minimum", "maximum", "max_length"):
             value = getattr(self, key)
@@ -49,7 +58,7 @@ class Param:
 @dataclass(frozen=True)
 class Command:
     name: str
-    description: str
+    description: str  # English (or the one text for every language)
     params: tuple[Param, ...] = ()
     example: dict[str, Any] = field(default_factory=dict)
     # Names the per-item data of progress events carry, so a command that ends
@@ -58,6 +67,10 @@ class Command:
     count_key: str | None = None
     timeout_s: float | None = None  # silence limit for this command; None: the link's default
     wire: str | None = None  # line template for line-protocol robots, e.g. "PICK {position}"
+    descriptions: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def describe(self, lang: str = "en") -> str:
+        return self.descriptions.get(lang) or self.description
 
 
 class CommandTable:
@@ -98,28 +111,27 @@ class CommandTable:
         return ", ".join(self._commands)
 
     # -- what clients see ---------------------------------------------------------------
-    def catalog(self) -> list[dict[str, Any]]:
-        """The command definitions as JSON, for the dashboard and API docs."""
-        return [{"cmd_type": c.name, "description": c.description,
-                 "params": {p.name: p.to_schema() for p in c.params},
+    def catalog(self, lang: str = "en") -> list[dict[str, Any]]:
+        """The command definitions as JSON, for the dashboard and API docs; descriptions
+        in ``lang`` where the table has them, else English."""
+        return [{"cmd_type": c.name, "description": c.describe(lang),
+                 "params": {p.name: p.to_schema(lang) for p in c.params},
                  "example": {"cmd_type": c.name, "params": c.example}}
                 for c in self._commands.values()]
 
     def validate(self, body: Any) -> tuple[str, dict[str, Any]]:
         """Return (cmd_type, params) or raise CommandError naming the bad field."""
         if not isinstance(body, dict):
-            raise CommandError("the command must be a JSON object")
-        extra = set(body) - {"cmd_type", "params"}
+            raise CommandError("invalid_command")
+        extra = sorted(set(body) - {"cmd_type", "params"})
         if extra:
-            raise CommandError(f"unknown field(s) {', '.join(sorted(extra))}; "
-                               "a command has 'cmd_type' and 'params'", sorted(extra)[0])
+            raise CommandError("unknown_field", extra[0], names=", ".join(extra))
         cmd_type = body.get("cmd_type")
         if cmd_type is None:
-            raise CommandError(f"missing 'cmd_type'; known commands: {self.known_commands()}",
-                               "cmd_type")
+            raise CommandError("missing_cmd_type", "cmd_type", known=self.known_commands())
         if not isinstance(cmd_type, str) or cmd_type not in self._commands:
-            raise CommandError(f"unknown cmd_type {cmd_type!r}; known commands: "
-                               f"{self.known_commands()}", "cmd_type")
+            raise CommandError("unknown_command", "cmd_type", cmd_type=_shown(cmd_type),
+                               known=self.known_commands())
         return cmd_type, check_params(self._commands[cmd_type], body.get("params", {}))
 
     # -- results ------------------------------------------------------------------------
@@ -173,68 +185,71 @@ def check_params(command: Command, params: Any) -> dict[str, Any]:
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise CommandError("'params' must be a JSON object", "params")
-    allowed = {p.name for p in command.params}
+        raise CommandError("params_not_object", "params")
+    allowed = [p.name for p in command.params]
     for name in params:
         if name not in allowed:
-            hint = f"; {cmd_type} takes {', '.join(sorted(allowed))}" if allowed else \
-                f"; {cmd_type} takes no parameters"
-            raise CommandError(f"unknown parameter {name!r}{hint}", f"params.{name}")
+            if not allowed:
+                raise CommandError("takes_no_params", f"params.{name}", name=_shown(name),
+                                   cmd_type=cmd_type)
+            raise CommandError("unknown_param", f"params.{name}", name=_shown(name),
+                               cmd_type=cmd_type, allowed=", ".join(sorted(allowed)))
     clean: dict[str, Any] = {}
     for param in command.params:
         if param.name not in params:
             if param.required:
-                raise CommandError(f"missing parameter {param.name!r} for {cmd_type}",
-                                   f"params.{param.name}")
+                raise CommandError("missing_param", f"params.{param.name}", name=param.name,
+                                   cmd_type=cmd_type)
             continue
         clean[param.name] = _check(param, params[param.name])
     return clean
 
 
 def _check(param: Param, value: Any) -> Any:
-    where = f"params.{param.name}"
+    where, name = f"params.{param.name}", param.name
     if param.kind == "integer_list":
         if not isinstance(value, list) or not value:
-            raise CommandError(f"{param.name!r} must be a non-empty list of integers", where)
+            raise CommandError("not_integer_list", where, name=name)
         if param.max_length is not None and len(value) > param.max_length:
-            raise CommandError(f"{param.name!r} has {len(value)} items; at most "
-                               f"{param.max_length}", where)
+            raise CommandError("too_many_items", where, name=name, count=len(value),
+                               limit=param.max_length)
         items = [_number(param, v, integer=True) for v in value]
         if len(set(items)) != len(items):
-            raise CommandError(f"{param.name!r} lists a position twice", where)
+            raise CommandError("duplicate_item", where, name=name)
         return items
     if param.kind == "string":
         if not isinstance(value, str) or not value.strip():
-            raise CommandError(f"{param.name!r} must be a non-empty string", where)
+            raise CommandError("not_string", where, name=name)
         if param.max_length is not None and len(value) > param.max_length:
-            raise CommandError(f"{param.name!r} is longer than {param.max_length} characters",
-                               where)
+            raise CommandError("too_long", where, name=name, limit=param.max_length)
         if any(ord(ch) < 32 for ch in value):
-            raise CommandError(f"{param.name!r} contains control characters", where)
+            raise CommandError("control_characters", where, name=name)
         return value
     return _number(param, value, integer=param.kind == "integer")
 
 
 def _number(param: Param, value: Any, *, integer: bool) -> int | float:
-    where = f"params.{param.name}"
+    where, name = f"params.{param.name}", param.name
     # bool is an int subclass in Python; true is not a position.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise CommandError(f"{param.name!r} must be {'an integer' if integer else 'a number'}",
-                           where)
+        raise CommandError("not_integer" if integer else "not_number", where, name=name)
     if integer and not isinstance(value, int):
         if not (isinstance(value, float) and value.is_integer()):
-            raise CommandError(f"{param.name!r} must be an integer", where)
+            raise CommandError("not_integer", where, name=name)
         value = int(value)
     if isinstance(value, float) and not math.isfinite(value):
-        raise CommandError(f"{param.name!r} must be a finite number", where)
+        raise CommandError("not_finite", where, name=name)
     if param.minimum is not None and value < param.minimum or \
             param.maximum is not None and value > param.maximum:
-        raise CommandError(f"{param.name!r} = {value} is out of range {_range(param)}", where)
+        # A file may bound only one side; "[1, 96]" is the form clients already match on.
+        raise CommandError("out_of_range", where, name=name, value=str(value),
+                           minimum="-inf" if param.minimum is None else f"{param.minimum:g}",
+                           maximum="inf" if param.maximum is None else f"{param.maximum:g}")
     return value
 
 
-def _range(param: Param) -> str:
-    # A file may bound only one side; "[1, 96]" is the form clients already match on.
-    low = "-inf" if param.minimum is None else f"{param.minimum:g}"
-    high = "inf" if param.maximum is None else f"{param.maximum:g}"
-    return f"[{low}, {high}]"
+def _shown(value: Any) -> str:
+    """A client's value in a message: quoted like Python's repr, and kept short (the
+    reply must not echo a megabyte back)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -15,6 +15,7 @@ import re
 import string
 from typing import Any
 
+from i18n import LANGS
 from tasks.command_table import (
     PARAM_TYPES,
     Command,
@@ -126,9 +127,7 @@ def _command(entry: Any, where: str) -> Command:
                               "letter)")
     if name in RESERVED:
         raise _Problem(where, f"name: {RESERVED[name]}")
-    description = entry.get("description")
-    if not isinstance(description, str) or not description.strip():
-        raise _Problem(where, "description: required, a non-empty string")
+    description, descriptions = _description(entry.get("description"), where, "description")
     raw_params = entry.get("params", [])
     if not isinstance(raw_params, list):
         raise _Problem(where, "params: must be a list of parameter objects")
@@ -149,7 +148,8 @@ def _command(entry: Any, where: str) -> Command:
             raise _Problem(where, f"{key}: must be a non-empty string")
     if keys["count_key"] is not None and keys["items_key"] is None:
         raise _Problem(where, "count_key: needs items_key (it counts those items)")
-    command = Command(name, description, tuple(params), items_key=keys["items_key"],
+    command = Command(name, description, tuple(params), descriptions=descriptions,
+                      items_key=keys["items_key"],
                       count_key=keys["count_key"],
                       timeout_s=None if timeout is None else float(timeout),
                       wire=_wire(entry.get("wire"), params, where))
@@ -179,9 +179,8 @@ def _param(raw: Any, command_where: str, where: str) -> Param:
     if not isinstance(kind, str) or kind not in PARAM_TYPES:
         shown = "missing" if kind is None else f"unknown type {_shown(kind)}"
         raise problem("type", f"{shown} (use {', '.join(PARAM_TYPES)})")
-    description = raw.get("description")
-    if not isinstance(description, str) or not description.strip():
-        raise problem("description", "required, a non-empty string")
+    description, descriptions = _description(raw.get("description"), command_where,
+                                             f"{where}.description")
     required = raw.get("required", True)
     if not isinstance(required, bool):
         raise problem("required", "must be true or false")
@@ -205,7 +204,30 @@ def _param(raw: Any, command_where: str, where: str) -> Param:
             raise problem("max_length", f"must be a whole number >= 1, not "
                                         f"{_shown(max_length)}")
     return Param(name, kind, description, minimum=low, maximum=high, max_length=max_length,
-                 required=required)
+                 required=required, descriptions=descriptions)
+
+
+def _description(value: Any, where: str, key: str) -> tuple[str, dict[str, str]]:
+    """(English text, texts per language): one string for every language, or an object
+    {"en": ..., "zh": ...} with English required (the fallback for the others)."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise _Problem(where, f"{key}: required, a non-empty string or "
+                                  '{"en": ..., "zh": ...}')
+        return value, {}
+    if not isinstance(value, dict):
+        raise _Problem(where, f"{key}: required, a non-empty string or "
+                              '{"en": ..., "zh": ...}')
+    _no_duplicates(value, f"{where}: {key}")
+    for lang, text in value.items():
+        if lang not in LANGS:
+            raise _Problem(where, f"{key}: unknown language {_shown(lang)} "
+                                  f"(use {', '.join(LANGS)})")
+        if not isinstance(text, str) or not text.strip():
+            raise _Problem(where, f"{key}.{lang}: must be a non-empty string")
+    if "en" not in value:
+        raise _Problem(where, f'{key}: needs "en" (shown where a language has no text)')
+    return value["en"], dict(value)
 
 
 def _wire(wire: Any, params: list[Param], where: str) -> str | None:

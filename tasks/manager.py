@@ -19,15 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from i18n import t
 from tasks.commands import CommandTable, default_table
 from tasks.events import EventBus
 from tasks.models import FINAL_STATUSES, TaskStatus, format_time, new_task_id
+from tasks.reasons import CANCELLED, failure, pause_text, stored_pause
 from tasks.store import NewTask, StoreWriteError, TaskStore
 
 log = logging.getLogger("tasks")
-
-INTERRUPTED_MESSAGE = ("interrupted: the server stopped while this task was on the robot; "
-                       "it was not re-run")
 
 
 FINAL_CACHE_SIZE = 2000  # finished task documents kept in memory for GET /task
@@ -36,9 +35,12 @@ FINAL_CACHE_SIZE = 2000  # finished task documents kept in memory for GET /task
 class TaskError(Exception):
     """A request about a task that cannot be honoured; carries an HTTP status."""
 
-    def __init__(self, message: str, status: int, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, code: str, status: int, headers: dict[str, str] | None = None,
+                 **params: object) -> None:
+        self.code = code  # catalogue key error.<code>; the reply is in the client's language
+        self.params = params
+        self.message = t(f"error.{code}", "en", **params)
+        super().__init__(self.message)
         self.status = status
         self.headers = headers or {}
 
@@ -57,12 +59,14 @@ def body_hash(cmd_type: str, params: dict[str, Any]) -> str:
 
 class TaskManager:
     def __init__(self, store: TaskStore, events: EventBus, *, max_queue: int = 1000,
-                 auto_resume: bool = False, commands: CommandTable | None = None) -> None:
+                 auto_resume: bool = False, commands: CommandTable | None = None,
+                 lang: str = "en") -> None:
         self.store = store
         self.commands = default_table() if commands is None else commands
         self.events = events
         self.max_queue = max_queue
         self.auto_resume = auto_resume
+        self.lang = lang  # stored failure and pause reasons are in the server's language
         # Two locks, always taken in this order: `_lock` serialises operations
         # that write the store (start, cancel, pause, finish); `_state` guards the
         # in-memory order, counters and running task and is innermost: nothing
@@ -85,6 +89,7 @@ class TaskManager:
         self._runnable = threading.Condition(self._lock)
         self.paused = False
         self.pause_reason: str | None = None
+        self.pause_code: str | None = None  # stable, for clients; the reason is for people
         # Called as on_finish(cmd_type, status, duration_s) when a task that ran ends
         # (metrics); never under a lock, and its errors never fail the task.
         self.on_finish: Callable[[str, str, float], None] | None = None
@@ -102,7 +107,7 @@ class TaskManager:
         for task in self.store.unfinished():
             if task["status"] == TaskStatus.RUNNING:
                 items = (task["progress"] or {}).get("items") or []
-                result = {"success": False, "message": INTERRUPTED_MESSAGE,
+                result = {**failure("interrupted", self.lang),
                           **self.commands.partial_result(task["cmd_type"], items)}
                 self.store.finish(task["task_id"], TaskStatus.FAILED.value, now, result)
                 interrupted.append(task["task_id"])
@@ -115,11 +120,10 @@ class TaskManager:
         for cmd_type, values in self.store.recent_durations().items():
             self._durations[cmd_type].extend(values)
         self.paused = self.store.get_meta("paused") == "1"
-        self.pause_reason = self.store.get_meta("pause_reason") if self.paused else None
+        if self.paused:
+            self.pause_reason, self.pause_code = stored_pause(self.store, self.lang)
         if interrupted and not self.auto_resume:
-            names = ", ".join(interrupted)
-            self.pause(f"task {names} was interrupted while on the robot (server stopped); "
-                       "the robot's state is unknown: check it, then resume the queue")
+            self.pause(code="hold_interrupted", params={"task_ids": ", ".join(interrupted)})
         return interrupted
 
     # -- submit and look up -----------------------------------------------------------
@@ -131,8 +135,7 @@ class TaskManager:
         # (it adds nothing); a new task is not, whatever headers it carries.
         if unfinished >= self.max_queue and (
                 idempotency_key is None or self.store.idempotent_task(idempotency_key) is None):
-            raise TaskError(f"the queue is full ({self.max_queue} unfinished tasks); "
-                            "try again later", 503, {"Retry-After": "5"})
+            raise TaskError("queue_full", 503, {"Retry-After": "5"}, limit=self.max_queue)
         now = time.time()
         new = NewTask(new_task_id(now), cmd_type, params, now, retry_of=retry_of,
                       idempotency_key=idempotency_key,
@@ -277,17 +280,18 @@ class TaskManager:
         return out
 
     # -- operator control ---------------------------------------------------------------
-    def request_cancel(self, task_id: str, reason: str = "cancelled by the operator") -> str:
+    def request_cancel(self, task_id: str, reason: str = CANCELLED) -> str:
         """Cancel a task. Returns "cancelled" (done now) or "aborting" (STOP needed).
 
-        Raises TaskError 404/409. For "aborting" the caller sends STOP to the robot.
+        ``reason`` is a code (tasks/reasons.py): the cancelled result's, once the robot
+        has stopped. Raises TaskError 404/409. For "aborting" the caller sends STOP.
         """
         with self._lock:
             with self._state:
                 pending = task_id in self._pending
             if pending:
                 ended = time.time()
-                result = {"success": False, "message": f"{reason} before it started"}
+                result = failure("cancelled_before_start", self.lang)
                 # The worker moves a task out of _pending under this same lock, so
                 # the row is still pending here.
                 self.store.finish(task_id, TaskStatus.CANCELLED.value, ended, result,
@@ -305,30 +309,44 @@ class TaskManager:
                     self._cancel_requested.setdefault(task_id, reason)
                 return "aborting"
         if self.store.get(task_id) is None:
-            raise TaskError(f"no task {task_id}", 404)
-        raise TaskError(f"task {task_id} has already finished", 409)
+            raise TaskError("task_not_found", 404, task_id=task_id)
+        raise TaskError("task_finished", 409, task_id=task_id)
 
     def cancel_reason(self, task_id: str) -> str | None:
         with self._state:
             return self._cancel_requested.get(task_id)
 
-    def pause(self, reason: str) -> dict[str, Any]:
+    def pause(self, reason: str | None = None, *, code: str = "paused_by_operator",
+              params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Hold the queue. ``code`` says why (tasks/reasons.py); ``reason`` is the text
+        people read: an operator's own words, else made from the catalogue entry of
+        ``code`` with ``params``, in the server's language."""
+        rendered = reason is None
+        if rendered:
+            params = dict(params or {})
+            reason = pause_text(code, self.lang, params)
         with self._lock:
             try:
-                self.store.set_meta({"paused": "1", "pause_reason": reason})
+                self.store.set_meta({
+                    "paused": "1", "pause_reason": reason, "pause_code": code,
+                    # Kept only for a reason made from the catalogue: made again on restart.
+                    "pause_params": json.dumps(params, ensure_ascii=False) if rendered else None})
             except StoreWriteError:
                 # Holding the robot matters more than remembering that we did.
                 log.error("queue pause could not be saved; paused until restart only")
-            self.paused, self.pause_reason = True, reason
-            log.warning("queue paused: %s", reason)
+            self.paused, self.pause_reason, self.pause_code = True, reason, code
+            # Logs stay English whatever the server speaks.
+            log.warning("queue paused (%s): %s", code,
+                        pause_text(code, "en", params) if rendered else reason)
             state = self.queue_state()
         self.events.publish("queue", state)
         return state
 
     def resume(self) -> dict[str, Any]:
         with self._lock:
-            self.store.set_meta({"paused": "0", "pause_reason": None})
-            self.paused, self.pause_reason = False, None
+            self.store.set_meta({"paused": "0", "pause_reason": None, "pause_code": None,
+                                 "pause_params": None})
+            self.paused, self.pause_reason, self.pause_code = False, None, None
             self._runnable.notify_all()
             log.info("queue resumed")
             state = self.queue_state()
@@ -336,7 +354,8 @@ class TaskManager:
         return state
 
     def queue_state(self) -> dict[str, Any]:
-        return {"paused": self.paused, "pause_reason": self.pause_reason}
+        return {"paused": self.paused, "pause_reason": self.pause_reason,
+                "pause_code": self.pause_code}
 
     def queue_status(self, recent: int = 10) -> dict[str, Any]:
         """The guide's queue counters and more; cached until the next event.
@@ -358,7 +377,7 @@ class TaskManager:
             counts = dict(self._counts)
             running = self._running["task_id"] if self._running else None
             pending = list(itertools.islice(self._pending, recent))
-            paused, reason = self.paused, self.pause_reason
+            paused, reason, code = self.paused, self.pause_reason, self.pause_code
         finished = sum(counts.get(s.value, 0) for s in FINAL_STATUSES)
         queue_size = counts.get("pending", 0) + counts.get("running", 0)
         return {
@@ -371,6 +390,7 @@ class TaskManager:
             "running_task": running,
             "paused": paused,
             "pause_reason": reason,
+            "pause_code": code,
             "pending": pending,
             # Six columns, no JSON decoding of params/result: this runs on every poll.
             "recent_tasks": [
@@ -471,10 +491,13 @@ class TaskManager:
         self.events.publish("progress", {"task_id": task_id, "progress": progress})
 
     def finish(self, task_id: str, status: TaskStatus, result: dict[str, Any],
-               transcript: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+               transcript: list[dict[str, Any]] | None = None, *,
+               log_text: str | None = None) -> dict[str, Any] | None:
         """Commit the final state, then report it (events, waiters, metrics).
 
-        Raises StoreWriteError with nothing changed if the state cannot be saved."""
+        ``log_text``: the outcome in English for the log (the stored message is in the
+        server's language). Raises StoreWriteError with nothing changed if the state
+        cannot be saved."""
         ended = time.time()
         self.store.finish(task_id, status.value, ended, result, transcript,
                           only_if=("running",))
@@ -496,7 +519,7 @@ class TaskManager:
         duration = (ended - running["started"]) if running and running.get("started") else 0.0
         log.info("task %s %s %s in %.2f s: %s", task_id,
                  running["cmd_type"] if running else "?", status.value, duration,
-                 result.get("message"))
+                 log_text or result.get("message"))
         # Before waiters wake: whoever sees the task final also sees it in the metrics.
         if self.on_finish is not None and running is not None:
             try:

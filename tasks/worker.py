@@ -11,25 +11,29 @@ import threading
 import time
 from typing import Any, Protocol
 
+from i18n import t
 from tasks.commands import CommandTable
 from tasks.manager import TaskManager
 from tasks.models import TaskStatus
+from tasks.reasons import EMERGENCY_STOP, failure, fault_hold
 from tasks.store import StoreWriteError
 
 log = logging.getLogger("tasks.worker")
 
-SHUTDOWN_MESSAGE = ("aborted: the server was shut down while this task was running; "
-                    "STOP was sent to the robot")
+# A pause: (code, params) for manager.pause (tasks/reasons.py).
+Hold = tuple[str, dict[str, Any]]
 
 
 class Outcome(Protocol):
     success: bool
-    message: str
+    message: str  # English (logs)
     data: dict[str, Any]
     fault: str | None
     aborted: bool
     items: list[dict[str, Any]]
     transcript: list[dict[str, Any]]
+    code: str | None  # a failure's code: its text is error.<code> (robot/outcome.py)
+    params: dict[str, Any]
 
 
 class RobotPort(Protocol):
@@ -48,12 +52,13 @@ class RobotPort(Protocol):
 class Worker:
     def __init__(self, manager: TaskManager, link: RobotPort, *,
                  shutdown_grace: float = 10.0, poll_interval: float = 0.5,
-                 commands: CommandTable | None = None) -> None:
+                 commands: CommandTable | None = None, lang: str = "en") -> None:
         self.manager = manager
         # The manager's table by default: results must be shaped by the table that
         # validated the task.
         self.commands = manager.commands if commands is None else commands
         self.link = link
+        self.lang = lang  # failure reasons are stored in the server's language
         self.shutdown_grace = shutdown_grace
         self.poll_interval = poll_interval  # bounds how long a stop request waits
         self._stop = threading.Event()
@@ -165,15 +170,15 @@ class Worker:
         except Exception as exc:  # a driver bug must not leave the task running forever
             log.exception("task %s: robot driver error", task_id)
             self._finish(task_id, TaskStatus.FAILED,
-                         {"success": False, "message": f"internal error: {exc}",
+                         {**failure("driver_error", self.lang, error=str(exc)),
                           **self.commands.partial_result(cmd_type, items)}, None,
-                         f"task {task_id} ({cmd_type}) hit an internal error; the robot's "
-                         "state is unknown")
+                         ("hold_driver_error", {"task_id": task_id, "cmd_type": cmd_type}),
+                         f"internal error: {exc}")
             return
         if self._unsent(task_id, outcome):
             return
         status, result, hold = self._judge(task_id, cmd_type, outcome)
-        self._finish(task_id, status, result, outcome.transcript, hold)
+        self._finish(task_id, status, result, outcome.transcript, hold, outcome.message)
 
     def _unsent(self, task_id: str, outcome: Outcome) -> bool:
         """A link that dropped before the command went out: the robot did nothing, so
@@ -190,47 +195,62 @@ class Worker:
             return False
 
     def _finish(self, task_id: str, status: TaskStatus, result: dict[str, Any],
-                transcript: list[dict[str, Any]] | None, hold: str | None) -> None:
+                transcript: list[dict[str, Any]] | None, hold: Hold | None,
+                log_text: str) -> None:
         # Hold first, then commit the final state: whoever sees the task failed
         # (a poll, a waiter, an event) also sees the queue paused, and a crash in
         # between leaves the task running, which recovery fails and holds anyway.
         if hold is not None and not self.manager.auto_resume:
-            self.manager.pause(hold)
+            self.manager.pause(code=hold[0], params=hold[1])
         while True:
             try:
-                self.manager.finish(task_id, status, result, transcript)
+                self.manager.finish(task_id, status, result, transcript, log_text=log_text)
                 return
             except StoreWriteError as exc:
                 # Without a record of this result no further task may start: hold,
                 # and keep trying (a full disk may be cleared). If the server stops
                 # first, the task is still `running` on disk and recovery fails it.
                 if not self.manager.paused:
-                    self.manager.pause(f"the result of task {task_id} cannot be saved ({exc}); "
-                                       "free the disk, then resume")
+                    self.manager.pause(code="hold_result_not_saved",
+                                       params={"task_id": task_id, "error": str(exc)})
                 if self._stop.wait(1.0):
                     log.error("task %s: result not saved at shutdown", task_id)
                     return
 
     def _judge(self, task_id: str, cmd_type: str,
-               outcome: Outcome) -> tuple[TaskStatus, dict[str, Any], str | None]:
-        """Final status, result and (if the robot's state is unknown) a hold reason."""
+               outcome: Outcome) -> tuple[TaskStatus, dict[str, Any], Hold | None]:
+        """Final status, result and (if the robot's state is unknown) a hold."""
         data = self.commands.result_data(cmd_type, outcome.data, outcome.items)
         if outcome.success:
+            # The robot's own words, or the guide's "<CMD>完成": never translated.
             return TaskStatus.COMPLETED, {"success": True, "message": outcome.message,
                                           **data}, None
         cancel_reason = self.manager.cancel_reason(task_id) or self._abort_reason
-        unknown = (f"task {task_id} ({cmd_type}) ended with {outcome.fault}: the robot's "
-                   "state is unknown; check it, then resume the queue")
+        unknown = fault_hold(outcome.fault, task_id, cmd_type) if outcome.fault else None
         if cancel_reason is not None:
-            result = {"success": False, "message": f"cancelled: {cancel_reason}", **data}
+            result = {**failure(cancel_reason, self.lang), **data}
             if not outcome.aborted:
-                result["note"] = f"the robot did not confirm the abort ({outcome.message})"
-            return TaskStatus.CANCELLED, result, unknown if outcome.fault else None
+                result["note"] = t("info.abort_not_confirmed", self.lang,
+                                   reason=self._failure_text(outcome))
+            return TaskStatus.CANCELLED, result, unknown
         if self._shutting_down:
-            return TaskStatus.FAILED, {"success": False, "message": SHUTDOWN_MESSAGE, **data}, \
-                f"task {task_id} ({cmd_type}) was aborted at shutdown; check the robot"
-        result = {"success": False, "message": outcome.message, **data}
-        return TaskStatus.FAILED, result, unknown if outcome.fault else None
+            return TaskStatus.FAILED, {**failure("shutdown_aborted", self.lang), **data}, \
+                ("hold_shutdown_abort", {"task_id": task_id, "cmd_type": cmd_type})
+        code, params = self._failure_code(outcome)
+        return TaskStatus.FAILED, {**failure(code, self.lang, **params), **data}, unknown
+
+    @staticmethod
+    def _failure_code(outcome: Outcome) -> tuple[str, dict[str, Any]]:
+        # A RobotPort that gives no code: its message is all there is, as the robot's.
+        code = getattr(outcome, "code", None)
+        if code is None:
+            return ("robot_error", {"error": outcome.message}) if outcome.message else \
+                ("robot_error_no_message", {})
+        return code, dict(getattr(outcome, "params", None) or {})
+
+    def _failure_text(self, outcome: Outcome) -> str:
+        code, params = self._failure_code(outcome)
+        return t(f"error.{code}", self.lang, **params)
 
     def live_transcript(self, task_id: str) -> list[dict[str, Any]] | None:
         """The lines exchanged so far for ``task_id`` while it runs, else None."""
@@ -251,16 +271,16 @@ class Worker:
     def emergency_stop(self) -> dict[str, Any]:
         """STOP first (nothing may delay it), then the bookkeeping."""
         t0 = time.perf_counter()
-        self._abort_reason = "emergency stop"
+        self._abort_reason = EMERGENCY_STOP
         sent = self.link.abort()
         stop_ms = (time.perf_counter() - t0) * 1000
         running = self.manager.running_task_id
         if running is not None:
             try:
-                self.manager.request_cancel(running, "emergency stop")
+                self.manager.request_cancel(running, EMERGENCY_STOP)
             except Exception as exc:  # the task may have just finished
                 log.info("emergency stop: %s", exc)
-        state = self.manager.pause("emergency stop")
+        state = self.manager.pause(code=EMERGENCY_STOP)
         log.warning("emergency stop: STOP %s in %.2f ms; running task %s",
                     "sent" if sent else "NOT sent (robot not connected)", stop_ms, running)
         return {"stop_sent": sent, "running_task": running, **state}
