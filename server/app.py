@@ -15,6 +15,7 @@ from tasks.worker import Worker
 @dataclass
 class ServerConfig:
     mode: str = "queue"  # "sync" or "queue"
+    lang: str = "en"  # replies to requests without a usable Accept-Language
     max_body: int = 64 * 1024
     max_wait: float = 60.0
     sync_timeout: float = 3600.0

@@ -11,13 +11,13 @@ MAX_JSON_DEPTH = 32
 
 
 def _reject_constant(name: str) -> Any:
-    raise ApiError(f"invalid JSON: {name} is not allowed", 400)
+    raise ApiError("json_constant", 400, params={"name": name})
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if value in (float("inf"), float("-inf")):
-        raise ApiError(f"invalid JSON: number {text[:20]} is out of range", 400)
+        raise ApiError("json_number_range", 400, params={"number": text[:20]})
     return value
 
 
@@ -46,17 +46,18 @@ def _depth(text: str) -> int:
 def parse_json(body: bytes) -> Any:
     """Strict JSON: UTF-8, bounded nesting, no NaN/Infinity, no huge numbers."""
     if not body.strip():
-        raise ApiError("the request body is empty; send a JSON command", 400)
+        raise ApiError("empty_body", 400)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise ApiError("the request body is not UTF-8", 400) from None
+        raise ApiError("body_not_utf8", 400) from None
     if _depth(text) > MAX_JSON_DEPTH:
-        raise ApiError(f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels", 400)
+        raise ApiError("json_too_deep", 400, params={"limit": MAX_JSON_DEPTH})
     try:
         return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
-        raise ApiError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                       400) from None
+        # The parser's own words (English) name what is wrong; the sentence is ours.
+        raise ApiError("invalid_json", 400, params={"detail": exc.msg, "line": exc.lineno,
+                                                    "column": exc.colno}) from None
     except (ValueError, RecursionError) as exc:  # e.g. an integer with 5000 digits
-        raise ApiError(f"invalid JSON: {exc}", 400) from None
+        raise ApiError("json_value", 400, params={"detail": str(exc)}) from None

@@ -27,7 +27,9 @@ from tasks.manager import TaskError
 from tasks.models import ALL_STATUSES, FINAL_STATUSES
 from tasks.store import IdempotencyConflict, StoreWriteError
 
-QUEUED_MESSAGE = "任务已加入队列"  # the guide's wording: clients may match on it
+# The guide's wording, in every language: clients match on it. Its code is "queued";
+# it has no catalogue entry because it is never translated.
+QUEUED_MESSAGE = "任务已加入队列"
 QUEUED_NOTE = "使用 GET /task/<task_id> 查询任务状态"
 KEEPALIVE_S = 15.0
 
@@ -36,20 +38,20 @@ KEEPALIVE_S = 15.0
 def _json_content_type(req: Request) -> None:
     ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if ctype != "application/json":
-        raise ApiError("Content-Type must be application/json", 415)
+        raise ApiError("content_type", 415)
 
 
 def _command(req: Request) -> tuple[str, dict[str, Any]]:
     if "Content-Length" not in req.headers:
-        raise ApiError("a JSON body with Content-Length is required", 411)
+        raise ApiError("length_required", 411)
     _json_content_type(req)
     body = req.json()
     if not isinstance(body, dict):
-        raise ApiError("the request body must be a JSON object", 400)
+        raise ApiError("not_json_object", 400)
     try:
         return req.app.commands.validate(body)
     except CommandError as exc:
-        raise ApiError(exc.message, 422, extra={"field": exc.field}) from None
+        raise ApiError(exc.code, 422, params=exc.params, extra={"field": exc.field}) from None
 
 
 def _idempotency_key(req: Request) -> str | None:
@@ -57,18 +59,19 @@ def _idempotency_key(req: Request) -> str | None:
     if key is None:
         return None
     if not key or len(key) > 255 or not all(32 <= ord(c) < 127 for c in key):
-        raise ApiError("Idempotency-Key must be 1-255 printable ASCII characters", 400)
+        raise ApiError("idempotency_key_invalid", 400)
     return key
 
 
 def _task_error(exc: TaskError) -> ApiError:
-    return ApiError(exc.message, exc.status, headers=exc.headers)
+    # The manager's refusal, in the request's language (its text is error.<code>).
+    return ApiError(exc.code, exc.status, params=exc.params, headers=exc.headers)
 
 
 def _get_task(req: Request) -> dict[str, Any]:
     task = req.app.manager.get(req.params["task_id"])
     if task is None:
-        raise ApiError(f"no task {req.params['task_id']}", 404)
+        raise ApiError("task_not_found", 404, params={"task_id": req.params["task_id"]})
     return task
 
 
@@ -80,10 +83,10 @@ def _submit(req: Request, cmd_type: str, params: dict[str, Any], *,
     except TaskError as exc:
         raise _task_error(exc) from None
     except IdempotencyConflict as exc:
-        raise ApiError("this Idempotency-Key was already used with a different command "
-                       f"(task {exc.task_id})", 422) from None
+        raise ApiError("idempotency_key_reused", 422,
+                       params={"task_id": exc.task_id}) from None
     except StoreWriteError as exc:
-        raise ApiError(f"the task was not accepted: {exc}", 503,
+        raise ApiError("not_accepted", 503, params={"detail": str(exc)},
                        headers={"Retry-After": "5"}) from None
     return result.task, result.created
 
@@ -91,18 +94,20 @@ def _submit(req: Request, cmd_type: str, params: dict[str, Any], *,
 def _accepted(req: Request, task: dict[str, Any], created: bool) -> Response:
     status = req.app.manager.queue_status(recent=0)
     body: dict[str, Any] = {
-        "success": True, "message": QUEUED_MESSAGE, "task_id": task["task_id"],
-        "queue_size": status["queue_size"], "note": QUEUED_NOTE, "status": task["status"],
+        "success": True, "code": "queued", "message": QUEUED_MESSAGE,
+        "task_id": task["task_id"], "queue_size": status["queue_size"], "note": QUEUED_NOTE,
+        "status": task["status"],
     }
     headers = {"Location": f"/task/{task['task_id']}"}
     if not created:
-        body["message"] = "task already submitted with this Idempotency-Key"
+        body["code"] = "idempotent_replay"
+        body["message"] = req.t("info.idempotent_replay")
         headers["Idempotent-Replayed"] = "true"
     if status["paused"]:
         body["queue_paused"] = True
         body["pause_reason"] = status["pause_reason"]
-        body["warning"] = f"the queue is paused ({status['pause_reason']}); the task waits " \
-                          "until POST /queue/resume"
+        body["pause_code"] = status.get("pause_code")
+        body["warning"] = req.t("reply.queued_while_paused", reason=status["pause_reason"])
     if "queue_position" in task:
         body["queue_position"] = task["queue_position"]
     return Response(202, body, headers)
@@ -116,8 +121,7 @@ def submit(req: Request) -> Response:
     sync = req.app.config.mode == "sync"
     if sync and req.app.manager.paused:
         # A sync client would hang until someone resumes; tell it now, queue nothing.
-        raise ApiError(f"the queue is paused ({req.app.manager.pause_reason}); nothing was "
-                       "queued. Resume with POST /queue/resume", 503,
+        raise ApiError("queue_paused", 503, params={"reason": req.app.manager.pause_reason},
                        headers={"Retry-After": "30"})
     task, created = _submit(req, cmd_type, params)
     if not sync:
@@ -127,8 +131,7 @@ def submit(req: Request) -> Response:
     while task["status"] not in FINAL_STATUSES:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise ApiError("the command did not finish in time; ask GET /task/<task_id>", 504,
-                           extra={"task_id": task["task_id"]})
+            raise ApiError("sync_timeout", 504, extra={"task_id": task["task_id"]})
         task = req.app.manager.wait(task["task_id"], min(remaining, 60.0)) or task
     result = dict(task["result"] or {})
     result["task_id"] = task["task_id"]
@@ -138,7 +141,8 @@ def submit(req: Request) -> Response:
 
 def validate(req: Request) -> Response:
     cmd_type, params = _command(req)
-    return Response(200, {"success": True, "message": "the command is valid; nothing was queued",
+    return Response(200, {"success": True, "code": "command_valid",
+                          "message": req.t("info.command_valid"),
                           "command": {"cmd_type": cmd_type, "params": params}})
 
 
@@ -170,19 +174,21 @@ def cancel_task(req: Request) -> Response:
         raise _task_error(exc) from None
     if state == "cancelled":
         return Response(200, {"success": True, "task_id": task_id, "status": "cancelled",
-                              "message": "the task was cancelled before it reached the robot"})
+                              "code": "cancelled", "message": req.t("info.cancelled")})
     return Response(202, {"success": True, "task_id": task_id, "status": "running",
-                          "message": "STOP was sent to the robot; the task becomes cancelled "
-                                     "when the robot confirms"})
+                          "code": "cancel_requested", "message": req.t("info.cancel_requested")})
 
 
 def retry_task(req: Request) -> Response:
     old = _get_task(req)
     if old["status"] not in ("failed", "cancelled"):
-        raise ApiError(f"only a failed or cancelled task can be retried; {old['task_id']} is "
-                       f"{old['status']}", 409)
+        raise ApiError("task_not_retryable", 409,
+                       params={"task_id": old["task_id"], "status": old["status"]})
     task, created = _submit(req, old["cmd_type"], old["params"], retry_of=old["task_id"])
     response = _accepted(req, task, created)
+    if created:  # not the guide's submit: its own code, in the request's language
+        response.body["code"] = "requeued"
+        response.body["message"] = req.t("info.requeued", task_id=old["task_id"])
     response.body["retry_of"] = old["task_id"]
     return response
 
@@ -190,13 +196,14 @@ def retry_task(req: Request) -> Response:
 def list_tasks(req: Request) -> Response:
     status = req.query.get("status") or None
     if status is not None and status not in ALL_STATUSES:
-        raise ApiError(f"unknown status {status!r}; one of {', '.join(ALL_STATUSES)}", 400)
+        raise ApiError("unknown_status", 400,
+                       params={"status": repr(status), "statuses": ", ".join(ALL_STATUSES)})
     cmd_type = req.query.get("cmd_type") or None
     limit = req.query_int("limit", default=50, low=1, high=500)
     offset = req.query_int("offset", default=0, low=0, high=10**9)
     cursor = req.query.get("cursor") or None
     if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
-        raise ApiError("cursor must be the next_cursor of a previous page", 400)
+        raise ApiError("invalid_cursor", 400)
     tasks, last_seq = req.app.manager.list_page(
         status=status, cmd_type=cmd_type, limit=limit, offset=0 if cursor else offset,
         before_seq=int(cursor) if cursor else None)
@@ -217,26 +224,31 @@ def queue_status(req: Request) -> Response:
 
 
 def queue_pause(req: Request) -> Response:
-    reason = "paused by the operator"
+    reason = None  # the manager's "paused by the operator", in the server's language
     if req.body.strip():
         _json_content_type(req)
         body = req.json()
         if isinstance(body, dict) and isinstance(body.get("reason"), str) and body["reason"]:
             reason = body["reason"][:200]
-    return Response(200, {"success": True, **req.app.manager.pause(reason)})
+    return Response(200, {"success": True, "code": "paused", "message": req.t("info.paused"),
+                          **req.app.manager.pause(reason)})
 
 
 def queue_resume(req: Request) -> Response:
-    return Response(200, {"success": True, **req.app.manager.resume()})
+    return Response(200, {"success": True, "code": "resumed", "message": req.t("info.resumed"),
+                          **req.app.manager.resume()})
 
 
 # -- robot ---------------------------------------------------------------------------------
 @emergency  # reachable even when every ordinary connection slot is taken
 def robot_stop(req: Request) -> Response:
     state = req.app.worker.emergency_stop()
-    message = "STOP sent to the robot; the queue is paused" if state["stop_sent"] else \
-        "the robot is not connected: STOP could not be sent; the queue is paused"
-    return Response(200, {"success": bool(state["stop_sent"]), "message": message, **state})
+    if state["stop_sent"]:
+        code, message = "stop_sent", req.t("info.stop_sent")
+    else:
+        code, message = "stop_not_sent", req.t("info.stop_not_sent")
+    return Response(200, {"success": bool(state["stop_sent"]), "code": code, "message": message,
+                          **state})
 
 
 def robot_info(req: Request) -> Response:
@@ -250,7 +262,7 @@ def health(req: Request) -> Response:
 
 
 def commands(req: Request) -> Response:
-    return Response(200, {"commands": req.app.commands.catalog()})
+    return Response(200, {"commands": req.app.commands.catalog(req.lang)})
 
 
 @public  # the page shell must load before it can ask for a token
@@ -290,8 +302,8 @@ def events(req: Request) -> StreamResponse:
     last_id = int(raw) if raw and raw.isascii() and raw.isdigit() and len(raw) < 19 else None
     try:
         sub = req.app.events.subscribe(last_id)
-    except TooManySubscribers as exc:
-        raise ApiError(str(exc), 503, headers={"Retry-After": "5"}) from None
+    except TooManySubscribers:
+        raise ApiError("too_many_subscribers", 503, headers={"Retry-After": "5"}) from None
 
     def chunks() -> Iterator[bytes]:
         try:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from i18n import t
 from server.app import Application
 from server.errors import ApiError
 from server.jsonbody import parse_json
@@ -41,6 +42,19 @@ class Request:
     app: Application
     client: str
     params: dict[str, str] = field(default_factory=dict)  # path captures
+    # The reply's language: Accept-Language, else the server's (http.py negotiates it).
+    language: str = "en"
+    # Set once a route reads the language: the reply then carries Vary: Accept-Language.
+    lang_used: bool = False
+
+    @property
+    def lang(self) -> str:
+        self.lang_used = True
+        return self.language
+
+    def t(self, key: str, /, **params: object) -> str:
+        """A catalogue text in the reply's language."""
+        return t(key, self.lang, **params)
 
     def json(self) -> Any:
         return parse_json(self.body)
@@ -53,9 +67,11 @@ class Request:
         try:
             value = float(raw)
         except ValueError:
-            raise ApiError(f"query parameter {name!r} must be a number", 400) from None
+            raise ApiError("query_not_number", 400, params={"name": name}) from None
         if not low < value <= high:
-            raise ApiError(f"query parameter {name!r} must be in ({low:g}, {high:g}]", 400)
+            raise ApiError("query_out_of_range", 400,
+                           params={"name": name, "low": f"{low:g}", "high": f"{high:g}"},
+                           extra={"param": name, "low": low, "high": high})
         return value
 
     def query_int(self, name: str, *, default: int, low: int, high: int) -> int:
@@ -64,8 +80,8 @@ class Request:
             return default
         # isascii: str.isdigit() also accepts digits int() refuses ("\xb2").
         if not (raw.isascii() and raw.isdigit() and len(raw) <= 18) or not low <= int(raw) <= high:
-            raise ApiError(f"query parameter {name!r} must be an integer in "
-                           f"[{low}, {high}]", 400)
+            raise ApiError("query_not_integer", 400,
+                           params={"name": name, "low": low, "high": high})
         return int(raw)
 
 
@@ -113,6 +129,7 @@ class Router:
             allowed.append(route_method)
         if allowed:
             allow = ", ".join(sorted(set(allowed) | ({"HEAD"} if "GET" in allowed else set())))
-            raise ApiError(f"method {method} is not allowed on {path}; allowed: {allow}", 405,
+            raise ApiError("method_not_allowed", 405,
+                           params={"method": method, "path": path, "allowed": allow},
                            headers={"Allow": allow})
-        raise ApiError(f"no such endpoint: {path}", 404)
+        raise ApiError("no_such_endpoint", 404, params={"path": path})

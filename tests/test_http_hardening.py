@@ -97,6 +97,7 @@ def _assert_json_error(status: int, body: bytes, expected: int) -> None:
     assert status == expected, body
     doc = json.loads(body)
     assert doc["success"] is False and isinstance(doc["message"], str), doc
+    assert isinstance(doc["code"], str) and doc["code"].isidentifier(), doc
 
 
 # -- the hostile corpus ---------------------------------------------------------------------
@@ -531,7 +532,8 @@ def test_internal_error_reveals_no_trace_path_or_port(server, client, monkeypatc
     with caplog.at_level(logging.ERROR, logger="server"):
         r = client.get("/queue/status")
     assert r.status_code == 500
-    assert r.json() == {"success": False, "message": "internal server error"}
+    assert r.json() == {"success": False, "code": "internal_error",
+                        "message": "internal server error"}
     for secret in ("Traceback", "secret.db", server.robot_port, "RuntimeError"):
         assert secret not in r.text
     assert any("secret.db" in (rec.exc_text or "") or rec.exc_info for rec in caplog.records)
