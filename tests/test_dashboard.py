@@ -5,7 +5,8 @@ Browser tests need Playwright's Python package and Debian's chromium at
 only the HTTP-level checks of the static files run.
 
 DASHBOARD_SCREENSHOT=docs/dashboard.png pytest tests/test_dashboard.py -k screenshot
-refreshes the screenshot in the docs.
+refreshes the screenshots in the docs (docs/dashboard.png, and docs/dashboard-zh.png in
+Chinese). The Chinese page and language switch: tests/test_dashboard_i18n.py.
 """
 
 from __future__ import annotations
@@ -56,12 +57,17 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
+# What the header says once the page is live, per page language.
+LIVE_TEXTS = {"en": ("Live", "Robot connected"), "zh": ("实时", "机器人已连接")}
+
+
 class Dashboard:
     """One browser tab on the dashboard, recording what the console complained about."""
 
-    def __init__(self, page: Page, url: str) -> None:
+    def __init__(self, page: Page, url: str, lang: str = "en") -> None:
         self.page = page
         self.url = url
+        self.lang = lang  # the language the page is expected to show
         self.errors: list[str] = []
         self.requests: list[Any] = []
         page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
@@ -75,8 +81,9 @@ class Dashboard:
         return self.page
 
     def wait_live(self) -> None:
-        expect(self.page.locator("#conn")).to_have_text("Live", timeout=T)
-        expect(self.page.locator("#robot-state")).to_have_text("Robot connected", timeout=T)
+        live, connected = LIVE_TEXTS[self.lang]
+        expect(self.page.locator("#conn")).to_have_text(live, timeout=T)
+        expect(self.page.locator("#robot-state")).to_have_text(connected, timeout=T)
         expect(self.page.locator("#cmd-type option")).not_to_have_count(0, timeout=T)
 
     def pending(self, task_id: str) -> Any:
@@ -90,10 +97,14 @@ class Dashboard:
 def dashboard(browser: Browser) -> Iterator[Callable[..., Dashboard]]:
     contexts = []
 
-    def open_tab(server: Any, width: int = 1280, height: int = 800) -> Dashboard:
-        context = browser.new_context(viewport={"width": width, "height": height})
+    def open_tab(server: Any, width: int = 1280, height: int = 800,
+                 locale: str = "en-US") -> Dashboard:
+        # The browser's locale is the page's default language (navigator.languages).
+        context = browser.new_context(viewport={"width": width, "height": height},
+                                      locale=locale)
         contexts.append(context)
-        return Dashboard(context.new_page(), server.url)
+        lang = "zh" if locale.lower().startswith("zh") else "en"
+        return Dashboard(context.new_page(), server.url, lang)
 
     yield open_tab
     for context in contexts:
@@ -127,7 +138,9 @@ def test_static_files_headers_caching_and_whitelist(server: Any) -> None:
     assert doc.json()["service"] == "robot task server"
 
     types = {"app.js": "text/javascript", "api.js": "text/javascript",
-             "style.css": "text/css", "favicon.svg": "image/svg+xml"}
+             "i18n.js": "text/javascript", "style.css": "text/css",
+             "favicon.svg": "image/svg+xml", "i18n-en.json": "application/json",
+             "i18n-zh.json": "application/json"}
     for name, ctype in types.items():
         r = requests.get(f"{server.url}/static/{name}", timeout=10)
         assert r.status_code == 200, name
@@ -351,9 +364,15 @@ def test_token_is_asked_once_and_sent_as_header(
 @pytest.mark.skipif(not os.environ.get("DASHBOARD_SCREENSHOT"),
                     reason="set DASHBOARD_SCREENSHOT=docs/dashboard.png to refresh the docs")
 @needs_browser
-def test_screenshot_for_the_docs(make_server: Callable[..., Any],
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_screenshot_for_the_docs(lang: str, make_server: Callable[..., Any],
                                  dashboard: Callable[..., Dashboard]) -> None:
-    server = make_server(sim_speed=20)
+    # docs/dashboard.png in English, docs/dashboard-zh.png in Chinese (server and page).
+    path = os.environ["DASHBOARD_SCREENSHOT"]
+    if lang != "en":
+        stem, ext = os.path.splitext(path)
+        path = f"{stem}-{lang}{ext}"
+    server = make_server(sim_speed=20, lang=lang)
     client = Client(server)
     for command in ({"cmd_type": "PING"}, SCAN):  # history, so there are ETAs
         client.wait_final(client.submit(command))
@@ -365,12 +384,12 @@ def test_screenshot_for_the_docs(make_server: Callable[..., Any],
                                                           "positions": list(range(1, 13))}})
     client.submit(SCAN)
     client.submit({"cmd_type": "MOVE_TO", "params": {"x": 100, "y": 50, "z": 20}})
-    tab = dashboard(server, height=1180)
+    tab = dashboard(server, height=1180, locale="zh-CN" if lang == "zh" else "en-US")
     page = tab.open()
     page.select_option("#cmd-type", "SCAN_QRCODE")
     expect(page.locator("#running-items tbody tr")).to_have_count(4, timeout=T)
     page.locator(f'#history tr[data-task-id="{cancelled}"] button.details').click()
-    expect(page.locator("#detail-result")).to_contain_text("before it started", timeout=T)
+    expect(page.locator("#detail-result")).to_contain_text('"success": false', timeout=T)
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=os.environ["DASHBOARD_SCREENSHOT"])
+    page.screenshot(path=path)
     assert tab.errors == []

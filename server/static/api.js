@@ -1,6 +1,10 @@
 // Every request to the server goes through this module, so the API token is
 // handled in one place: kept in localStorage, sent only as an Authorization
 // header (never in a URL or cookie), asked for once when the server says 401.
+// Every request also says which language the operator chose (Accept-Language),
+// so the server's messages and command descriptions come back in it.
+
+import { getLang, t } from './i18n.js';
 
 const TOKEN_KEY = 'robot-task-server.token';
 const STALL_MS = 40000; // the server sends a keep-alive every 15 s
@@ -41,7 +45,7 @@ async function tokenAfter401(used) {
 }
 
 function authHeaders(extra) {
-  const headers = { ...extra };
+  const headers = { 'Accept-Language': getLang(), ...extra };
   const token = getToken();
   if (token) headers.Authorization = `Bearer ${token}`;
   return { headers, token };
@@ -49,7 +53,7 @@ function authHeaders(extra) {
 
 export class ApiError extends Error {
   constructor(status, body) {
-    super((body && body.message) || `HTTP ${status}`);
+    super((body && body.message) || t('web.error.http', { status }));
     this.status = status;
     this.body = body;
     this.field = body && body.field;
@@ -94,7 +98,7 @@ export class EventStream {
 
   async run() {
     for (;;) {
-      let reason = 'connection lost';
+      let reason = t('web.conn.lost');
       try {
         reason = await this.connectOnce();
       } catch (err) {
@@ -128,13 +132,13 @@ export class EventStream {
         await tokenAfter401(token);
         return 'auth';
       }
-      if (!resp.ok || !resp.body) throw new Error(`HTTP ${resp.status}`);
+      if (!resp.ok || !resp.body) throw new Error(t('web.error.http', { status: resp.status }));
       const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = '';
       let event = { type: '', data: [], id: null };
       for (;;) {
         const { value, done } = await reader.read();
-        if (done) return 'the server closed the stream';
+        if (done) return t('web.conn.closed');
         kick();
         buffer += value;
         // A trailing CR may be half of a CRLF: keep it until the next chunk.

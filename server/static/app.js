@@ -2,9 +2,11 @@
 // REST API whenever the stream (re)connects or says events were missed.
 
 import { api, get, ApiError, EventStream, onTokenNeeded, getToken, forgetToken } from './api.js';
+import { askForToken } from './token.js';
+import { t, initLanguage, setLanguage, onLanguageChange } from './i18n.js';
 import {
   renderRobot, renderConnection, renderRunning, renderPending, renderHistory,
-  renderDetail, renderTranscript,
+  renderDetail, renderTranscript, tickRelativeTimes,
 } from './views.js';
 import { CommandForm } from './form.js';
 
@@ -12,6 +14,7 @@ const $ = (sel) => document.querySelector(sel);
 const RANK = { pending: 0, running: 1, completed: 2, failed: 2, cancelled: 2 };
 const HISTORY_PAGE = 10;
 const ETA_LOOKUPS = 10; // only the next few pending tasks get their estimated start
+const RELATIVE_TICK_MS = 20000; // "3 min ago" moves on without asking the server
 
 const state = {
   mode: null,
@@ -23,8 +26,9 @@ const state = {
   // Highest status seen per task: events replayed after a reconnect are older
   // than the reloaded state and must not move a task backwards.
   rank: new Map(),
-  history: { status: '', cursors: [null], page: 0, total: 0, nextCursor: null },
+  history: { status: '', cursors: [null], page: 0, total: 0, nextCursor: null, tasks: [], count: 0 },
   detail: null,
+  conn: ['connecting', {}], // the stream's last status, re-rendered on a language switch
 };
 
 let form = null;
@@ -46,7 +50,7 @@ function notice(text, kind = 'info') {
 }
 
 function failed(err) {
-  notice(err instanceof ApiError ? err.message : `Request failed: ${err.message || err}`, 'error');
+  notice(err instanceof ApiError ? err.message : t('web.error.request_failed', { reason: err.message || err }), 'error');
 }
 
 function seen(task) {
@@ -60,9 +64,10 @@ function seen(task) {
 // -- rendering ------------------------------------------------------------------------
 function renderQueueState() {
   $('#banner').hidden = !state.paused;
-  $('#banner-reason').textContent = state.paused ? `— ${state.pauseReason || 'no reason given'}. Pending tasks wait until the queue is resumed.` : '';
+  $('#banner-reason').textContent = state.paused
+    ? t('web.banner.reason', { reason: state.pauseReason || t('web.banner.no_reason') }) : '';
   const btn = $('#pause-btn');
-  btn.textContent = state.paused ? 'Resume queue' : 'Pause queue';
+  btn.textContent = state.paused ? t('web.queue.resume') : t('web.queue.pause');
   btn.dataset.paused = String(state.paused);
 }
 
@@ -145,16 +150,22 @@ async function loadHistory() {
   if (cursor) params.set('cursor', cursor);
   try {
     const page = await get(`/tasks?${params}`);
-    hs.total = page.total;
-    hs.nextCursor = page.next_cursor;
-    renderHistory($('#history'), page.tasks, { onOpen: openDetail, onRetry: retryTask });
-    const first = hs.page * HISTORY_PAGE + (page.count ? 1 : 0);
-    $('#page-info').textContent = `${first}–${hs.page * HISTORY_PAGE + page.count} of ${page.total}`;
-    $('#page-newer').disabled = hs.page === 0;
-    $('#page-older').disabled = !page.next_cursor;
+    Object.assign(hs, { total: page.total, nextCursor: page.next_cursor, tasks: page.tasks, count: page.count });
+    renderHistoryPage();
   } catch (err) {
     failed(err);
   }
+}
+
+function renderHistoryPage() {
+  const hs = state.history;
+  renderHistory($('#history'), hs.tasks, { onOpen: openDetail, onRetry: retryTask });
+  const first = hs.page * HISTORY_PAGE + (hs.count ? 1 : 0);
+  $('#page-info').textContent = t('web.history.page_info', {
+    first, last: hs.page * HISTORY_PAGE + hs.count, total: hs.total,
+  });
+  $('#page-newer').disabled = hs.page === 0;
+  $('#page-older').disabled = !hs.nextCursor;
 }
 
 // Later pages stay put while the operator reads them; page one follows live.
@@ -223,14 +234,15 @@ function onEvent(type, data) {
 async function cancelTask(task) {
   try {
     const { data } = await api('POST', `/task/${encodeURIComponent(task.task_id)}/cancel`);
-    notice(`${task.task_id}: ${data.message}`);
+    notice(t('web.notice.task_message', { task_id: task.task_id, message: data.message }));
   } catch (err) { failed(err); }
 }
 
 async function retryTask(id) {
   try {
     const { data } = await api('POST', `/task/${encodeURIComponent(id)}/retry`);
-    notice(`Retrying ${id} as ${data.task_id}${data.warning ? ` — ${data.warning}` : ''}`);
+    notice(t('web.notice.retrying', { task_id: id, new_id: data.task_id })
+      + (data.warning ? t('web.common.warning_suffix', { warning: data.warning }) : ''));
   } catch (err) { failed(err); }
 }
 
@@ -266,54 +278,14 @@ async function emergencyStop() {
 
 async function submit(validateOnly) {
   if (!form) return; // the command list has not loaded (the notice says why)
-  const body = form.command();
-  const out = $('#submit-result');
-  out.textContent = '';
-  if (body === null) return;
-  try {
-    const { status, data } = await api('POST', validateOnly ? '/validate' : '/', body);
-    if (validateOnly) out.textContent = data.message;
-    else if (status === 202) {
-      out.textContent = `Queued ${data.task_id}${data.queue_position ? ` (position ${data.queue_position})` : ''}`
-        + `${data.warning ? ` — ${data.warning}` : ''}`;
-    } else out.textContent = `${data.task_id}: ${data.status} — ${data.message}`;
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 422 && form.showError(err.field, err.message)) {
-      out.textContent = 'The command was not accepted; see the marked field.';
-    } else if (err instanceof ApiError) {
-      out.textContent = `Not accepted: ${err.message}`;
-    } else {
-      out.textContent = `Request failed: ${err.message}`;
-    }
-  }
-}
-
-// -- token ----------------------------------------------------------------------------
-function askForToken(rejected) {
-  const dialog = $('#token-dialog');
-  $('#token-message').textContent = rejected
-    ? 'The server rejected that token. Enter the API token again.'
-    : 'This server needs its API token. It is kept in this browser only.';
-  $('#token-input').value = '';
-  return new Promise((resolve) => {
-    const formEl = $('#token-form');
-    const done = (ev) => {
-      const token = $('#token-input').value.trim();
-      if (!token) { ev.preventDefault(); return; }
-      formEl.removeEventListener('submit', done);
-      dialog.removeEventListener('cancel', block);
-      $('#forget-token').hidden = false;
-      resolve(token);
-    };
-    const block = (ev) => ev.preventDefault(); // nothing works without it
-    formEl.addEventListener('submit', done);
-    dialog.addEventListener('cancel', block);
-    if (!dialog.open) dialog.showModal();
-  });
+  await form.send(validateOnly);
 }
 
 // -- start ----------------------------------------------------------------------------
 function wire() {
+  for (const btn of document.querySelectorAll('[data-lang]')) {
+    btn.addEventListener('click', () => setLanguage(btn.dataset.lang));
+  }
   $('#pause-btn').addEventListener('click', togglePause);
   $('#banner-resume').addEventListener('click', togglePause);
   $('#estop-btn').addEventListener('click', emergencyStop);
@@ -339,17 +311,44 @@ function wire() {
   });
 }
 
-async function main() {
-  onTokenNeeded(askForToken);
-  wire();
-  new EventStream('/events', {
-    onEvent,
-    onStatus: (status, info) => renderConnection($('#conn'), status, info),
-  }).start();
+// A language switch re-renders from the state in memory; only the command list
+// is asked again, because its descriptions come from the server in that language.
+async function relabel() {
+  renderAll();
+  renderConnection($('#conn'), ...state.conn);
+  renderHistoryPage();
+  renderDetailPanel();
+  await loadCommands();
+}
+
+let commandsAsked = 0;
+
+async function loadCommands() {
+  const asked = ++commandsAsked;
   try {
     const { commands } = await get('/commands');
-    form = new CommandForm($('#submit-form'), commands);
+    if (asked !== commandsAsked) return; // a newer answer (the other language) wins
+    if (form) form.relabel(commands);
+    else form = new CommandForm($('#submit-form'), commands);
   } catch (err) { failed(err); }
+}
+
+async function main() {
+  await initLanguage(); // before the first render: nothing shows in the wrong language
+  onLanguageChange(relabel);
+  onTokenNeeded(askForToken);
+  wire();
+  renderQueueState();
+  renderConnection($('#conn'), ...state.conn);
+  setInterval(() => tickRelativeTimes(), RELATIVE_TICK_MS);
+  new EventStream('/events', {
+    onEvent,
+    onStatus: (status, info) => {
+      state.conn = [status, info];
+      renderConnection($('#conn'), status, info);
+    },
+  }).start();
+  await loadCommands();
 }
 
 main();

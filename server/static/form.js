@@ -2,7 +2,9 @@
 // The server is the single judge of validity (the form is `novalidate`): its
 // 422 answer names a field such as `params.positions`, shown next to that input.
 
-import { h } from './views.js';
+import { api, ApiError } from './api.js';
+import { t } from './i18n.js';
+import { h, statusLabel } from './views.js';
 
 export class CommandForm {
   constructor(root, commands) {
@@ -13,7 +15,7 @@ export class CommandForm {
     this.fields = root.querySelector('#param-fields');
     this.rawWrap = root.querySelector('#raw-wrap');
     this.raw = root.querySelector('#raw-json');
-    this.select.replaceChildren(...commands.map((c) => h('option', { value: c.cmd_type, text: c.cmd_type })));
+    this.fillSelect(commands);
     this.select.addEventListener('change', () => this.showCommand(this.select.value, null));
     for (const radio of root.querySelectorAll('input[name="input-mode"]')) {
       radio.addEventListener('change', () => this.setMode(radio.value));
@@ -23,16 +25,42 @@ export class CommandForm {
     if (commands.length) this.showCommand(commands[0].cmd_type, null);
   }
 
+  fillSelect(commands) {
+    this.select.replaceChildren(...commands.map((c) => h('option', { value: c.cmd_type, text: c.cmd_type })));
+  }
+
+  // After a language switch: the same commands with descriptions in the new
+  // language (GET /commands follows Accept-Language); what was typed stays.
+  relabel(commands) {
+    const current = this.select.value;
+    const { params } = this.formCommand(); // the inputs keep their values in raw mode too
+    this.commands = new Map(commands.map((c) => [c.cmd_type, c]));
+    this.fillSelect(commands);
+    if (this.mode === 'form' && this.commands.has(current)) {
+      this.showCommand(current, params);
+    } else if (this.commands.has(current)) {
+      // Raw mode: the text is what will be sent; only the description changes.
+      this.select.value = current;
+      this.desc.textContent = this.commands.get(current).description;
+      this.renderFields(this.commands.get(current), params);
+    }
+  }
+
   // Fills the inputs from `params`, or from the command's example when null.
   showCommand(cmdType, params) {
     const command = this.commands.get(cmdType);
     this.select.value = cmdType;
     this.desc.textContent = command ? command.description : '';
     const values = params || (command && command.example && command.example.params) || {};
+    this.renderFields(command, values);
+    if (this.mode === 'raw') this.raw.value = JSON.stringify(this.formCommand(), null, 2);
+  }
+
+  renderFields(command, values) {
     this.fields.replaceChildren();
     const schema = command ? command.params : {};
     if (Object.keys(schema).length === 0) {
-      this.fields.append(h('p', { class: 'hint', text: 'This command takes no parameters.' }));
+      this.fields.append(h('p', { class: 'hint', text: t('web.form.no_params') }));
     }
     for (const [name, spec] of Object.entries(schema)) {
       const id = `param-${name}`;
@@ -48,15 +76,17 @@ export class CommandForm {
       }
       const value = values[name];
       if (value !== undefined) input.value = Array.isArray(value) ? value.join(', ') : String(value);
-      const range = spec.minimum !== undefined ? ` (${spec.minimum}–${spec.maximum})` : '';
-      const hint = spec.type === 'integer_list' ? `${spec.description}; comma-separated` : `${spec.description}${range}`;
+      let hint = spec.description;
+      if (spec.type === 'integer_list') hint = t('web.form.comma_separated', { description: spec.description });
+      else if (spec.minimum !== undefined) {
+        hint = t('web.form.range', { description: spec.description, min: spec.minimum, max: spec.maximum });
+      }
       this.fields.append(h('div', { class: 'field' },
-        h('label', { for: id }, name, spec.required ? '' : ' (optional)'),
+        h('label', { for: id }, name, spec.required ? '' : t('web.form.optional')),
         input,
         h('span', { class: 'hint', text: hint }),
         h('span', { class: 'field-error', 'data-error-for': `params.${name}` })));
     }
-    if (this.mode === 'raw') this.raw.value = JSON.stringify(this.formCommand(), null, 2);
   }
 
   formCommand() {
@@ -68,7 +98,7 @@ export class CommandForm {
       if (kind === 'integer_list') {
         // Non-numbers are sent as they are, so the server's message names them.
         params[input.dataset.param] = text.split(/[\s,]+/).filter(Boolean)
-          .map((t) => (/^-?\d+(\.\d+)?$/.test(t) ? Number(t) : t));
+          .map((word) => (/^-?\d+(\.\d+)?$/.test(word) ? Number(word) : word));
       } else if (kind === 'number' || kind === 'integer') {
         params[input.dataset.param] = Number(text);
       } else {
@@ -108,12 +138,12 @@ export class CommandForm {
     this.clearErrors();
     const parsed = this.parseRaw();
     if (parsed === null) {
-      this.showError('raw', `${file.name} is not valid JSON`);
+      this.showError('raw', t('web.form.not_json', { file: file.name }));
     } else if (parsed && this.commands.has(parsed.cmd_type)) {
       this.select.value = parsed.cmd_type;
       this.desc.textContent = this.commands.get(parsed.cmd_type).description;
     }
-    this.root.querySelector('#submit-result').textContent = `Loaded ${file.name}`;
+    this.root.querySelector('#submit-result').textContent = t('web.form.loaded', { file: file.name });
   }
 
   // The body to POST, or null after showing why it cannot be sent.
@@ -122,9 +152,9 @@ export class CommandForm {
     if (this.mode === 'form') return this.formCommand();
     const parsed = this.parseRaw();
     if (parsed === null) {
-      let why = 'invalid JSON';
+      let why = '';
       try { JSON.parse(this.raw.value); } catch (err) { why = err.message; }
-      this.showError('raw', why);
+      this.showError('raw', t('web.form.invalid_json', { reason: why }));
       return null;
     }
     return parsed;
@@ -148,5 +178,34 @@ export class CommandForm {
     const input = slot.parentElement.querySelector('input, select, textarea');
     if (input) input.setAttribute('aria-invalid', 'true');
     return true;
+  }
+
+  // POST / (or /validate) and say what came of it under the buttons.
+  async send(validateOnly) {
+    const body = this.command();
+    const out = this.root.querySelector('#submit-result');
+    out.textContent = '';
+    if (body === null) return;
+    try {
+      const { status, data } = await api('POST', validateOnly ? '/validate' : '/', body);
+      if (validateOnly) out.textContent = data.message;
+      else if (status === 202) {
+        out.textContent = t('web.submit.queued', { task_id: data.task_id })
+          + (data.queue_position ? t('web.submit.position', { position: data.queue_position }) : '')
+          + (data.warning ? t('web.common.warning_suffix', { warning: data.warning }) : '');
+      } else {
+        out.textContent = t('web.submit.finished', {
+          task_id: data.task_id, status: statusLabel(data.status), message: data.message,
+        });
+      }
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 422 && this.showError(err.field, err.message)) {
+        out.textContent = t('web.submit.see_field');
+      } else if (err instanceof ApiError) {
+        out.textContent = t('web.submit.not_accepted', { message: err.message });
+      } else {
+        out.textContent = t('web.error.request_failed', { reason: err.message });
+      }
+    }
   }
 }

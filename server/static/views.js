@@ -1,13 +1,18 @@
 // DOM rendering. Everything goes through textContent (never innerHTML) because
 // task params, results and robot messages are data from outside the page.
+// Every word the page itself says comes from the catalogue (i18n.js).
 
+import { t } from './i18n.js';
+
+// Display labels only: the JSON values (pending, running...) never change.
 const STATUS_LABELS = {
-  pending: 'Pending',
-  running: 'Running',
-  completed: 'Completed',
-  failed: 'Failed',
-  cancelled: 'Cancelled',
+  pending: 'web.status.pending',
+  running: 'web.status.running',
+  completed: 'web.status.completed',
+  failed: 'web.status.failed',
+  cancelled: 'web.status.cancelled',
 };
+const MODE_LABELS = { queue: 'web.mode.queue', sync: 'web.mode.sync' };
 
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -26,9 +31,13 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+export function statusLabel(status) {
+  return STATUS_LABELS[status] ? t(STATUS_LABELS[status]) : status;
+}
+
 // Colour is never the only signal: every badge carries its word.
 export function statusBadge(status) {
-  return h('span', { class: `badge status-${status}`, text: STATUS_LABELS[status] || status });
+  return h('span', { class: `badge status-${status}`, text: statusLabel(status) });
 }
 
 // "2026-11-28 11:54:18" -> "11:54:18" when it is today's date, else as is.
@@ -40,41 +49,95 @@ export function shortTime(text) {
   return text.startsWith(ymd) ? text.slice(11) : text;
 }
 
+// The server writes its local time without a zone (the guide's format); the lab's
+// browsers are on the same LAN and, in practice, the same zone.
+export function parseTime(text) {
+  const m = /^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})$/.exec(text || '');
+  if (!m) return null;
+  const [y, mo, d, hh, mm, ss] = m.slice(1).map(Number);
+  return new Date(y, mo - 1, d, hh, mm, ss).getTime();
+}
+
+// "just now", "3 min ago", "in 2 h". An estimate (`expected`) that has passed is
+// still to come: "any moment", never "2 min ago".
+export function relativeTime(ms, now = Date.now(), expected = false) {
+  const diff = (now - ms) / 1000;
+  if (expected && diff > -45) return t('web.time.soon');
+  const past = diff >= 0;
+  const secs = Math.abs(diff);
+  if (secs < 45) return past ? t('web.time.just_now') : t('web.time.soon');
+  const mins = Math.max(1, Math.floor(secs / 60));
+  if (mins < 60) return past ? t('web.time.minutes_ago', { n: mins }) : t('web.time.in_minutes', { n: mins });
+  const hours = Math.floor(mins / 60);
+  if (hours < 24) return past ? t('web.time.hours_ago', { n: hours }) : t('web.time.in_hours', { n: hours });
+  const days = Math.floor(hours / 24);
+  return past ? t('web.time.days_ago', { n: days }) : t('web.time.in_days', { n: days });
+}
+
+function relativeText(el) {
+  const relative = relativeTime(Number(el.dataset.ts), Date.now(), el.dataset.expected === 'true');
+  return t('web.time.with_relative', { time: el.dataset.short, relative });
+}
+
+// A server time shown as "11:54:18 (3 min ago)"; tickRelativeTimes keeps the
+// relative part current without asking the server anything.
+export function timeWithRelative(text, expected = false) {
+  const ms = parseTime(text);
+  if (ms === null) return h('span', { text: shortTime(text) });
+  const el = h('time', { class: 'rel-time', datetime: new Date(ms).toISOString(), title: text,
+    dataset: { ts: String(ms), short: shortTime(text), expected: String(expected) } });
+  el.textContent = relativeText(el);
+  return el;
+}
+
+export function tickRelativeTimes(root = document) {
+  for (const el of root.querySelectorAll('time.rel-time')) el.textContent = relativeText(el);
+}
+
+// 12.3 s; 3 min 20 s; 1 h 5 min. `precise` keeps the server's milliseconds.
+export function formatDuration(seconds, precise = false) {
+  if (seconds === undefined || seconds === null) return '—';
+  if (seconds < 60) return t('web.duration.seconds', { s: precise ? String(seconds) : seconds.toFixed(1) });
+  const total = Math.round(seconds);
+  if (total < 3600) return t('web.duration.minutes', { m: Math.floor(total / 60), s: total % 60 });
+  return t('web.duration.hours', { h: Math.floor(total / 3600), m: Math.floor((total % 3600) / 60) });
+}
+
 export function paramsSummary(params) {
   const entries = Object.entries(params || {});
-  if (entries.length === 0) return 'no parameters';
+  if (entries.length === 0) return t('web.params.none');
   return entries.map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : v}`).join('  ');
 }
 
 export function renderRobot(el, robot, mode) {
   el.replaceChildren();
   if (!robot) {
-    el.append(h('span', { class: 'badge state-unknown', text: 'Robot: unknown' }));
+    el.append(h('span', { class: 'badge state-unknown', text: t('web.robot.unknown') }));
     return;
   }
   el.append(robot.connected
-    ? h('span', { class: 'badge state-ok', id: 'robot-state', text: 'Robot connected' })
-    : h('span', { class: 'badge state-bad', id: 'robot-state', text: 'Robot disconnected' }));
+    ? h('span', { class: 'badge state-ok', id: 'robot-state', text: t('web.robot.connected') })
+    : h('span', { class: 'badge state-bad', id: 'robot-state', text: t('web.robot.disconnected') }));
   const facts = [
-    ['Port', robot.port],
-    ['Firmware', robot.firmware],
-    ['Mode', mode ? `${mode}` : null],
+    [t('web.robot.port'), robot.port],
+    [t('web.robot.firmware'), robot.firmware],
+    [t('web.robot.mode'), mode ? (MODE_LABELS[mode] ? t(MODE_LABELS[mode]) : mode) : null],
   ];
   for (const [label, value] of facts) {
     if (value) el.append(h('span', { class: 'fact' }, h('span', { class: 'fact-label', text: `${label} ` }), h('span', { text: value })));
   }
-  if (robot.error) el.append(h('span', { class: 'fact error-text', text: `Error: ${robot.error}` }));
+  if (robot.error) el.append(h('span', { class: 'fact error-text', text: t('web.robot.error', { error: robot.error }) }));
 }
 
 export function renderConnection(el, status, info) {
   const labels = {
-    connecting: ['state-unknown', 'Connecting…'],
-    live: ['state-ok', 'Live'],
-    reconnecting: ['state-bad', `Offline — retrying in ${Math.ceil((info.delay || 0) / 1000)} s`],
+    connecting: ['state-unknown', () => t('web.conn.connecting')],
+    live: ['state-ok', () => t('web.conn.live')],
+    reconnecting: ['state-bad', () => t('web.conn.offline', { seconds: Math.ceil((info.delay || 0) / 1000) })],
   };
-  const [cls, text] = labels[status] || ['state-unknown', status];
+  const [cls, text] = labels[status] || ['state-unknown', () => status];
   el.className = `conn ${cls}`;
-  el.textContent = text;
+  el.textContent = text();
   el.title = info.reason || '';
 }
 
@@ -92,7 +155,7 @@ function itemsTable(items) {
 export function renderRunning(el, task, { onCancel }) {
   el.replaceChildren();
   if (!task) {
-    el.append(h('p', { class: 'empty', text: 'No task running.' }));
+    el.append(h('p', { class: 'empty', text: t('web.running.none') }));
     return;
   }
   const p = task.progress || {};
@@ -100,21 +163,21 @@ export function renderRunning(el, task, { onCancel }) {
   const done = Number(p.done) || 0;
   const percent = p.percent !== undefined ? p.percent : (total ? (100 * done) / total : 0);
   const progress = h('progress', { id: 'running-progress', max: total || 1, value: total ? done : 0 });
-  progress.setAttribute('aria-label', 'Progress');
+  progress.setAttribute('aria-label', t('web.running.progress_label'));
   el.append(
     h('div', { class: 'running-head', dataset: { taskId: task.task_id } },
       statusBadge('running'),
       h('strong', { text: task.cmd_type }),
       h('code', { text: task.task_id }),
-      h('button', { type: 'button', class: 'secondary', onclick: () => onCancel(task) , text: 'Cancel' })),
+      h('button', { type: 'button', class: 'secondary', onclick: () => onCancel(task), text: t('web.action.cancel') })),
     h('p', { class: 'params', text: paramsSummary(task.params) }),
     progress,
     h('p', { class: 'progress-text', id: 'running-progress-text' },
-      total ? `${done} / ${total} (${Math.round(percent)}%)` : 'Started, no progress reported yet',
+      total ? t('web.running.progress', { done, total, percent: Math.round(percent) }) : t('web.running.no_progress'),
       p.message ? ` — ${p.message}` : ''),
     h('p', { class: 'times' },
-      `Started ${shortTime(task.start_time)}`,
-      ` · ETA ${task.estimated_end_time ? shortTime(task.estimated_end_time) : 'unknown (no history yet)'}`),
+      t('web.running.started'), ' ', timeWithRelative(task.start_time), ' · ', t('web.running.eta'), ' ',
+      task.estimated_end_time ? timeWithRelative(task.estimated_end_time, true) : t('web.running.eta_unknown')),
   );
   if (Array.isArray(p.items) && p.items.length) el.append(itemsTable(p.items));
 }
@@ -126,9 +189,10 @@ export function renderPending(list, empty, count, tasks, { onCancel }) {
       h('div', {}, statusBadge('pending'), ' ', h('strong', { text: task.cmd_type }), ' ', h('code', { text: task.task_id })),
       h('div', { class: 'params', text: paramsSummary(task.params) }),
       h('div', { class: 'times' },
-        `Submitted ${shortTime(task.submit_time)} · est. start `,
-        h('span', { class: 'eta', text: task.estimated_start_time ? shortTime(task.estimated_start_time) : 'unknown' }))),
-    h('button', { type: 'button', class: 'secondary cancel', onclick: () => onCancel(task), text: 'Cancel' }))));
+        t('web.pending.submitted'), ' ', h('span', { text: shortTime(task.submit_time) }), ' · ', t('web.pending.est_start'), ' ',
+        h('span', { class: 'eta' },
+          task.estimated_start_time ? timeWithRelative(task.estimated_start_time, true) : t('web.pending.est_unknown')))),
+    h('button', { type: 'button', class: 'secondary cancel', onclick: () => onCancel(task), text: t('web.action.cancel') }))));
   empty.hidden = tasks.length > 0;
   count.textContent = String(tasks.length);
 }
@@ -139,15 +203,15 @@ export function renderHistory(tbody, tasks, { onOpen, onRetry }) {
     h('td', { text: task.cmd_type }),
     h('td', {}, h('code', { text: task.task_id })),
     h('td', { text: shortTime(task.submit_time) }),
-    h('td', { text: shortTime(task.end_time) }),
-    h('td', { text: task.duration_s !== undefined && task.duration_s !== null ? `${task.duration_s.toFixed(1)} s` : '—' }),
+    h('td', { class: 'ended' }, task.end_time ? timeWithRelative(task.end_time) : '—'),
+    h('td', { text: formatDuration(task.duration_s) }),
     h('td', { class: 'row-actions' },
-      h('button', { type: 'button', class: 'secondary details', onclick: () => onOpen(task.task_id), text: 'Details' }),
+      h('button', { type: 'button', class: 'secondary details', onclick: () => onOpen(task.task_id), text: t('web.history.details') }),
       ['failed', 'cancelled'].includes(task.status)
-        ? h('button', { type: 'button', class: 'secondary retry', onclick: () => onRetry(task.task_id), text: 'Retry' })
+        ? h('button', { type: 'button', class: 'secondary retry', onclick: () => onRetry(task.task_id), text: t('web.action.retry') })
         : null))));
   if (tasks.length === 0) {
-    tbody.append(h('tr', {}, h('td', { colspan: 7, class: 'empty', text: 'No tasks.' })));
+    tbody.append(h('tr', {}, h('td', { colspan: 7, class: 'empty', text: t('web.history.empty') })));
   }
 }
 
@@ -156,37 +220,39 @@ export function renderDetail(el, task, { onClose, onRetry, onTranscript }) {
   el.hidden = !task;
   if (!task) return;
   const times = [
-    ['Submitted', task.submit_time], ['Started', task.start_time], ['Ended', task.end_time],
-    ['Duration', task.duration_s !== undefined && task.duration_s !== null ? `${task.duration_s} s` : null],
-    ['Retry of', task.retry_of],
+    [t('web.detail.submitted'), task.submit_time], [t('web.detail.started'), task.start_time],
+    [t('web.detail.ended'), task.end_time],
+    [t('web.detail.duration'), task.duration_s !== undefined && task.duration_s !== null
+      ? formatDuration(task.duration_s, true) : null],
+    [t('web.detail.retry_of'), task.retry_of],
   ];
-  const transcript = h('a', { href: `/task/${encodeURIComponent(task.task_id)}/transcript`, class: 'transcript-link', text: 'Transcript' });
+  const transcript = h('a', { href: `/task/${encodeURIComponent(task.task_id)}/transcript`, class: 'transcript-link', text: t('web.detail.transcript') });
   // The token cannot go in a URL, so the page fetches the transcript itself.
   transcript.addEventListener('click', (ev) => { ev.preventDefault(); onTranscript(task.task_id); });
   el.append(
     h('div', { class: 'detail-head' },
-      h('h3', {}, 'Task ', h('code', { text: task.task_id })),
+      h('h3', {}, t('web.detail.task'), ' ', h('code', { text: task.task_id })),
       statusBadge(task.status),
-      h('button', { type: 'button', class: 'link-button', onclick: onClose, text: 'Close' })),
+      h('button', { type: 'button', class: 'link-button', onclick: onClose, text: t('web.detail.close') })),
     h('dl', { class: 'facts' }, times.filter(([, v]) => v).flatMap(([k, v]) => [h('dt', { text: k }), h('dd', { text: v })])),
-    h('h4', { text: 'Command' }),
+    h('h4', { text: t('web.detail.command') }),
     h('pre', { class: 'json', text: JSON.stringify({ cmd_type: task.cmd_type, params: task.params || {} }, null, 2) }),
-    h('h4', { text: 'Result' }),
-    h('pre', { class: 'json', id: 'detail-result', text: task.result ? JSON.stringify(task.result, null, 2) : 'not finished yet' }),
+    h('h4', { text: t('web.detail.result') }),
+    h('pre', { class: 'json', id: 'detail-result', text: task.result ? JSON.stringify(task.result, null, 2) : t('web.detail.not_finished') }),
     h('div', { class: 'actions' },
       transcript,
       ['failed', 'cancelled'].includes(task.status)
-        ? h('button', { type: 'button', onclick: () => onRetry(task.task_id), text: 'Retry this task' })
+        ? h('button', { type: 'button', onclick: () => onRetry(task.task_id), text: t('web.detail.retry') })
         : null),
     h('pre', { class: 'json transcript', id: 'detail-transcript', hidden: true }),
   );
 }
 
-const TRANSCRIPT_DIR = { tx: '→ robot', rx: '← robot', note: '· note ' };
+const TRANSCRIPT_DIR = { tx: 'web.transcript.tx', rx: 'web.transcript.rx', note: 'web.transcript.note' };
 
-function transcriptTime(t) {
-  if (typeof t !== 'number') return String(t);
-  const d = new Date(t * 1000);
+function transcriptTime(time) {
+  if (typeof time !== 'number') return String(time);
+  const d = new Date(time * 1000);
   return `${d.toLocaleTimeString([], { hour12: false })}.${String(d.getMilliseconds()).padStart(3, '0')}`;
 }
 
@@ -195,7 +261,7 @@ export function renderTranscript(el, doc) {
   if (!pre) return;
   const lines = doc.transcript || [];
   pre.textContent = lines.length
-    ? lines.map((l) => `${transcriptTime(l.t)}  ${TRANSCRIPT_DIR[l.dir] || l.dir} ${l.line}`).join('\n')
-    : 'No lines were exchanged with the robot for this task.';
+    ? lines.map((l) => `${transcriptTime(l.t)}  ${TRANSCRIPT_DIR[l.dir] ? t(TRANSCRIPT_DIR[l.dir]) : l.dir} ${l.line}`).join('\n')
+    : t('web.transcript.empty');
   pre.hidden = false;
 }
