@@ -14,6 +14,10 @@ RECENT_TASKS_IN_STATUS = 10  # /queue/status lists this many newest tasks
 MAX_WAIT_S = 60.0  # upper bound for ?wait= long-polls
 SYNC_WAIT_TIMEOUT_S = 3600.0  # a sync request never waits longer than this
 
+# --- Language -----------------------------------------------------------------
+# The console's and the server's language when no --lang is given: "zh" or "en".
+LANG = None  # None: ROBOT_LANG, then the system's language (LANG, LC_*), else English
+
 # --- Execution ----------------------------------------------------------------
 DEFAULT_MODE = "queue"  # "sync" or "queue"
 AUTO_RESUME = False  # after a fault or an interrupted task the queue holds until resumed

@@ -15,20 +15,20 @@ import logging
 import logging.handlers
 import os
 import queue
-import socket
 import sys
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import cli
 import constants
+import i18n
+from banner import print_banner
+from console_text import console_language, error_text, lang_flag, warn_if_not_shown
+from i18n import Translator
+from menus import SERVE_HINT, MenuExit, fill_from_menus
 
-SERVE_HINT = "python main.py serve --mode queue"
-
-
-class MenuExit(SystemExit):
-    pass
+# The console's language once main() has chosen it: the Windows pause after main() speaks it.
+console_lang = i18n.DEFAULT_LANG
 
 
 # -- flags ------------------------------------------------------------------------------
@@ -103,88 +103,41 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="main.py", description="HTTP task server for a lab robot on a serial port.",
-        epilog=f"Without a command, menus ask what no flag gave. For services: {SERVE_HINT}")
+def build_parser(lang: str = "en") -> argparse.ArgumentParser:
+    """The parser; its description, command summaries and --lang speak ``lang``
+    (argparse's own words and the flags' help stay English)."""
+    tr = Translator(lang)
+    parser = argparse.ArgumentParser(prog="main.py", description=tr("args.description"),
+                                     epilog=tr("args.epilog", hint=SERVE_HINT))
     _server_flags(parser)
     _robot_flags(parser)
+    lang_flag(parser, tr, default=None)
     sub = parser.add_subparsers(dest="command")
     # SUPPRESS: a flag not given after the command keeps the value given before it.
-    serve = sub.add_parser("serve", help="run the HTTP server (no menus)",
+    serve = sub.add_parser("serve", help=tr("args.serve"), description=tr("args.serve"),
                            argument_default=argparse.SUPPRESS)
     _server_flags(serve)
     _robot_flags(serve)
-    run = sub.add_parser("run", help="run one command file on the robot and print the result",
+    lang_flag(serve, tr)
+    run = sub.add_parser("run", help=tr("args.run"), description=tr("args.run"),
                          argument_default=argparse.SUPPRESS)
-    run.add_argument("file", help="command JSON file, e.g. SCAN_QR_CODE_command.json")
+    run.add_argument("file", help=tr("args.command_file"))
     _robot_flags(run)
-    sub.add_parser("ports", help="list serial ports")
-    cli.add_parsers(sub)  # submit, status, cancel, tasks, check
+    lang_flag(run, tr)
+    ports = sub.add_parser("ports", help=tr("args.ports"), description=tr("args.ports"))
+    lang_flag(ports, tr)
+    cli.add_parsers(sub, tr)  # submit, status, cancel, tasks, check
     return parser
 
 
-# -- menus -------------------------------------------------------------------------------
-def ask(prompt: str, choices: dict[str, str], *, read: Callable[[str], str] = input) -> str:
-    """Ask until one of `choices` is typed; end of input exits naming the serve command."""
-    while True:
-        try:
-            answer = read(prompt).strip()
-        except EOFError:
-            print(f"\nNo answer (end of input). To start without questions, use:\n"
-                  f"  {SERVE_HINT}", file=sys.stderr)
-            raise MenuExit(2) from None
-        if answer in choices:
-            return choices[answer]
-        print(f"Please type one of: {', '.join(choices)}")
-
-
-def ask_robot_port(read: Callable[[str], str] = input) -> str:
-    """Offer the serial ports found; asked only when there are some (else the default)."""
-    from robot import list_ports
-
-    ports = list_ports()
-    if not ports:
-        return constants.ROBOT_PORT
-    print("Robot port\n  0) sim (built-in simulator)")
-    choices = {"": constants.ROBOT_PORT, "0": "sim"}
-    for n, port in enumerate(ports, 1):
-        print(f"  {n}) {port['device']}  {port.get('description') or ''}")
-        choices[str(n)] = port["device"]
-    return ask(f"Choose robot port [Enter = {constants.ROBOT_PORT}]: ", choices, read=read)
-
-
-def ask_robot_protocol(read: Callable[[str], str] = input) -> str:
-    """Asked with the port: a lab robot's firmware rarely speaks this project's JSON."""
-    print("Robot protocol\n  1) json (this project's firmware)\n"
-          "  2) text (plain lines: PING/PONG, OK, ERR, BUSY, ALARM)\n"
-          "  (a lab's own codec: --robot-protocol package.module:ClassName)")
-    choices = {"": constants.ROBOT_PROTOCOL, "1": "json", "2": "text"}
-    return ask(f"Choose robot protocol [Enter = {constants.ROBOT_PROTOCOL}]: ", choices,
-               read=read)
-
-
-def fill_from_menus(args: argparse.Namespace) -> None:
-    interactive = args.command is None  # `serve`/`run` given: scripts, never ask
-    if args.command is None:
-        print("Robot task server\n  1) HTTP server mode\n  2) Local mode (run one command file)")
-        args.command = ask("Choose mode [1/2]: ", {"1": "serve", "2": "run"})
-    if args.command == "serve" and args.mode is None:
-        print("Execution mode\n  1) Sync mode: each request waits until the robot is done\n"
-              "  2) Queue mode (recommended): returns a task_id at once, tasks run in order")
-        args.mode = ask("Choose execution mode [1/2]: ", {"1": "sync", "2": "queue"})
-    if args.command in ("serve", "run") and args.robot is None and interactive:
-        args.robot = ask_robot_port()
-        if args.robot != "sim" and args.robot_protocol is None:
-            args.robot_protocol = ask_robot_protocol()
-    if args.command == "run" and getattr(args, "file", None) is None:
-        try:
-            args.file = input("Command file [SCAN_QR_CODE_command.json]: ").strip() \
-                or "SCAN_QR_CODE_command.json"
-        except EOFError:
-            print("\nNo answer (end of input). Use: python main.py run FILE.json",
-                  file=sys.stderr)
-            raise MenuExit(2) from None
+def _lang_flag(argv: list[str]) -> str | None:
+    """--lang before the full parse: the parser's own help text is in that language."""
+    early = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    early.add_argument("--lang")
+    try:
+        return early.parse_known_args(argv)[0].lang
+    except argparse.ArgumentError:
+        return None  # e.g. --lang without a value: the full parse reports it
 
 
 def _pick(value: Any, default: Any) -> Any:
@@ -228,40 +181,6 @@ def setup_logging(level: str | None, log_file: str | None) -> None:
     atexit.register(listener.stop)  # flush what is queued before the process exits
 
 
-def lan_ip() -> str:
-    """This machine's LAN address for the banner (no packets are sent): what the
-    hostname resolves to, else the first non-loopback interface address (Linux)."""
-    try:
-        for *_, sockaddr in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            if not str(sockaddr[0]).startswith("127."):
-                return str(sockaddr[0])
-    except OSError:
-        pass  # no resolvable hostname: ask the interfaces below
-    for address in _interface_addresses():
-        if not address.startswith("127."):
-            return address
-    return "127.0.0.1"
-
-
-def _interface_addresses() -> list[str]:
-    try:
-        import fcntl
-        import struct
-    except ImportError:  # not POSIX
-        return []
-    siocgifaddr = 0x8915  # Linux ioctl: an interface's IPv4 address
-    found = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for _, name in socket.if_nameindex():
-            try:
-                packed = fcntl.ioctl(sock.fileno(), siocgifaddr,
-                                     struct.pack("256s", name[:15].encode()))
-            except OSError:
-                continue  # interface without an IPv4 address
-            found.append(socket.inet_ntoa(packed[20:24]))
-    return found
-
-
 # -- commands ----------------------------------------------------------------------------
 def serve(args: argparse.Namespace) -> int:
     from robot import RobotLinkError
@@ -271,6 +190,7 @@ def serve(args: argparse.Namespace) -> int:
     from tasks.instance_lock import InstanceLockHeld
     from tasks.store import StoreError
 
+    tr = Translator(args.console_lang)
     settings = ServerSettings(
         mode=_pick(args.mode, constants.DEFAULT_MODE),
         host=_pick(args.host, constants.HTTP_SERVER_HOST),
@@ -304,9 +224,12 @@ def serve(args: argparse.Namespace) -> int:
         allowed_hosts=_pick(args.allowed_host, ()),
         cors_origin=args.cors_origin,
         max_connections=_pick(args.max_connections, ServerSettings.max_connections),
+        # What the operator chose, even where this console cannot show it: the API's
+        # clients and the dashboard are not limited by this console's code page.
+        lang=args.lang,
     )
     if settings.sim_speed <= 0:
-        print("--sim-speed must be greater than 0", file=sys.stderr)
+        print(tr("start.sim_speed"), file=sys.stderr)
         return 2
     # Shorter GIL hand-offs: the STOP and completion paths cross several threads
     # (pty reader, worker, handlers) while many clients poll.
@@ -315,22 +238,22 @@ def serve(args: argparse.Namespace) -> int:
     try:
         server.start()
     except (CommandsFileError, StoreError, RobotLinkError, InstanceLockHeld, OSError) as exc:
-        print(f"Cannot start: {exc}", file=sys.stderr)
+        print(tr("start.cannot_start", error=error_text(exc, tr.lang)), file=sys.stderr)
         return 1
-    print_banner(server)
+    print_banner(server, tr.lang)
 
     stop = threading.Event()
     finished = threading.Event()
 
     def stop_robot_now(why: str) -> None:
         if server.worker is not None:
-            print(f"{why}: sending STOP to the robot now.", flush=True)
+            print(why, flush=True)
             server.worker.abort_for_shutdown()
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
             # A second Ctrl+C: the operator does not want to wait for the task.
-            stop_robot_now("Second signal")
+            stop_robot_now(tr("shutdown.second_signal"))
             return
         logging.getLogger("main").info("signal %d: shutting down", signum)
         stop.set()
@@ -338,7 +261,7 @@ def serve(args: argparse.Namespace) -> int:
     def on_console_close() -> None:
         # Windows ends the process seconds after the window closes: no grace period.
         stop.set()
-        stop_robot_now("Console closing")
+        stop_robot_now(tr("shutdown.console_closing"))
 
     install_shutdown_handlers(on_signal, on_console_close, finished)
     # Wait in slices: a signal delivered to another thread runs its Python handler only
@@ -347,84 +270,30 @@ def serve(args: argparse.Namespace) -> int:
         pass
     running = server.manager.running_task_id if server.manager else None
     if running:
-        print(f"Stopping: task {running} may finish for up to {settings.shutdown_grace:g} s, "
-              "then it is stopped (press Ctrl+C again to stop it now).", flush=True)
+        print(tr("shutdown.grace", task_id=running, grace=f"{settings.shutdown_grace:g}"),
+              flush=True)
     server.stop()
-    print("Server stopped.", flush=True)
+    print(tr("shutdown.stopped"), flush=True)
     finished.set()
     return 0
 
 
-def print_banner(server: Any) -> None:
-    from server.console import can_encode
-
-    s = server.settings
-    lines: list[str] = []
-    host, port = server.address
-    ip = lan_ip()
-    tick = "✓" if can_encode("✓") else "OK"  # GBK and ASCII consoles have no check mark
-    if s.mode == "queue":
-        lines.append(f"{tick} Queue mode enabled\n"
-                     "  - commands are queued and run one after another\n"
-                     "  - POST / returns a task_id at once; ask GET /task/<task_id>")
-    else:
-        lines.append(f"{tick} Sync mode enabled\n"
-                     "  - each POST / waits until the robot has finished\n"
-                     "  - long actions may exceed client time-outs: prefer queue mode")
-    where = " (all network interfaces)" if host in ("0.0.0.0", "::") else ""
-    lines.append(f"\n{tick} HTTP server started\nListening on: {host}:{port}{where}\n"
-                 f"LAN IP: {ip}\nMode: {s.mode} mode\nRobot port: {server.robot_port}"
-                 + (" (built-in simulator)" if s.robot == "sim" else "")
-                 + f"\nRobot protocol: {s.robot_protocol}"
-                 + f"\nTask database: {os.path.abspath(s.db)}")
-    robot = server.link.info() if server.link is not None else {}
-    if not robot.get("ready"):
-        lines.append(f"! Robot not answering yet: {robot.get('error') or 'connecting'}; "
-                     "retrying in the background (see GET /health)")
-    if s.api_token:
-        # Never the token itself: banners end up in journals and screenshots.
-        hint = f" (…{s.api_token[-4:]})" if len(s.api_token) >= 16 else ""
-        lines.append(f"API token: set{hint}")
-    elif not _loopback(host):
-        lines.append(f"\n! No API token: anyone who can reach {host}:{port} can queue robot "
-                     "commands and stop the robot.\n  Set --api-token or ROBOT_API_TOKEN "
-                     "(and/or --allow CIDR).")
-    if s.allow:
-        lines.append(f"Allowed clients: {', '.join(s.allow)}")
-    if server.interrupted:
-        lines.append(f"\n! Interrupted task(s) marked failed: {', '.join(server.interrupted)}")
-    if server.manager.paused:
-        lines.append(f"! The queue is held: {server.manager.pause_reason}\n"
-                     f"  Resume with: curl -X POST http://{ip}:{port}/queue/resume")
-    # One write: log lines from other threads cannot cut into the banner.
-    sys.stdout.write("\n".join(lines) + "\n")
-    sys.stdout.flush()
-
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def run_local(args: argparse.Namespace) -> int:
     from robot import RobotLinkError, build_robot, make_codec
-    from tasks.commands import CommandError, CommandsFileError, load_commands, resolve_timeouts
+    from tasks.commands import CommandsFileError, load_commands, resolve_timeouts
 
+    tr = Translator(args.console_lang)
     try:
         table = load_commands(_pick(args.commands, constants.COMMANDS_FILE))
     except CommandsFileError as exc:
-        print(f"Cannot start: {exc}", file=sys.stderr)
+        print(tr("start.cannot_start", error=error_text(exc, tr.lang)), file=sys.stderr)
         return 1
     try:
         with open(args.file, encoding="utf-8") as fh:
             cmd_type, params = table.validate(json.load(fh))
-    except (OSError, ValueError) as exc:
-        message = exc.message if isinstance(exc, CommandError) else str(exc)
-        print(f"Cannot use {args.file}: {message}", file=sys.stderr)
+    except (OSError, ValueError) as exc:  # CommandError is a ValueError
+        print(tr("run.cannot_use", file=args.file, error=error_text(exc, tr.lang)),
+              file=sys.stderr)
         return 2
     robot_timeout, command_timeouts = resolve_timeouts(args.robot_timeout, table,
                                                        constants.ROBOT_TIMEOUT_S)
@@ -437,14 +306,14 @@ def run_local(args: argparse.Namespace) -> int:
                             sim_transport=_pick(args.sim_transport, constants.SIM_TRANSPORT),
                             robot_timeout=robot_timeout, command_timeouts=command_timeouts)
     except RobotLinkError as exc:
-        print(f"Cannot start: {exc}", file=sys.stderr)
+        print(tr("start.cannot_start", error=error_text(exc, tr.lang)), file=sys.stderr)
         return 1
     try:
         robot.link.start(require_connection=True)
         outcome = robot.link.execute(cmd_type, params, on_progress=lambda e: print(
             f"  {e.get('done')}/{e.get('total')} {e.get('message') or ''}", flush=True))
     except RobotLinkError as exc:
-        print(f"Cannot reach the robot: {exc}", file=sys.stderr)
+        print(tr("run.cannot_reach", error=error_text(exc, tr.lang)), file=sys.stderr)
         return 1
     finally:
         robot.stop()
@@ -459,7 +328,7 @@ def list_ports_command(args: argparse.Namespace) -> int:
 
     ports = list_ports()
     if not ports:
-        print("No serial ports found. Use --robot sim for the built-in simulator.")
+        print(Translator(args.console_lang)("ports.none"))
     for port in ports:
         print(f"{port['device']}\t{port.get('description', '')}\t{port.get('hwid', '')}")
     return 0
@@ -468,15 +337,23 @@ def list_ports_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from server.console import make_console_safe
 
+    global console_lang
     make_console_safe()  # first: nothing printed later may raise on a GBK/ASCII console
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # --lang, constants.LANG, ROBOT_LANG, the system's language
+    lang = i18n.choose_language(_lang_flag(argv) or constants.LANG)
+    console_lang = console_language(lang)
+    args = build_parser(console_lang).parse_args(argv)
+    args.lang, args.console_lang = lang, console_lang
     if args.command in cli.COMMANDS:
+        warn_if_not_shown(lang, console_lang)
         return cli.run(args)  # no menus, and quiet: their output is the answer
+    setup_logging(getattr(args, "log_level", None), getattr(args, "log_file", None))
+    warn_if_not_shown(lang, console_lang)
     try:
-        fill_from_menus(args)
+        fill_from_menus(args, console_lang)
     except MenuExit as exc:
         return int(exc.code or 2)
-    setup_logging(getattr(args, "log_level", None), getattr(args, "log_file", None))
     commands = {"serve": serve, "run": run_local, "ports": list_ports_command}
     return commands[args.command](args)
 
@@ -490,5 +367,5 @@ if __name__ == "__main__":
     from server.console import pause_before_exit
 
     code = main()
-    pause_before_exit(code, interactive=_interactive(sys.argv[1:]))
+    pause_before_exit(code, interactive=_interactive(sys.argv[1:]), lang=console_lang)
     sys.exit(code)

@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from i18n import t
+
 log = logging.getLogger("server.console")
 
 # Windows console control events (wincon.h).
@@ -120,12 +122,12 @@ def _register_console_handler(handler: Callable[[int], bool]) -> None:  # pragma
 
 
 def pause_before_exit(code: int, *, interactive: bool, windows: bool = os.name == "nt",
-                      read: Callable[[str], str] = input) -> None:
+                      read: Callable[[str], str] = input, lang: str = "en") -> None:
     """A window opened by double-click closes with the process: on Windows, after a
     failed interactive start, wait for Enter so the reason can be read."""
     if code == 0 or not interactive or not windows:
         return
     try:
-        read("\nPress Enter to close this window.")
+        read("\n" + t("console.press_enter", lang))
     except (EOFError, OSError, KeyboardInterrupt):
         pass  # no console to read from: nothing to wait for
