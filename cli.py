@@ -27,6 +27,7 @@ import os
 import sys
 from typing import Any, TextIO
 
+import constants
 import i18n
 from console_text import (
     console_language,
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     """Run one of COMMANDS; returns the exit code."""
     lang = getattr(args, "console_lang", None)
     if lang is None:  # `python cli.py`: main.py has not chosen it
-        chosen = i18n.choose_language(getattr(args, "lang", None))
+        chosen = i18n.choose_language(getattr(args, "lang", None), configured=constants.LANG)
         lang = console_language(chosen)
         warn_if_not_shown(chosen, lang)
     tr = Translator(lang)

@@ -16,7 +16,7 @@ SYNC_WAIT_TIMEOUT_S = 3600.0  # a sync request never waits longer than this
 
 # --- Language -----------------------------------------------------------------
 # The console's and the server's language when no --lang is given: "zh" or "en".
-LANG = None  # None: ROBOT_LANG, then the system's language (LANG, LC_*), else English
+LANG = None  # "zh" or "en"; --lang and ROBOT_LANG win; None: the system's language (LANG, LC_*)
 
 # --- Execution ----------------------------------------------------------------
 DEFAULT_MODE = "queue"  # "sync" or "queue"

@@ -340,8 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     global console_lang
     make_console_safe()  # first: nothing printed later may raise on a GBK/ASCII console
     argv = sys.argv[1:] if argv is None else argv
-    # --lang, constants.LANG, ROBOT_LANG, the system's language
-    lang = i18n.choose_language(_lang_flag(argv) or constants.LANG)
+    lang = i18n.choose_language(_lang_flag(argv), configured=constants.LANG)
     console_lang = console_language(lang)
     args = build_parser(console_lang).parse_args(argv)
     args.lang, args.console_lang = lang, console_lang

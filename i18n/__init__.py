@@ -161,10 +161,11 @@ def _windows_ui_language() -> str | None:  # pragma: no cover - Windows only
 
 
 def choose_language(flag: str | None, environ: Mapping[str, str] | None = None, *,
-                    windows: bool | None = None) -> str:
-    """``--lang`` first, then ``ROBOT_LANG``, then the system's language."""
+                    windows: bool | None = None, configured: str | None = None) -> str:
+    """``--lang`` first, then ``ROBOT_LANG``, then ``configured`` (constants.LANG), then
+    the system's language: the more specific and recent choice wins."""
     environ = os.environ if environ is None else environ
-    for value in (flag, environ.get("ROBOT_LANG")):
+    for value in (flag, environ.get("ROBOT_LANG"), configured):
         found = normalize(value)
         if found:
             return found

@@ -386,6 +386,10 @@ def test_choose_language_order() -> None:
                   windows=False) == "zh"
     assert choose(None, {"LANG": "fr_FR.UTF-8"}, windows=False) == "en"
     assert choose(None, {}, windows=False) == "en"
+    # constants.LANG: below the flag and ROBOT_LANG, above the system's language.
+    assert choose(None, {"LANG": "en_US.UTF-8"}, windows=False, configured="zh") == "zh"
+    assert choose(None, {"ROBOT_LANG": "en"}, windows=False, configured="zh") == "en"
+    assert choose("en", {}, windows=False, configured="zh") == "en"
 
 
 def test_windows_takes_the_users_ui_language(monkeypatch) -> None:
