@@ -36,6 +36,13 @@ def console_language(lang: str) -> str:
     return lang
 
 
+def say(text: str) -> None:
+    """One console line in one write, as the banner: log records from other threads
+    (the same terminal, or the same pipe under a service wrapper) cannot cut into it."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def warn_if_not_shown(lang: str, shown: str) -> None:
     if shown != lang:
         log.warning("the console (encoding %s) cannot show language %r: speaking %r "
@@ -44,12 +51,9 @@ def warn_if_not_shown(lang: str, shown: str) -> None:
 
 
 def error_text(exc: BaseException, lang: str) -> str:
-    """An error with a machine code (CommandError, TaskError...) in ``lang``, from its
-    catalogue entry ``error.<code>`` as ApiError renders it; other errors as they are."""
-    code, params = getattr(exc, "code", None), getattr(exc, "params", None)
-    if isinstance(code, str) and isinstance(params, dict) and i18n.has(f"error.{code}", lang):
-        return i18n.t(f"error.{code}", lang, **params)
-    return str(exc)
+    """An error with a machine code (CommandError, TaskError...) in ``lang``, as ApiError
+    renders it; other errors as they are."""
+    return exc.text(lang) if isinstance(exc, i18n.CodedError) else str(exc)
 
 
 def status_text(tr: Translator, status: Any) -> str:

@@ -23,7 +23,7 @@ import cli
 import constants
 import i18n
 from banner import print_banner
-from console_text import console_language, error_text, lang_flag, warn_if_not_shown
+from console_text import console_language, error_text, lang_flag, say, warn_if_not_shown
 from i18n import Translator
 from menus import SERVE_HINT, MenuExit, fill_from_menus
 
@@ -247,7 +247,7 @@ def serve(args: argparse.Namespace) -> int:
 
     def stop_robot_now(why: str) -> None:
         if server.worker is not None:
-            print(why, flush=True)
+            say(why)
             server.worker.abort_for_shutdown()
 
     def on_signal(signum: int) -> None:
@@ -270,10 +270,9 @@ def serve(args: argparse.Namespace) -> int:
         pass
     running = server.manager.running_task_id if server.manager else None
     if running:
-        print(tr("shutdown.grace", task_id=running, grace=f"{settings.shutdown_grace:g}"),
-              flush=True)
+        say(tr("shutdown.grace", task_id=running, grace=f"{settings.shutdown_grace:g}"))
     server.stop()
-    print(tr("shutdown.stopped"), flush=True)
+    say(tr("shutdown.stopped"))
     finished.set()
     return 0
 
@@ -281,6 +280,7 @@ def serve(args: argparse.Namespace) -> int:
 def run_local(args: argparse.Namespace) -> int:
     from robot import RobotLinkError, build_robot, make_codec
     from tasks.commands import CommandsFileError, load_commands, resolve_timeouts
+    from tasks.reasons import failure, outcome_code
 
     tr = Translator(args.console_lang)
     try:
@@ -317,8 +317,12 @@ def run_local(args: argparse.Namespace) -> int:
         return 1
     finally:
         robot.stop()
-    result = {"success": outcome.success, "message": outcome.message,
-              **table.result_data(cmd_type, outcome.data, outcome.items)}
+    if outcome.success:
+        head = {"success": True, "message": outcome.message}
+    else:  # shaped as a server's stored failure: its code, its text in this console's language
+        code, code_params = outcome_code(outcome)
+        head = failure(code, tr.lang, **code_params)
+    result = {**head, **table.result_data(cmd_type, outcome.data, outcome.items)}
     print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0 if outcome.success else 1
 

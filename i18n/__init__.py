@@ -108,6 +108,20 @@ class _Params(dict):
         return "{" + name + "}"
 
 
+class CodedError(Exception):
+    """An error with a stable machine ``code`` whose text is the catalogue's ``error.<code>``:
+    ``message`` is English (logs); ``text(lang)`` is what a person reads in ``lang``."""
+
+    def __init__(self, code: str, params: Mapping[str, object] | None = None) -> None:
+        self.code = code
+        self.params = dict(params or {})
+        self.message = self.text(DEFAULT_LANG)
+        super().__init__(self.message)
+
+    def text(self, lang: str) -> str:
+        return t(f"error.{self.code}", lang, **self.params)
+
+
 class Translator:
     """``t`` bound to one language, for code that speaks to one operator."""
 

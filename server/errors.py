@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from i18n import t
+from i18n import CodedError
 
 # The stdlib's own refusals (bad request line, header limits), by status: their English
 # texts are replaced by catalogue ones so that every error has a code and a language.
@@ -10,7 +10,7 @@ STDLIB_CODES = {400: "bad_request", 408: "request_timeout", 414: "request_line_t
                 431: "headers_too_large", 505: "http_version_not_supported"}
 
 
-class ApiError(Exception):
+class ApiError(CodedError):
     """An HTTP error with a JSON body ``{"success": false, "code": ..., "message": ...}``.
 
     ``code`` is stable and machine-readable (the catalogue key is ``error.<code>``);
@@ -20,10 +20,7 @@ class ApiError(Exception):
     def __init__(self, code: str, status: int = 400, *, params: dict | None = None,
                  headers: dict[str, str] | None = None, close: bool = False,
                  extra: dict | None = None) -> None:
-        self.code = code
-        self.params = params or {}
-        self.message = t(f"error.{code}", "en", **self.params)  # English: for logs
-        super().__init__(self.message)
+        super().__init__(code, params)
         self.status = status
         self.headers = headers or {}
         self.close = close  # framing errors: the connection cannot be reused
@@ -31,7 +28,7 @@ class ApiError(Exception):
 
     def body(self, lang: str = "en") -> dict:
         return {"success": False, "code": self.code,
-                "message": t(f"error.{self.code}", lang, **self.params), **self.extra}
+                "message": self.text(lang), **self.extra}
 
 
 def stdlib_error(status: int) -> ApiError:

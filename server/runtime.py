@@ -164,7 +164,7 @@ class RobotServer:
         self.link.start(require_connection=s.require_robot)
         # 4. The worker, then 5. HTTP.
         self.worker = Worker(self.manager, self.link, shutdown_grace=s.shutdown_grace,
-                             commands=self.commands, lang=s.lang)
+                             commands=self.commands)
         self.worker.start()
         config = ServerConfig(mode=s.mode, lang=s.lang, max_body=s.max_body, max_wait=s.max_wait,
                               sync_timeout=s.sync_timeout, recent_in_status=s.recent_in_status,

@@ -14,19 +14,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from i18n import t
+from i18n import CodedError
 
 PARAM_TYPES = ("number", "integer", "string", "integer_list")
 
 
-class CommandError(ValueError):
+class CommandError(CodedError, ValueError):
     """A well-formed request whose command is not acceptable (HTTP 422)."""
 
     def __init__(self, code: str, field: str | None = None, **params: object) -> None:
-        self.code = code  # catalogue key error.<code>; the reply is in the client's language
-        self.params = params
-        self.message = t(f"error.{code}", "en", **params)  # English: logs, CLI `check`
-        super().__init__(self.message)
+        super().__init__(code, params)  # the reply is in the client's language
         self.field = field
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from i18n import t
+from i18n import CodedError
 from tasks.commands import CommandTable, default_table
 from tasks.events import EventBus
 from tasks.models import FINAL_STATUSES, TaskStatus, format_time, new_task_id
@@ -32,15 +32,12 @@ log = logging.getLogger("tasks")
 FINAL_CACHE_SIZE = 2000  # finished task documents kept in memory for GET /task
 
 
-class TaskError(Exception):
+class TaskError(CodedError):
     """A request about a task that cannot be honoured; carries an HTTP status."""
 
     def __init__(self, code: str, status: int, headers: dict[str, str] | None = None,
                  **params: object) -> None:
-        self.code = code  # catalogue key error.<code>; the reply is in the client's language
-        self.params = params
-        self.message = t(f"error.{code}", "en", **params)
-        super().__init__(self.message)
+        super().__init__(code, params)  # the reply is in the client's language
         self.status = status
         self.headers = headers or {}
 

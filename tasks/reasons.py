@@ -37,6 +37,16 @@ def failure(code: str, lang: str, **params: Any) -> dict[str, Any]:
     return {"success": False, "code": code, "message": t(f"error.{code}", lang, **params)}
 
 
+def outcome_code(outcome: Any) -> tuple[str, dict[str, Any]]:
+    """(code, params) of a failed robot outcome (robot/outcome.py CommandOutcome)."""
+    code = getattr(outcome, "code", None)
+    if code is None:
+        # A RobotPort that gives no code: its message is all there is, as the robot's.
+        return ("robot_error", {"error": outcome.message}) if outcome.message else \
+            ("robot_error_no_message", {})
+    return code, dict(getattr(outcome, "params", None) or {})
+
+
 def pause_text(code: str, lang: str, params: dict[str, Any] | None = None) -> str:
     """The text of pause reason ``code``."""
     if code in INFO_PAUSES:

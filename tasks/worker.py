@@ -15,7 +15,7 @@ from i18n import t
 from tasks.commands import CommandTable
 from tasks.manager import TaskManager
 from tasks.models import TaskStatus
-from tasks.reasons import EMERGENCY_STOP, failure, fault_hold
+from tasks.reasons import EMERGENCY_STOP, failure, fault_hold, outcome_code
 from tasks.store import StoreWriteError
 
 log = logging.getLogger("tasks.worker")
@@ -52,13 +52,14 @@ class RobotPort(Protocol):
 class Worker:
     def __init__(self, manager: TaskManager, link: RobotPort, *,
                  shutdown_grace: float = 10.0, poll_interval: float = 0.5,
-                 commands: CommandTable | None = None, lang: str = "en") -> None:
+                 commands: CommandTable | None = None) -> None:
         self.manager = manager
         # The manager's table by default: results must be shaped by the table that
         # validated the task.
         self.commands = manager.commands if commands is None else commands
         self.link = link
-        self.lang = lang  # failure reasons are stored in the server's language
+        # The manager's language: the results it stores speak one language.
+        self.lang = manager.lang
         self.shutdown_grace = shutdown_grace
         self.poll_interval = poll_interval  # bounds how long a stop request waits
         self._stop = threading.Event()
@@ -236,20 +237,11 @@ class Worker:
         if self._shutting_down:
             return TaskStatus.FAILED, {**failure("shutdown_aborted", self.lang), **data}, \
                 ("hold_shutdown_abort", {"task_id": task_id, "cmd_type": cmd_type})
-        code, params = self._failure_code(outcome)
+        code, params = outcome_code(outcome)
         return TaskStatus.FAILED, {**failure(code, self.lang, **params), **data}, unknown
 
-    @staticmethod
-    def _failure_code(outcome: Outcome) -> tuple[str, dict[str, Any]]:
-        # A RobotPort that gives no code: its message is all there is, as the robot's.
-        code = getattr(outcome, "code", None)
-        if code is None:
-            return ("robot_error", {"error": outcome.message}) if outcome.message else \
-                ("robot_error_no_message", {})
-        return code, dict(getattr(outcome, "params", None) or {})
-
     def _failure_text(self, outcome: Outcome) -> str:
-        code, params = self._failure_code(outcome)
+        code, params = outcome_code(outcome)
         return t(f"error.{code}", self.lang, **params)
 
     def live_transcript(self, task_id: str) -> list[dict[str, Any]] | None:

@@ -54,6 +54,26 @@ def test_local_mode_runs_one_command_file(tmp_path) -> None:
     assert result["success"] is True and result["scanned_count"] == 3
 
 
+def test_local_mode_failure_is_shaped_as_a_stored_one(tmp_path) -> None:
+    # A table that lets MOVE_TO through without coordinates: the robot itself refuses it.
+    with open(os.path.join(ROOT, "tasks", "commands.json"), encoding="utf-8") as fh:
+        table = json.load(fh)
+    move = next(c for c in table["commands"] if c["name"] == "MOVE_TO")
+    move.update(params=[], example={}, wire="MOVE")
+    (tmp_path / "commands.json").write_text(json.dumps(table), encoding="utf-8")
+    (tmp_path / "move.json").write_text('{"cmd_type": "MOVE_TO", "params": {}}', encoding="utf-8")
+    results = {}
+    for lang in ("en", "zh"):
+        out = _main("run", str(tmp_path / "move.json"), "--commands",
+                    str(tmp_path / "commands.json"), "--sim-speed", "200", "--lang", lang)
+        assert out.returncode == 1, out.stderr
+        results[lang] = json.loads(out.stdout[out.stdout.index("{"):])
+    assert results["en"]["success"] is False and results["en"]["code"] == "robot_error"
+    assert results["zh"]["code"] == "robot_error"
+    assert "MOVE_TO needs numbers" in results["en"]["message"]
+    assert results["zh"]["message"] != results["en"]["message"]  # the wrapping is Chinese
+
+
 def test_local_mode_rejects_a_bad_command_file(tmp_path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"cmd_type": "DANCE"}', encoding="utf-8")
