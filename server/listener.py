@@ -182,7 +182,7 @@ class RobotHTTPServer(ThreadingHTTPServer):
             if self._streaming >= self.app.config.max_streams:
                 raise ApiError("too_many_streams", 503,
                                params={"limit": self.app.config.max_streams},
-                               headers={"Retry-After": "5"})
+                               headers={"Retry-After": "5"}, close=True)
             self._streaming += 1
 
     def leave_stream(self) -> None:

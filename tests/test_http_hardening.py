@@ -454,6 +454,11 @@ def test_long_polls_use_their_own_pool(make_server) -> None:
         assert time.monotonic() - started < 1.0
         r = requests.get(server.url + "/queue/status", params={"wait": 10}, timeout=5)
         assert r.status_code == 503 and "Retry-After" in r.headers
+        assert r.headers.get("Connection") == "close"  # the refused client frees its slot
+        # The server counts a connection until its thread has seen the close: the client
+        # returning first is not the slot being free, so wait for the count.
+        wait_until(lambda: server.httpd.connection_counts == (2, 2), 5,
+                   message="the ordinary connections released")
         # A change answers the waiting polls at once.
         assert requests.post(server.url + "/queue/pause", timeout=5).status_code == 200
         for conn in polls:
