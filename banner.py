@@ -35,9 +35,11 @@ def print_banner(server: Any, lang: str = "en") -> None:
         lines.append(tr("banner.queue_enabled", tick=tick))
     else:
         lines.append(tr("banner.sync_enabled", tick=tick))
-    where = tr("banner.all_interfaces") if host in ("0.0.0.0", "::") else ""
+    where = {"0.0.0.0": tr("banner.all_interfaces"),
+             "::": tr("banner.all_interfaces_dual")}.get(host, "")
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     lines.append("\n" + tr("banner.http_started", tick=tick))
-    lines.append(tr("banner.listening", address=f"{host}:{port}", where=where))
+    lines.append(tr("banner.listening", address=address, where=where))
     lines.append(tr("banner.lan_ip", ip=ip))
     lines.append(tr(MODE_KEYS.get(s.mode, "banner.mode_queue")))
     lines.append(tr("banner.robot_port", port=server.robot_port)
@@ -53,7 +55,7 @@ def print_banner(server: Any, lang: str = "en") -> None:
         hint = f" (…{s.api_token[-4:]})" if len(s.api_token) >= 16 else ""
         lines.append(tr("banner.token_set", hint=hint))
     elif not _loopback(host):
-        lines.append("\n" + tr("banner.no_token", address=f"{host}:{port}"))
+        lines.append("\n" + tr("banner.no_token", address=address))
     if s.allow:
         lines.append(tr("banner.allowed", networks=", ".join(s.allow)))
     if server.interrupted:

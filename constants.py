@@ -11,7 +11,8 @@ LISTEN_BACKLOG = 128  # the stdlib default of 5 drops SYNs under bursts (1-1.5 s
 MAX_BODY_BYTES = 64 * 1024
 MAX_QUEUE_SIZE = 1000  # unfinished tasks (pending + running) accepted at once
 RECENT_TASKS_IN_STATUS = 10  # /queue/status lists this many newest tasks
-MAX_WAIT_S = 60.0  # upper bound for ?wait= long-polls
+MAX_WAIT_S = 55.0  # ?wait= long-polls are clamped to this: under a proxy's 60 s read timeout
+TRUSTED_PROXIES = ("127.0.0.0/8", "::1")  # peers whose X-Forwarded-* headers count
 SYNC_WAIT_TIMEOUT_S = 3600.0  # a sync request never waits longer than this
 
 # --- Language -----------------------------------------------------------------

@@ -80,6 +80,9 @@ def _server_flags(p: argparse.ArgumentParser, *, with_mode: bool = True) -> None
     p.add_argument("--allowed-host", type=_names, metavar="NAME,...",
                    help="DNS names clients may use for this server (IP addresses, localhost "
                         "and the hostname always work)")
+    p.add_argument("--trusted-proxy", type=_networks, metavar="CIDR,...",
+                   help="reverse proxies whose X-Forwarded-For/-Host/-Proto count (default "
+                        "this machine: 127.0.0.0/8,::1; '' trusts none); see docs/deploy.md")
     p.add_argument("--cors-origin", metavar="ORIGIN",
                    help="one other web origin allowed to call the API from a browser, "
                         "e.g. http://lims.lab:8080")
@@ -222,6 +225,7 @@ def serve(args: argparse.Namespace) -> int:
         api_token=_pick(args.api_token, os.environ.get("ROBOT_API_TOKEN")) or None,
         allow=_pick(args.allow, ()),
         allowed_hosts=_pick(args.allowed_host, ()),
+        trusted_proxies=_pick(args.trusted_proxy, constants.TRUSTED_PROXIES),
         cors_origin=args.cors_origin,
         max_connections=_pick(args.max_connections, ServerSettings.max_connections),
         # What the operator chose, even where this console cannot show it: the API's

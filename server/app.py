@@ -17,7 +17,7 @@ class ServerConfig:
     mode: str = "queue"  # "sync" or "queue"
     lang: str = "en"  # replies to requests without a usable Accept-Language
     max_body: int = 64 * 1024
-    max_wait: float = 60.0
+    max_wait: float = 55.0  # long-polls are clamped to it: under a proxy's 60 s timeout
     sync_timeout: float = 3600.0
     recent_in_status: int = 10
     request_timeout: float = 10.0  # per read or write while a request is in progress
@@ -29,6 +29,8 @@ class ServerConfig:
     api_token: str | None = None
     allow: tuple[str, ...] = ()  # client networks (CIDR); empty: everyone
     allowed_hosts: tuple[str, ...] = ()  # extra names accepted in the Host header
+    # Peers whose X-Forwarded-For/-Host/-Proto count (server/forwarded.py): this machine.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1")
     cors_origin: str | None = None  # the one cross-origin site allowed to call the API
     static_dir: str | None = None
 

@@ -12,18 +12,22 @@ import hmac
 import io
 import json
 import logging
-import re
 import socket
 import time
-from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from i18n import negotiate
+from server import crosssite
 from server.app import Application
 from server.errors import ApiError, stdlib_error
+from server.forwarded import Forwarded
+from server.framing import body_framing, read_chunked
+from server.headers import escape as _escape
+from server.headers import http_date as _http_date
+from server.headers import merge_vary as _merge_vary
 from server.listener import RobotHTTPServer
 from server.reader import DeadlineReader, HeadBudget
 from server.routing import Request, Response, Route, Router, StreamResponse
@@ -31,39 +35,12 @@ from server.routing import Request, Response, Route, Router, StreamResponse
 log = logging.getLogger("server")
 access_log = logging.getLogger("server.access")
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() accepts "\xb2" and friends
 MAX_REQUEST_LINE = 8192  # 414 beyond (the stdlib allows 64 KiB)
 MAX_HEADER_BYTES = 32 * 1024  # all header lines together; 431 beyond
-CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-API-Key, Idempotency-Key, Last-Event-ID"
+CORS_ALLOW_HEADERS = ("Authorization, Content-Type, X-API-Key, Idempotency-Key, Last-Event-ID, "
+                      "X-Requested-With")
 CORS_EXPOSE_HEADERS = "Location, Retry-After, Idempotent-Replayed"
 
-
-_date_cache: tuple[int, str] = (0, "")
-
-
-def _http_date() -> str:
-    """The Date header, formatted once per second rather than once per response."""
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True))
-    return _date_cache[1]
-
-
-def _escape(text: str) -> str:
-    """One request = one log line: control characters are shown, not obeyed."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-def _merge_vary(*values: str | None) -> str:
-    """One Vary header from several (CORS, the dashboard's Accept, Accept-Language)."""
-    seen: dict[str, str] = {}
-    for value in values:
-        for name in (value or "").split(","):
-            if name.strip():
-                seen.setdefault(name.strip().lower(), name.strip())
-    return ", ".join(seen.values())
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -80,10 +57,15 @@ class Handler(BaseHTTPRequestHandler):
         self.rfile.close()
         self._reader = DeadlineReader(self.connection)
         self.rfile = io.BufferedReader(self._reader, 65536)
-        self._client_ok = self.server.client_allowed(self.client_address[0])
+        peer = self.client_address[0]
+        # Behind a trusted proxy the client is known per request (X-Forwarded-For).
+        self._behind_proxy = self.server.is_trusted_proxy(peer)
+        self._client_ok = self._behind_proxy or self.server.client_allowed(peer)
+        self._fwd = Forwarded(peer, peer, None, None)
         self._reserve = self.server.is_reserve(self.request)
         self._extra_headers: dict[str, str] = {}
         self._body_pending = False
+        self._chunked = False
         self._expect_continue = False
         self._vary_lang = False
 
@@ -93,6 +75,8 @@ class Handler(BaseHTTPRequestHandler):
         self.command = self.request_version = self.requestline = ""
         self._extra_headers = {}
         self._body_pending = self._expect_continue = self._vary_lang = False
+        self._chunked = False
+        self._fwd = Forwarded(self.client_address[0], self.client_address[0], None, None)
         try:
             # Idle keep-alive: wait for the first byte of the next request.
             self._reader.arm(config.idle_timeout, config.idle_timeout)
@@ -149,19 +133,22 @@ class Handler(BaseHTTPRequestHandler):
         # The head is parsed: from here on every reply speaks the client's language.
         lang = negotiate(self.headers.get("Accept-Language"), app.config.lang)
         try:
-            if not self._client_ok:
+            if self._behind_proxy:
+                self._fwd = self.server.forwarded(self.client_address[0], self.headers)
+            if not self._client_ok or (self._behind_proxy
+                                       and not self.server.client_allowed(self._fwd.client)):
                 raise ApiError("client_not_allowed", 403, close=True)
             self._check_framing()
-            self._check_host()
+            url = urlsplit(self.path)
+            if url.path != "/health":  # liveness reveals nothing: monitors use any name
+                self._check_host()
             cross_origin = self._check_origin()
-            if (cross_origin and self.command == "OPTIONS"
-                    and "Access-Control-Request-Method" in self.headers):
+            if cross_origin and crosssite.is_preflight(self.command, self.headers):
                 response = self._preflight()
             else:
-                url = urlsplit(self.path)
                 query = {k: v[-1] for k, v in parse_qs(url.query,
                                                        keep_blank_values=True).items()}
-                func, params = self.server.router.match(self.command, url.path)
+                func, params = self.server.router.match(self.command, url.path, url.query)
                 if self._reserve:
                     self.close_connection = True  # one request, then the slot is free
                     if not getattr(func, "emergency", False):
@@ -170,7 +157,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._authorize(func, url.path)
                 body = self._read_body()
                 request = Request(self.command, url.path, query, self.headers, body, app,
-                                  self.client_address[0], params, language=lang)
+                                  self._fwd.client, params, language=lang)
                 mark = getattr(func, "long_lived", None)
                 if mark is True or (isinstance(mark, str) and query.get(mark)):
                     self.server.enter_stream()
@@ -205,22 +192,10 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- checks, in order: framing, Host, Origin, token --------------------------------
     def _check_framing(self) -> None:
-        # Exactly one way to find where this request ends, or the connection closes:
-        # anything else lets a body be read as a second (smuggled) request.
-        if "Transfer-Encoding" in self.headers:
-            raise ApiError("transfer_encoding", 501, close=True)
-        lengths = self.headers.get_all("Content-Length") or []
-        if not lengths:
-            self._body_length = 0
-            return
-        if len(lengths) > 1 or not _DIGITS.fullmatch(lengths[0].strip()):
-            raise ApiError("invalid_content_length", 400, close=True)
-        self._body_length = int(lengths[0])
-        self._body_pending = self._body_length > 0
-        limit = self.server.app.config.max_body
-        if self._body_length > limit:
-            raise ApiError("body_too_large", 413, close=True,
-                           params={"size": self._body_length, "limit": limit})
+        # Exactly one way to find where this request ends, or the connection closes.
+        self._body_length, self._chunked = body_framing(self.headers,
+                                                        self.server.app.config.max_body)
+        self._body_pending = self._chunked or self._body_length > 0
 
     def _check_host(self) -> None:
         hosts = self.headers.get_all("Host") or []
@@ -230,26 +205,31 @@ class Handler(BaseHTTPRequestHandler):
             if self.request_version == "HTTP/1.1":
                 raise ApiError("missing_host", 400, close=True)
             return
-        if not self.server.host_allowed(hosts[0]):
+        # Behind a trusted proxy, the name the browser used is the one to check.
+        host = self._fwd.host or hosts[0]
+        if not self.server.host_allowed(host):
             raise ApiError("host_not_allowed", 421, close=True,
-                           params={"host": repr(hosts[0][:100])})
+                           params={"host": repr(host[:100])})
 
     def _check_origin(self) -> str | None:
-        """Refuse browsers on other sites; returns the Origin if it is the CORS one."""
+        """Refuse what a page on another site could make a browser send unasked
+        (server/crosssite.py); returns the Origin if it is the --cors-origin one."""
         origin = self.headers.get("Origin")
         if origin is None:
             return None  # not a browser's cross-site request (curl, requests, scripts)
-        given = origin.strip().rstrip("/").lower()
-        allowed = (self.server.app.config.cors_origin or "").strip().rstrip("/").lower()
-        if allowed and given == allowed:
+        allowed = crosssite.normalize_origin(self.server.app.config.cors_origin or "")
+        if allowed and crosssite.normalize_origin(origin) == allowed:
             self._extra_headers = {"Access-Control-Allow-Origin": origin.strip(),
                                    "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
                                    "Vary": "Origin"}
             return origin
-        host = (self.headers.get("Host") or "").strip().lower()
-        if host and given in (f"http://{host}", f"https://{host}"):
-            return None  # same origin: the dashboard
-        raise ApiError("cross_origin", 403, close=True, params={"origin": repr(origin[:100])})
+        host = self._fwd.host or self.headers.get("Host")
+        if crosssite.is_same_origin(origin, host, self._fwd.proto, self.headers):
+            return None  # the dashboard, directly or through a proxy that keeps the name
+        if crosssite.refuse_foreign(self.command, self.headers):
+            raise ApiError("cross_origin", 403, close=True,
+                           params={"origin": repr(origin[:100])})
+        return None
 
     def _preflight(self) -> Response:
         return Response(204, b"", {"Access-Control-Allow-Methods": "GET, POST, DELETE",
@@ -272,15 +252,18 @@ class Handler(BaseHTTPRequestHandler):
         # Framing was checked first; every matched request's body is read, even where
         # the route ignores it, so a keep-alive connection stays in step.
         length = self._body_length
-        if not length:
+        if not length and not self._chunked:
             return b""
         if self._expect_continue:
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
-            body = self.rfile.read(length)
+            if self._chunked:
+                body = read_chunked(self.rfile, self.server.app.config.max_body)
+            else:
+                body = self.rfile.read(length)
         except TimeoutError:
             raise ApiError("body_timeout", 408, close=True) from None
-        if len(body) != length:
+        if not self._chunked and len(body) != length:
             raise ApiError("body_short", 400, close=True)
         self._body_pending = False
         return body
@@ -304,6 +287,10 @@ class Handler(BaseHTTPRequestHandler):
         lines += [f"{k}: {v}" for k, v in merged.items()]
         if self.close_connection or length is None:
             lines.append("Connection: close")
+        elif self.request_version == "HTTP/1.0":
+            # HTTP/1.0 closes by default: a client that asked to keep the connection
+            # (the stdlib kept it open) waits for this header (ab -k did, 30 s).
+            lines.append("Connection: keep-alive")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def _send(self, response: Response) -> None:
@@ -346,6 +333,10 @@ class Handler(BaseHTTPRequestHandler):
         self._reader.disarm(self.server.app.config.request_timeout)
         self._vary_lang = False
         self._send(Response(exc.status, exc.body(self.server.app.config.lang), exc.headers))
+
+    def address_string(self) -> str:
+        fwd = self._fwd
+        return f"{_escape(fwd.client)} via {fwd.peer}" if fwd.via_proxy else fwd.peer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
         access_log.info("%s %s", self.address_string(), _escape(format % args))

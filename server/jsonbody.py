@@ -45,6 +45,9 @@ def _depth(text: str) -> int:
 
 def parse_json(body: bytes) -> Any:
     """Strict JSON: UTF-8, bounded nesting, no NaN/Infinity, no huge numbers."""
+    # Windows Notepad saves UTF-8 with a byte-order mark; it is not part of the JSON.
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
     if not body.strip():
         raise ApiError("empty_body", 400)
     try:

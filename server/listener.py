@@ -20,6 +20,7 @@ from typing import Any
 
 from server.app import Application
 from server.errors import ApiError
+from server.forwarded import Forwarded, client_ip, forwarded
 from server.routing import Router
 
 log = logging.getLogger("server")
@@ -46,17 +47,6 @@ def parse_networks(spec: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Net
                  for item in items if item.strip())
 
 
-def _client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        ip = ipaddress.ip_address(address.split("%")[0])
-    except ValueError:
-        return None
-    # A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
 class RobotHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     # On Windows SO_REUSEADDR lets a second process bind the same port and steal some
@@ -67,15 +57,26 @@ class RobotHTTPServer(ThreadingHTTPServer):
         exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)  # Windows only
         if exclusive is not None:
             self.socket.setsockopt(socket.SOL_SOCKET, exclusive, 1)
+        if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
+            # "::" means every interface: IPv4 clients too, where the OS allows it.
+            try:
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            except (AttributeError, OSError):
+                log.warning("this system cannot serve IPv4 on an IPv6 socket; "
+                            "listening on IPv6 only")
         super().server_bind()
 
     def __init__(self, address: tuple[str, int], app: Application, router: Router,
                  handler: type[BaseHTTPRequestHandler], *, backlog: int = 128) -> None:
         self.request_queue_size = backlog
+        # An IPv6 literal ("::", "::1") needs an IPv6 socket; names keep IPv4 as before.
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         self.app = app
         self.router = router
         config = app.config
         self.networks = parse_networks(config.allow)
+        self.trusted = parse_networks(config.trusted_proxies)
         hostname = socket.gethostname().lower()
         # Names a browser may use for us; anything else (an attacker's DNS name
         # pointing here: DNS rebinding) is refused. IP literals are always fine.
@@ -101,8 +102,15 @@ class RobotHTTPServer(ThreadingHTTPServer):
     def client_allowed(self, address: str) -> bool:
         if not self.networks:
             return True
-        ip = _client_ip(address)
+        ip = client_ip(address)
         return ip is not None and any(ip in net for net in self.networks)
+
+    def is_trusted_proxy(self, address: str) -> bool:
+        ip = client_ip(address)
+        return ip is not None and any(ip in net for net in self.trusted)
+
+    def forwarded(self, peer: str, headers: Any) -> Forwarded:
+        return forwarded(peer, headers, self.trusted)
 
     def host_allowed(self, host: str) -> bool:
         """Host header check (memoised: a server sees few distinct Host values)."""

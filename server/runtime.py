@@ -54,7 +54,7 @@ class ServerSettings:
     auto_resume: bool = False
     max_queue: int = 1000
     max_body: int = 64 * 1024
-    max_wait: float = 60.0
+    max_wait: float = 55.0
     sync_timeout: float = 3600.0
     recent_in_status: int = 10
     shutdown_grace: float = 10.0
@@ -68,6 +68,7 @@ class ServerSettings:
     api_token: str | None = None
     allow: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1")
     cors_origin: str | None = None
     static_dir: str | None = field(
         default_factory=lambda: os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -110,6 +111,8 @@ class RobotServer:
         host, port = self.address
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"  # an IPv6 literal in a URL
         return f"http://{host}:{port}"
 
     def start(self) -> None:
@@ -123,8 +126,9 @@ class RobotServer:
                                               kwargs={"poll_interval": 0.2},
                                               name="http-accept", daemon=True)
         self._serve_thread.start()
-        log.info("serving on %s:%d (%s mode), robot on %s", *self.address,
-                 self.settings.mode, self.robot_port)
+        host, port = self.address
+        log.info("serving on %s:%d (%s mode), robot on %s",
+                 f"[{host}]" if ":" in host else host, port, self.settings.mode, self.robot_port)
 
     def _start(self) -> None:
         s = self.settings
@@ -172,7 +176,8 @@ class RobotServer:
                               request_deadline=s.request_deadline, idle_timeout=s.idle_timeout,
                               max_connections=s.max_connections, max_streams=s.max_streams,
                               api_token=s.api_token, allow=tuple(s.allow),
-                              allowed_hosts=tuple(s.allowed_hosts), cors_origin=s.cors_origin,
+                              allowed_hosts=tuple(s.allowed_hosts),
+                              trusted_proxies=tuple(s.trusted_proxies), cors_origin=s.cors_origin,
                               static_dir=s.static_dir)
         self.app = Application(self.manager, self.worker, self.link, self.events, config,
                                commands=self.commands)

@@ -44,8 +44,12 @@ async function tokenAfter401(used) {
   await pendingPrompt;
 }
 
+// X-Requested-With makes every request one a browser sends cross-site only after
+// a CORS preflight, which the server refuses to foreign sites: so the server can
+// tell this page's requests, even through a reverse proxy that renames the host,
+// from a foreign page's form posts (server/crosssite.py).
 function authHeaders(extra) {
-  const headers = { 'Accept-Language': getLang(), ...extra };
+  const headers = { 'Accept-Language': getLang(), 'X-Requested-With': 'robot-dashboard', ...extra };
   const token = getToken();
   if (token) headers.Authorization = `Bearer ${token}`;
   return { headers, token };
@@ -99,16 +103,18 @@ export class EventStream {
   async run() {
     for (;;) {
       let reason = t('web.conn.lost');
+      let refused = false;
       try {
         reason = await this.connectOnce();
       } catch (err) {
         reason = err && err.message ? err.message : String(err);
+        refused = Boolean(err && err.refused);
       }
       if (reason === 'auth') continue; // a token was just entered: retry at once
       this.failures += 1;
       const delay = Math.min(this.retryMs * 2 ** (this.failures - 1), MAX_BACKOFF_MS);
       const jittered = Math.round(delay * (0.8 + Math.random() * 0.4));
-      this.onStatus('reconnecting', { delay: jittered, reason });
+      this.onStatus('reconnecting', { delay: jittered, reason, refused });
       await new Promise((resolve) => { setTimeout(resolve, jittered); });
     }
   }
@@ -132,7 +138,13 @@ export class EventStream {
         await tokenAfter401(token);
         return 'auth';
       }
-      if (!resp.ok || !resp.body) throw new Error(t('web.error.http', { status: resp.status }));
+      if (!resp.ok || !resp.body) {
+        // A refusal (wrong host name, address not allowed...) says what to configure.
+        const data = await resp.json().catch(() => null);
+        const err = new Error((data && data.message) || t('web.error.http', { status: resp.status }));
+        err.refused = resp.status >= 400 && resp.status < 500;
+        throw err;
+      }
       const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = '';
       let event = { type: '', data: [], id: null };

@@ -346,6 +346,8 @@ async function main() {
     onStatus: (status, info) => {
       state.conn = [status, info];
       renderConnection($('#conn'), status, info);
+      // The server refused the page (host name, client address): say why, visibly.
+      if (info.refused) notice(info.reason, 'error');
     },
   }).start();
   await loadCommands();
