@@ -205,8 +205,13 @@ def test_every_error_of_a_sample_of_failures_has_success_code_and_message(make_s
         ("POST", "/", {**auth, "Idempotency-Key": "\u00e9"}, None, 400,
          "idempotency_key_invalid"),
         ("GET", "/static/nope.js", {}, None, 404, "no_such_file"),
-        ("GET", "/health", {"Origin": "http://evil.example"}, None, 403, "cross_origin"),
-        ("GET", "/health", {"Host": "evil.example"}, None, 421, "host_not_allowed"),
+        # A foreign page may read (GET) but not make a browser send a simple POST.
+        ("POST", "/robot/stop", {"Origin": "http://evil.example"}, b"", 403, "cross_origin"),
+        # /health answers any Host (monitors); the API does not.
+        ("GET", "/queue/status", {"Host": "evil.example"}, None, 421, "host_not_allowed"),
+        ("GET", "/queue/status", {"Transfer-Encoding": "gzip"}, None, 501, "transfer_encoding"),
+        ("POST", "/", {**auth, "Content-Type": "application/json",
+                       "Transfer-Encoding": "chunked"}, b"{}", 400, "length_and_chunked"),
     ]
     for lang in (ZH, EN):
         for method, path, headers, body, status, code in cases:

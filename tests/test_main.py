@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from tests.conftest import ROOT
@@ -134,3 +136,28 @@ def test_choosing_a_real_port_asks_for_its_protocol(monkeypatch) -> None:
     args = main.build_parser().parse_args([])
     main.fill_from_menus(args)
     assert (args.robot, args.robot_protocol) == ("sim", None)
+
+
+def test_dual_stack_serve_with_a_trusted_proxy_flag(tmp_path) -> None:
+    if not socket.has_dualstack_ipv6():
+        pytest.skip("this machine has no dual-stack IPv6 sockets")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "serve", "--mode", "queue", "--host", "::",
+         "--port", str(port), "--robot", "sim", "--sim-speed", "200", "--lang", "zh",
+         "--allow", "10.0.0.0/8", "--trusted-proxy", "127.0.0.1", "--db", str(tmp_path / "v6.db")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # --allow keeps this machine out, except as a trusted proxy naming a 10.x client.
+        via = {"X-Forwarded-For": "10.1.2.3"}
+        wait_healthy(f"http://127.0.0.1:{port}", proc, statuses=(403,))  # up, refusing us
+        assert requests.get(f"http://127.0.0.1:{port}/queue/status", headers=via,
+                            timeout=5).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{port}/queue/status", timeout=5).status_code == 403
+        # ::1 is not in this --trusted-proxy list: its X-Forwarded-For is ignored.
+        assert requests.get(f"http://[::1]:{port}/queue/status", headers=via,
+                            timeout=5).status_code == 403
+    finally:
+        out = sigterm(proc)
+    assert proc.returncode == 0, out
+    assert f"监听地址: [::]:{port} (所有网络接口, IPv4 + IPv6)" in out
