@@ -146,9 +146,8 @@ class Handler(BaseHTTPRequestHandler):
             if cross_origin and crosssite.is_preflight(self.command, self.headers):
                 response = self._preflight()
             else:
-                query = {k: v[-1] for k, v in parse_qs(url.query,
-                                                       keep_blank_values=True).items()}
                 func, params = self.server.router.match(self.command, url.path, url.query)
+                query = self._query(url.query)
                 if self._reserve:
                     self.close_connection = True  # one request, then the slot is free
                     if not getattr(func, "emergency", False):
@@ -189,6 +188,16 @@ class Handler(BaseHTTPRequestHandler):
                 self.server.leave_stream()
         log.debug("%s %s took %.2f ms", self.command, _escape(self.path),
                   (time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    def _query(raw: str) -> dict[str, str]:
+        # Which of ?dry_run=no&dry_run=1 counts is a guess nobody should have to make.
+        values = parse_qs(raw, keep_blank_values=True)
+        for name, given in values.items():
+            if len(given) > 1:
+                raise ApiError("query_repeated", 400, params={"name": repr(name[:50])},
+                               extra={"param": name[:50]})
+        return {name: given[0] for name, given in values.items()}
 
     # -- checks, in order: framing, Host, Origin, token --------------------------------
     def _check_framing(self) -> None:

@@ -22,6 +22,19 @@ ACCEPT_LANGUAGE = {"name": "Accept-Language", "in": "header", "required": False,
                                   "languages, or none: the server's --lang",
                    "schema": {"type": "string"}}
 TIME = {"type": ["string", "null"], "description": "local time, YYYY-MM-DD HH:MM:SS"}
+TIMED_OUT = {"type": "boolean",
+             "description": "only with ?wait=: true when the wait ended without the awaited "
+                            "change (ask again), false when it saw it"}
+# GET /events: what the text is, since a schema cannot say more of a stream.
+SSE_STREAM = {
+    "type": "string", "contentMediaType": "text/event-stream",
+    "description": "blocks separated by a blank line. The first is 'retry: 2000', 'event: "
+                   "snapshot' and 'data: {queue, robot, mode}'; then 'id: N', 'event: task | "
+                   "progress | queue | robot | reset' and 'data: <JSON>'; ': keep-alive' comments "
+                   "every 15 s. Reconnect with Last-Event-ID to get what was missed.",
+    "examples": ["retry: 2000\nevent: snapshot\ndata: {\"queue\": {}, \"robot\": {}, "
+                 "\"mode\": \"queue\"}\n\n"],
+}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -45,8 +58,10 @@ def _param_schema(param: Param) -> dict[str, Any]:
         if param.max_length is not None:
             schema["maxItems"] = param.max_length
     elif param.kind == "string":
-        # Blank strings and control characters are refused too (422).
-        schema = {"type": "string", "minLength": 1, "pattern": r"^[^\x00-\x1f]*\S[^\x00-\x1f]*$"}
+        # Blank strings and control characters are refused too (422), so the one
+        # character that must not be blank must not be a control character either.
+        schema = {"type": "string", "minLength": 1,
+                  "pattern": r"^[^\x00-\x1f]*[^\s\x00-\x1f][^\x00-\x1f]*$"}
         if param.max_length is not None:
             schema["maxLength"] = param.max_length
     else:
@@ -116,6 +131,7 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
                 "retry_of": {"type": "string"},
                 "queue_position": {"type": "integer", "minimum": 1},
                 "estimated_start_time": TIME, "estimated_end_time": TIME,
+                "timed_out": TIMED_OUT,
             },
         },
         "Queued": {
@@ -189,7 +205,7 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
                 "pause_reason": NULLABLE_STRING, "pause_code": NULLABLE_STRING,
                 "pending": {"type": "array", "items": {"type": "string"}},
                 "recent_tasks": {"type": "array", "items": task_summary},
-                "version": {"type": "integer"},
+                "version": {"type": "integer"}, "timed_out": TIMED_OUT,
             },
         },
         "QueueState": {

@@ -4,6 +4,7 @@ except through the worker's operator actions."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -32,35 +33,18 @@ from tasks.store import IdempotencyConflict, StoreWriteError
 QUEUED_MESSAGE = "任务已加入队列"
 QUEUED_NOTE = "使用 GET /task/<task_id> 查询任务状态"
 KEEPALIVE_S = 15.0
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # -- helpers ---------------------------------------------------------------------------
-def _json_content_type(req: Request) -> None:
-    ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-    if ctype != "application/json":
-        raise ApiError("content_type", 415)
-
-
 def _command(req: Request) -> tuple[str, dict[str, Any]]:
-    if "Content-Length" not in req.headers:
-        raise ApiError("length_required", 411)
-    _json_content_type(req)
-    body = req.json()
-    if not isinstance(body, dict):
-        raise ApiError("not_json_object", 400)
+    if "Content-Length" not in req.headers and "Transfer-Encoding" not in req.headers:
+        raise ApiError("length_required", 411)  # chunked is framed too (http.py read it)
+    body = req.json_object()
     try:
         return req.app.commands.validate(body)
     except CommandError as exc:
         raise ApiError(exc.code, 422, params=exc.params, extra={"field": exc.field}) from None
-
-
-def _idempotency_key(req: Request) -> str | None:
-    key = req.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not key or len(key) > 255 or not all(32 <= ord(c) < 127 for c in key):
-        raise ApiError("idempotency_key_invalid", 400)
-    return key
 
 
 def _task_error(exc: TaskError) -> ApiError:
@@ -76,10 +60,10 @@ def _get_task(req: Request) -> dict[str, Any]:
 
 
 def _submit(req: Request, cmd_type: str, params: dict[str, Any], *,
-            retry_of: str | None = None) -> tuple[dict[str, Any], bool]:
+            retry_of: str | None = None, key: str | None = None) -> tuple[dict[str, Any], bool]:
     try:
         result = req.app.manager.submit(cmd_type, params, retry_of=retry_of,
-                                        idempotency_key=_idempotency_key(req))
+                                        idempotency_key=key)
     except TaskError as exc:
         raise _task_error(exc) from None
     except IdempotencyConflict as exc:
@@ -115,7 +99,8 @@ def _accepted(req: Request, task: dict[str, Any], created: bool) -> Response:
 
 # -- tasks -----------------------------------------------------------------------------
 def submit(req: Request) -> Response:
-    if req.query.get("dry_run") in ("1", "true"):
+    key = req.idempotency_key()  # a dry run refuses what the real submit would
+    if req.query_flag("dry_run"):
         return validate(req)
     cmd_type, params = _command(req)
     sync = req.app.config.mode == "sync"
@@ -123,7 +108,7 @@ def submit(req: Request) -> Response:
         # A sync client would hang until someone resumes; tell it now, queue nothing.
         raise ApiError("queue_paused", 503, params={"reason": req.app.manager.pause_reason},
                        headers={"Retry-After": "30"})
-    task, created = _submit(req, cmd_type, params)
+    task, created = _submit(req, cmd_type, params, key=key)
     if not sync:
         return _accepted(req, task, created)
     # Sync mode is queue mode plus a wait: the robot still runs one task at a time.
@@ -146,13 +131,21 @@ def validate(req: Request) -> Response:
                           "command": {"cmd_type": cmd_type, "params": params}})
 
 
+def _wait_s(req: Request) -> float | None:
+    # Longer than max_wait is no error: the reply comes at max_wait with timed_out,
+    # and the client asks again (as it must anyway: a proxy may cut a long request).
+    return req.query_number("wait", low=0, high=req.app.config.max_wait, clamp=True)
+
+
 @long_lived("wait")
 def get_task(req: Request) -> Response:
-    wait = req.query_number("wait", low=0, high=req.app.config.max_wait)
+    wait = _wait_s(req)
     task = _get_task(req)
-    if wait and task["status"] not in FINAL_STATUSES:
+    if wait is None:
+        return Response(200, task)
+    if task["status"] not in FINAL_STATUSES:
         task = req.app.manager.wait(task["task_id"], wait) or task
-    return Response(200, task)
+    return Response(200, {**task, "timed_out": task["status"] not in FINAL_STATUSES})
 
 
 def task_transcript(req: Request) -> Response:
@@ -184,7 +177,8 @@ def retry_task(req: Request) -> Response:
     if old["status"] not in ("failed", "cancelled"):
         raise ApiError("task_not_retryable", 409,
                        params={"task_id": old["task_id"], "status": old["status"]})
-    task, created = _submit(req, old["cmd_type"], old["params"], retry_of=old["task_id"])
+    task, created = _submit(req, old["cmd_type"], old["params"], retry_of=old["task_id"],
+                            key=req.idempotency_key())
     response = _accepted(req, task, created)
     if created:  # not the guide's submit: its own code, in the request's language
         response.body["code"] = "requeued"
@@ -194,19 +188,19 @@ def retry_task(req: Request) -> Response:
 
 
 def list_tasks(req: Request) -> Response:
-    status = req.query.get("status") or None
+    status = req.query.get("status")
     if status is not None and status not in ALL_STATUSES:
         raise ApiError("unknown_status", 400,
                        params={"status": repr(status), "statuses": ", ".join(ALL_STATUSES)})
     cmd_type = req.query.get("cmd_type") or None
     limit = req.query_int("limit", default=50, low=1, high=500)
     offset = req.query_int("offset", default=0, low=0, high=10**9)
-    cursor = req.query.get("cursor") or None
+    cursor = req.query.get("cursor")
     if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
-        raise ApiError("invalid_cursor", 400)
+        raise ApiError("invalid_cursor", 400)  # "" too: a lost next_cursor, not page one
     tasks, last_seq = req.app.manager.list_page(
-        status=status, cmd_type=cmd_type, limit=limit, offset=0 if cursor else offset,
-        before_seq=int(cursor) if cursor else None)
+        status=status, cmd_type=cmd_type, limit=limit, offset=offset if cursor is None else 0,
+        before_seq=None if cursor is None else int(cursor))
     next_cursor = str(last_seq) if len(tasks) == limit and last_seq is not None else None
     return Response(200, {"tasks": tasks, "count": len(tasks), "limit": limit,
                           "offset": offset, "next_cursor": next_cursor,
@@ -216,20 +210,22 @@ def list_tasks(req: Request) -> Response:
 # -- queue -------------------------------------------------------------------------------
 @long_lived("wait")
 def queue_status(req: Request) -> Response:
-    wait = req.query_number("wait", low=0, high=req.app.config.max_wait)
-    if wait:
-        since = req.query_int("since", default=req.app.events.version, low=0, high=10**12)
-        req.app.events.wait_for_change(since, wait)
-    return Response(200, req.app.manager.queue_status(req.app.config.recent_in_status))
+    wait = _wait_s(req)
+    # Checked with or without wait, so a typo shows before it is relied on.
+    since = req.query_int("since", default=req.app.events.version, low=0, high=10**12)
+    changed = wait is None or req.app.events.wait_for_change(since, wait) > since
+    status = req.app.manager.queue_status(req.app.config.recent_in_status)
+    return Response(200, status if wait is None else {**status, "timed_out": not changed})
 
 
 def queue_pause(req: Request) -> Response:
     reason = None  # the manager's "paused by the operator", in the server's language
     if req.body.strip():
-        _json_content_type(req)
-        body = req.json()
-        if isinstance(body, dict) and isinstance(body.get("reason"), str) and body["reason"]:
-            reason = body["reason"][:200]
+        reason = req.json_object().get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise ApiError("pause_reason_invalid", 400)  # not paused: a script's mistake
+        if reason is not None:  # shown on the console and the page: one sane line
+            reason = _CONTROL.sub(" ", reason[:200]).strip() or None
     return Response(200, {"success": True, "code": "paused", "message": req.t("info.paused"),
                           **req.app.manager.pause(reason)})
 
@@ -267,9 +263,8 @@ def commands(req: Request) -> Response:
 
 @public  # the page shell must load before it can ask for a token
 def service(req: Request) -> Response:
-    accept = (req.headers.get("Accept") or "").lower()
-    static = req.app.config.static_dir
-    if static and "text/html" in accept:
+    # Browsers rank text/html first; scripts send */* or nothing and get JSON.
+    if req.app.config.static_dir and req.accepts("text/html") > req.accepts("application/json"):
         return serve_static(req, "index.html")
     return Response(200, {
         "service": "robot task server", "mode": req.app.config.mode,
@@ -307,10 +302,11 @@ def events(req: Request) -> StreamResponse:
 
     def chunks() -> Iterator[bytes]:
         try:
-            yield b"retry: 2000\n\n"
-            yield _sse(None, "snapshot", {"queue": req.app.manager.queue_status(),
-                                          "robot": req.app.robot_info(),
-                                          "mode": req.app.config.mode})
+            # retry in the snapshot's block: a lone retry block is an "event" without
+            # data that some clients (and proxies' buffering) handle badly.
+            yield b"retry: 2000\n" + _sse(None, "snapshot", {
+                "queue": req.app.manager.queue_status(), "robot": req.app.robot_info(),
+                "mode": req.app.config.mode})
             while True:
                 event = sub.get(KEEPALIVE_S)
                 if event is None:

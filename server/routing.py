@@ -1,4 +1,5 @@
-"""Requests, responses and the (method, path) route table."""
+"""Requests (and their strict query-parameter and Accept readers), responses and the
+(method, path) route table."""
 
 from __future__ import annotations
 
@@ -6,11 +7,21 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from i18n import t
 from server.app import Application
 from server.errors import ApiError
 from server.jsonbody import parse_json
+
+# ?dry_run= and the like: exactly these words, in any case; anything else is refused
+# rather than guessed (a typo must not queue a real task for the robot).
+FLAG_TRUE = ("true", "1", "yes", "on")
+FLAG_FALSE = ("false", "0", "no", "off")
+# JSON Schema's number, no more: float() would also take "nan", "inf" and "1_0".
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# What a Location header may carry as is; the rest of a client's path is %-escaped.
+_URL_SAFE = "/%:@!$&'()*+,;=-._~?"
 
 
 @dataclass
@@ -59,15 +70,37 @@ class Request:
     def json(self) -> Any:
         return parse_json(self.body)
 
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object: 415 unless it is declared application/json, 400
+        unless it parses to an object."""
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise ApiError("content_type", 415)
+        body = self.json()
+        if not isinstance(body, dict):
+            raise ApiError("not_json_object", 400)
+        return body
+
+    def idempotency_key(self) -> str | None:
+        """The Idempotency-Key header, if sent: 1-255 printable ASCII characters."""
+        key = self.headers.get("Idempotency-Key")
+        if key is not None and (not key or len(key) > 255
+                                or not all(32 <= ord(c) < 127 for c in key)):
+            raise ApiError("idempotency_key_invalid", 400)
+        return key
+
     def query_number(self, name: str, *, low: float, high: float,
-                     default: float | None = None) -> float | None:
+                     default: float | None = None, clamp: bool = False) -> float | None:
+        """A number in (low, high]; absent: default. With `clamp`, a larger one is
+        `high` (a long-poll asked to wait longer just waits as long as it may)."""
         raw = self.query.get(name)
-        if raw is None or raw == "":
+        if raw is None:
             return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ApiError("query_not_number", 400, params={"name": name}) from None
+        if not _NUMBER.fullmatch(raw):
+            raise ApiError("query_not_number", 400, params={"name": name})
+        value = float(raw)  # may be inf ("1e999"): clamped, or out of range
+        if clamp and value > high:
+            return high
         if not low < value <= high:
             raise ApiError("query_out_of_range", 400,
                            params={"name": name, "low": f"{low:g}", "high": f"{high:g}"},
@@ -76,13 +109,60 @@ class Request:
 
     def query_int(self, name: str, *, default: int, low: int, high: int) -> int:
         raw = self.query.get(name)
-        if raw is None or raw == "":
+        if raw is None:
             return default
-        # isascii: str.isdigit() also accepts digits int() refuses ("\xb2").
+        # isascii: str.isdigit() also accepts digits int() refuses ("\xb2"). An empty
+        # value is refused too: `?limit=` is more likely a script's unset variable
+        # than a wish for the default.
         if not (raw.isascii() and raw.isdigit() and len(raw) <= 18) or not low <= int(raw) <= high:
             raise ApiError("query_not_integer", 400,
                            params={"name": name, "low": low, "high": high})
         return int(raw)
+
+    def query_flag(self, name: str) -> bool:
+        """A yes/no parameter: absent is no; true/1/yes/on or false/0/no/off in any case."""
+        raw = self.query.get(name)
+        if raw is None:
+            return False
+        word = raw.lower() if raw.isascii() else raw
+        if word in FLAG_TRUE:
+            return True
+        if word in FLAG_FALSE:
+            return False
+        raise ApiError("query_not_boolean", 400, params={"name": name, "value": repr(raw[:50])},
+                       extra={"param": name})
+
+    def accepts(self, media_type: str) -> float:
+        """The Accept header's q for `media_type` (see media_quality)."""
+        return media_quality(self.headers.get("Accept"), media_type)
+
+
+def media_quality(accept: str | None, media_type: str) -> float:
+    """q of `media_type` from the most specific matching range (exact > type/* > */*);
+    no matching range (or no header): 0."""
+    kind = media_type.split("/")[0]
+    best: tuple[int, float] = (-1, 0.0)  # (specificity, q)
+    for item in (accept or "").split(","):
+        parts = [p.strip() for p in item.split(";")]
+        media = parts[0].lower()
+        if media == media_type:
+            rank = 2
+        elif media == f"{kind}/*":
+            rank = 1
+        elif media == "*/*":
+            rank = 0
+        else:
+            continue
+        q = 1.0
+        for param in parts[1:]:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                value = value.strip()
+                valid = _NUMBER.fullmatch(value) and not value.startswith("-")
+                q = min(float(value), 1.0) if valid else 0.0
+        if rank > best[0] or (rank == best[0] and q > best[1]):
+            best = (rank, q)
+    return best[1]
 
 
 Route = Callable[[Request], "Response | StreamResponse"]
@@ -118,7 +198,10 @@ class Router:
         regex = re.compile("^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", pattern) + "$")
         self._routes.append((method, regex, func))
 
-    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+    def match(self, method: str, path: str,
+              query: str = "") -> tuple[Route, dict[str, str]]:
+        """The route for (method, path). `query` (the raw query string) only goes into
+        the Location of a trailing-slash redirect."""
         allowed = []
         for route_method, regex, func in self._routes:
             m = regex.match(path)
@@ -132,4 +215,17 @@ class Router:
             raise ApiError("method_not_allowed", 405,
                            params={"method": method, "path": path, "allowed": allow},
                            headers={"Allow": allow})
+        stripped = path.rstrip("/")
+        if stripped and stripped != path and any(regex.match(stripped)
+                                                 for _, regex, _ in self._routes):
+            # "/queue/status/" is a common typo: say where it is. 308, not 301: a POST
+            # is repeated as a POST with its body. %-escaped, so no control character
+            # or non-ASCII byte of the client's reaches a header line; latin-1, as
+            # http.server decoded the request line, so the escapes are its bytes.
+            location = quote(stripped, safe=_URL_SAFE, encoding="latin-1", errors="replace")
+            if query:
+                location += "?" + quote(query, safe=_URL_SAFE, encoding="latin-1",
+                                        errors="replace")
+            raise ApiError("trailing_slash", 308, params={"location": location},
+                           headers={"Location": location})
         raise ApiError("no_such_endpoint", 404, params={"path": path})

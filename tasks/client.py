@@ -9,8 +9,9 @@ Why it is more than `urllib.request.urlopen` in a loop:
 - every submit carries a fresh Idempotency-Key and is retried (with backoff) on
   connection errors with the SAME key, so a reply lost on the way back never makes
   the robot run a command twice;
-- waiting uses the server's `GET /task/<id>?wait=S` long-poll and falls back to
-  plain polling against a server without it;
+- waiting uses the server's `GET /task/<id>?wait=S` long-poll (the server answers
+  after at most its max_wait, 55 s by default, with `timed_out: true`, and the
+  client asks again) and falls back to plain polling against a server without it;
 - `cancelled` is a final state (the user guide's loop only knows completed/failed).
 """
 
@@ -31,7 +32,10 @@ from typing import Any
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 DEFAULT_URL = "http://127.0.0.1:8090"
 POLL_INTERVAL_S = 2.0  # the guide's interval, for servers without ?wait=
-LONG_POLL_S = 30.0  # one long-poll request; the server caps it at its max_wait (60 s)
+# One long-poll request: under the 60 s idle timeout of common proxies. The server
+# clamps a longer one to its max_wait (55 s by default); servers before that refused
+# it (400) and said their bound, which _wait_once learns.
+LONG_POLL_S = 30.0
 
 
 class RobotClientError(Exception):
@@ -88,7 +92,7 @@ class RobotClient:
         self.backoff = backoff
         self.poll_interval = poll_interval
         self.long_poll: bool | None = None  # None until we know whether ?wait= works
-        self.max_wait = LONG_POLL_S
+        self.max_wait = LONG_POLL_S  # lowered by an older server's 400 (see _wait_once)
         self.sleep: Callable[[float], None] = time.sleep  # tests may replace it
 
     # -- transport -------------------------------------------------------------------------
@@ -204,6 +208,7 @@ class RobotClient:
             _, _, task = self.request("GET", f"{path}?wait={wait:.2f}",
                                       timeout=self.timeout + wait)
         except RobotHTTPError as exc:
+            # Servers that refused a wait above their max_wait instead of clamping it.
             body = exc.body if isinstance(exc.body, dict) else {}
             if exc.status != 400 or (body.get("param") != "wait" and "wait" not in exc.message):
                 raise
@@ -217,9 +222,14 @@ class RobotClient:
                 self.long_poll = False  # an older server rejects the parameter
             return self._wait_once(task_id, min(wait, self.max_wait), remaining)
         elapsed = time.monotonic() - started
+        # Present only where the server long-polls: then an early answer that is not
+        # final is its max_wait (it clamps), not a server ignoring ?wait=.
+        timed_out = task.pop("timed_out", None)
+        if timed_out is not None:
+            self.long_poll = True
         if task.get("status") in FINAL_STATUSES:
             return task
-        if elapsed < min(0.5, wait / 4):
+        if timed_out is None and elapsed < min(0.5, wait / 4):
             # Back at once and not final: the server ignored ?wait=; poll like the guide.
             self.long_poll = False
             self.sleep(min(self.poll_interval, remaining))

@@ -13,10 +13,12 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tasks.client import (
+    LONG_POLL_S,
     RobotClient,
     RobotConnectionError,
     RobotHTTPError,
@@ -441,8 +443,67 @@ def test_submit_and_wait_sh(make_server, tmp_path, fault, code) -> None:
 
 
 def test_wait_adapts_to_a_server_with_a_lower_max_wait(make_server) -> None:
+    # The server clamps the client's long-polls to its 0.5 s and says timed_out: the
+    # client keeps long-polling (no fallback to 2 s polls, nothing to learn) and asks
+    # again until the task is final.
     server = make_server(max_wait=0.5)
-    client = RobotClient(server.url)
-    task = client.submit(SCAN, wait=True, timeout=20)
+    waits: list[float] = []
+
+    class Counting(RobotClient):
+        def request(self, method: str, path: str, *args: Any, **kw: Any) -> Any:
+            if "?wait=" in path:
+                waits.append(float(path.rsplit("=", 1)[1]))
+            return super().request(method, path, *args, **kw)
+
+    client = Counting(server.url)
+    sleeps: list[float] = []
+    client.sleep = sleeps.append
+    client.pause()  # the task stays pending through several clamped long-polls
+    task_id = client.submit(SCAN)["task_id"]
+    result: dict[str, Any] = {}
+    waiter = threading.Thread(target=lambda: result.update(client.wait(task_id, timeout=30)))
+    waiter.start()
+    wait_until(lambda: len(waits) >= 3, 15, message="three long-polls")
+    client.resume()
+    waiter.join(30)
+    assert result["status"] == "completed" and "timed_out" not in result
+    assert client.long_poll is True and client.max_wait == LONG_POLL_S and sleeps == []
+    assert all(w > server.app.config.max_wait for w in waits)  # asked long, answered at 0.5
+
+
+class _RefusingOldServer(BaseHTTPRequestHandler):
+    """A server from before the clamp: a wait above its max_wait (0.5 s) is a 400 that
+    states the bound in its fields; a shorter one is held, as a long-poll."""
+
+    waits: list[float] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        waits = type(self).waits
+        wait = float(parse_qs(urlsplit(self.path).query)["wait"][0])
+        waits.append(wait)
+        if wait > 0.5:
+            self._reply(400, {"success": False, "code": "query_out_of_range",
+                              "message": "query parameter 'wait' is out of range",
+                              "param": "wait", "low": 0, "high": 0.5})
+            return
+        threading.Event().wait(wait)  # the old server's long-poll, not a test's sleep
+        status = "completed" if len(waits) >= 4 else "pending"
+        self._reply(200, {"task_id": "t1", "status": status, "result": None})
+
+    _reply = _OldServer._reply
+    log_message = _OldServer.log_message
+
+
+def test_wait_learns_the_max_wait_of_an_older_server_that_refuses_longer_waits() -> None:
+    handler = type("Handler", (_RefusingOldServer,), {"waits": []})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        client = RobotClient(f"http://127.0.0.1:{httpd.server_address[1]}")
+        task = client.wait("t1", timeout=60)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
     assert task["status"] == "completed"
-    assert client.max_wait == 0.5 and client.long_poll is not False
+    assert client.max_wait == 0.5 and client.long_poll is True
+    assert handler.waits[0] == LONG_POLL_S and handler.waits[1:] == [0.5, 0.5, 0.5]

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import requests
@@ -352,15 +353,25 @@ def test_cli_shows_the_servers_message_in_its_language_and_the_code(server, tmp_
     assert out.stderr.startswith("not queued: ") and "(HTTP 422, " in out.stderr
 
 
-def test_a_chinese_client_still_learns_the_servers_long_poll_limit(make_server) -> None:
-    """tasks/client.py reads the ?wait= bound from the server's 400 reply: in Chinese too."""
+def test_a_chinese_client_waits_through_the_servers_long_poll_clamp(make_server) -> None:
+    """The server clamps ?wait= to its max_wait and says so in a field (timed_out), not
+    in text: a client asking in Chinese keeps long-polling until the task is final."""
     from cli import LocalizedClient
+    from tasks.client import LONG_POLL_S
     from tests.conftest import SCAN
 
     server = make_server(max_wait=0.5)
     client = LocalizedClient(server.url, lang="zh")
-    assert client.submit(SCAN, wait=True, timeout=20)["status"] == "completed"
-    assert client.max_wait == 0.5 and client.long_poll is not False
+    client.pause()  # pending until resumed: the first long-poll must time out
+    task_id = client.submit(SCAN)["task_id"]
+    started = time.monotonic()
+    r = requests.get(f"{server.url}/task/{task_id}", params={"wait": 30},
+                     headers={"Accept-Language": "zh"}, timeout=10)
+    assert r.status_code == 200 and r.json()["timed_out"] is True
+    assert time.monotonic() - started < 5
+    client.resume()
+    assert client.wait(task_id, timeout=20)["status"] == "completed"
+    assert client.long_poll is True and client.max_wait == LONG_POLL_S
 
 
 def test_cli_check_in_chinese(tmp_path) -> None:
