@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from i18n import CodedError
 
 # The stdlib's own refusals (bad request line, header limits), by status: their English
@@ -29,6 +31,14 @@ class ApiError(CodedError):
     def body(self, lang: str = "en") -> dict:
         return {"success": False, "code": self.code,
                 "message": self.text(lang), **self.extra}
+
+    def page(self, lang: str = "en") -> bytes:
+        """The refusal as a page, for a person who opened the server in a browser: the
+        message says what to configure (--allowed-host, --allow, --trusted-proxy)."""
+        message = html.escape(self.text(lang))
+        return (f'<!doctype html><html lang="{lang}"><meta charset="utf-8">'
+                f"<title>{self.status}</title><h1>{self.status} {html.escape(self.code)}</h1>"
+                f"<p>{message}</p></html>\n").encode()
 
 
 def stdlib_error(status: int) -> ApiError:

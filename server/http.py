@@ -30,7 +30,7 @@ from server.headers import http_date as _http_date
 from server.headers import merge_vary as _merge_vary
 from server.listener import RobotHTTPServer
 from server.reader import DeadlineReader, HeadBudget
-from server.routing import Request, Response, Route, Router, StreamResponse
+from server.routing import Request, Response, Route, Router, StreamResponse, media_quality
 
 log = logging.getLogger("server")
 access_log = logging.getLogger("server.access")
@@ -167,6 +167,9 @@ class Handler(BaseHTTPRequestHandler):
                     self._vary_lang = request.lang_used
         except ApiError as exc:
             response = Response(exc.status, exc.body(lang), exc.headers)
+            if exc.status in (403, 421) and self._wants_page():
+                response = Response(exc.status, exc.page(lang), exc.headers,
+                                    content_type="text/html; charset=utf-8")
             self._vary_lang = True
             if exc.close:
                 self.close_connection = True
@@ -188,6 +191,12 @@ class Handler(BaseHTTPRequestHandler):
                 self.server.leave_stream()
         log.debug("%s %s took %.2f ms", self.command, _escape(self.path),
                   (time.perf_counter() - started) * 1000)
+
+    def _wants_page(self) -> bool:
+        """A browser opening a URL (not a script, not the dashboard's fetch)."""
+        accept = self.headers.get("Accept")
+        return self.command in ("GET", "HEAD") and (
+            media_quality(accept, "text/html") > media_quality(accept, "application/json"))
 
     @staticmethod
     def _query(raw: str) -> dict[str, str]:

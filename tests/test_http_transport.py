@@ -520,3 +520,23 @@ def test_health_still_needs_exactly_one_host(server) -> None:
             assert status == 400 and json.loads(body)["code"] == code
         finally:
             conn.close()
+
+
+def test_a_browser_refused_by_host_or_address_gets_a_page_naming_the_flag(make_server) -> None:
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8",
+               "Accept-Language": "zh-CN,zh;q=0.9", "Host": "robot.lab.example"}
+    server = make_server()
+    r = requests.get(server.url + "/", headers=browser, timeout=5)
+    assert r.status_code == 421 and r.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "--allowed-host" in r.text and "robot.lab.example" in r.text and "本服务器" in r.text
+    assert "<script" not in r.text.lower()  # the refused name is escaped, never markup
+    r = requests.get(server.url + "/", headers={**browser, "Host": "<b>x</b>.example"}, timeout=5)
+    assert "&lt;b&gt;" in r.text and "<b>" not in r.text
+    # curl, requests and the dashboard's fetch (Accept: application/json) keep JSON.
+    for accept in ("*/*", "application/json", None):
+        headers = {"Host": "robot.lab.example", **({"Accept": accept} if accept else {})}
+        r = requests.get(server.url + "/", headers=headers, timeout=5)
+        assert r.status_code == 421 and r.json()["code"] == "host_not_allowed"
+    fenced = make_server(allow=("10.0.0.0/8",), trusted_proxies=())
+    r = requests.get(fenced.url + "/", headers={"Accept": browser["Accept"]}, timeout=5)
+    assert r.status_code == 403 and "--allow" in r.text and "--trusted-proxy" in r.text

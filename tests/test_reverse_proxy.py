@@ -405,6 +405,26 @@ def test_dashboard_and_api_through_caddy(make_server: Callable[..., Any],
     assert Client(server).status()["paused"] is False
 
 
+@needs_nginx
+@needs_browser
+def test_a_refused_page_says_what_to_configure(make_server: Callable[..., Any],
+                                               start_proxy: Callable[..., ProxyProcess],
+                                               open_tab: Callable[[str], Tab]) -> None:
+    # The tutorial block passes the browser's name on; without --allowed-host the server
+    # refuses it, and the person at the browser reads why and which flag fixes it.
+    server = make_server()
+    proxy = start_proxy("nginx", server, NGINX_TUTORIAL_SITE)
+    page = open_tab(f"http://{LAB_NAME}:{proxy.port}").page
+    reply = page.goto(f"http://{LAB_NAME}:{proxy.port}/")
+    assert reply is not None and reply.status == 421
+    assert reply.headers["content-type"].startswith("text/html")
+    text = page.locator("body").inner_text()
+    assert "host_not_allowed" in text and "--allowed-host" in text and LAB_NAME in text
+    # A script asking the same gets the JSON error, as always.
+    r = requests.get(proxy.url + "/queue/status", headers={"Host": LAB_NAME}, timeout=10)
+    assert r.status_code == 421 and r.json()["code"] == "host_not_allowed"
+
+
 # -- the docs quote what runs here -------------------------------------------------------------
 def test_deploy_docs_quote_the_tested_configurations() -> None:
     docs = (Path(ROOT) / "docs" / "deploy.md").read_text(encoding="utf-8")
