@@ -27,6 +27,11 @@ def client_ip(address: str) -> Address | None:
     return ip
 
 
+def in_networks(address: str, networks: tuple[Network, ...]) -> bool:
+    """Whether a client address (as the socket reports it) is inside one of `networks`."""
+    return _in(client_ip(address), networks)
+
+
 def _in(ip: Address | None, networks: tuple[Network, ...]) -> bool:
     return ip is not None and any(ip in net for net in networks)
 
@@ -52,7 +57,7 @@ def _first(value: str | None) -> str | None:
 
 def forwarded(peer: str, headers: Any, trusted: tuple[Network, ...]) -> Forwarded:
     """The request as the trusted proxy saw it, or as it came when the peer is not one."""
-    if not trusted or not _in(client_ip(peer), trusted):
+    if not in_networks(peer, trusted):
         return Forwarded(peer, peer, None, None)
     client = peer
     hops = [h.strip() for v in headers.get_all("X-Forwarded-For") or [] for h in v.split(",")]

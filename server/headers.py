@@ -6,7 +6,7 @@ import re
 import time
 from email.utils import formatdate
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # what must not reach a log or console line raw
 
 
 _date_cache: tuple[int, str] = (0, "")
@@ -23,7 +23,7 @@ def http_date() -> str:
 
 def escape(text: str) -> str:
     """One request = one log line: control characters are shown, not obeyed."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def merge_vary(*values: str | None) -> str:

@@ -61,7 +61,6 @@ class Handler(BaseHTTPRequestHandler):
         # Behind a trusted proxy the client is known per request (X-Forwarded-For).
         self._behind_proxy = self.server.is_trusted_proxy(peer)
         self._client_ok = self._behind_proxy or self.server.client_allowed(peer)
-        self._fwd = Forwarded(peer, peer, None, None)
         self._reserve = self.server.is_reserve(self.request)
         self._extra_headers: dict[str, str] = {}
         self._body_pending = False

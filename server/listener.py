@@ -20,7 +20,7 @@ from typing import Any
 
 from server.app import Application
 from server.errors import ApiError
-from server.forwarded import Forwarded, client_ip, forwarded
+from server.forwarded import Forwarded, forwarded, in_networks
 from server.routing import Router
 
 log = logging.getLogger("server")
@@ -100,14 +100,10 @@ class RobotHTTPServer(ThreadingHTTPServer):
 
     # -- access control ---------------------------------------------------------------
     def client_allowed(self, address: str) -> bool:
-        if not self.networks:
-            return True
-        ip = client_ip(address)
-        return ip is not None and any(ip in net for net in self.networks)
+        return not self.networks or in_networks(address, self.networks)
 
     def is_trusted_proxy(self, address: str) -> bool:
-        ip = client_ip(address)
-        return ip is not None and any(ip in net for net in self.trusted)
+        return in_networks(address, self.trusted)
 
     def forwarded(self, peer: str, headers: Any) -> Forwarded:
         return forwarded(peer, headers, self.trusted)

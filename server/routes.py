@@ -4,12 +4,12 @@ except through the worker's operator actions."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from server.errors import ApiError
+from server.headers import CONTROL
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.openapi import openapi_document
 from server.routing import (
@@ -33,7 +33,6 @@ from tasks.store import IdempotencyConflict, StoreWriteError
 QUEUED_MESSAGE = "任务已加入队列"
 QUEUED_NOTE = "使用 GET /task/<task_id> 查询任务状态"
 KEEPALIVE_S = 15.0
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -225,7 +224,7 @@ def queue_pause(req: Request) -> Response:
         if reason is not None and not isinstance(reason, str):
             raise ApiError("pause_reason_invalid", 400)  # not paused: a script's mistake
         if reason is not None:  # shown on the console and the page: one sane line
-            reason = _CONTROL.sub(" ", reason[:200]).strip() or None
+            reason = CONTROL.sub(" ", reason[:200]).strip() or None
     return Response(200, {"success": True, "code": "paused", "message": req.t("info.paused"),
                           **req.app.manager.pause(reason)})
 

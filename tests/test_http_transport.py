@@ -48,6 +48,21 @@ def _chunked(*parts: bytes, ext: bytes = b"", trailer: bytes = b"") -> bytes:
     return out + b"0\r\n" + trailer + b"\r\n"
 
 
+def _refused_and_closed(conn: Raw, status: int, code: str, name: str = "", *,
+                        timeout: float | None = None) -> None:
+    """The next reply is this JSON refusal with Connection: close, and the server hung up."""
+    got, headers, reply = conn.response() if timeout is None else conn.response(timeout=timeout)
+    assert _code(got, reply, status) == code, name
+    assert headers.get("connection") == "close", name
+    assert conn.closed(), name
+
+
+def _unharmed(client: Client, tasks: int = 0) -> None:
+    """Exactly `tasks` were ever queued, and the server still answers."""
+    assert client.status()["total_tasks"] == tasks
+    assert client.get("/health").status_code == 200
+
+
 def _chunked_head(server, path: str = "/", extra: str = "") -> bytes:
     return (f"POST {path} HTTP/1.1\r\nHost: {_host(server)}\r\n"
             "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
@@ -144,14 +159,10 @@ def test_chunked_body_over_the_limit_is_refused_while_reading(server, client) ->
         for _ in range(limit // len(piece)):
             _send_tolerant(conn, b"%x\r\n%s\r\n" % (len(piece), piece))
         _send_tolerant(conn, b"%x\r\n%s" % (len(piece), piece))
-        status, headers, reply = conn.response(timeout=5)
-        assert _code(status, reply, 413) == "body_too_large"
-        assert headers.get("connection") == "close"
-        assert conn.closed()
+        _refused_and_closed(conn, 413, "body_too_large", timeout=5)
     finally:
         conn.close()
-    assert client.status()["total_tasks"] == 0
-    assert client.get("/health").status_code == 200
+    _unharmed(client)
 
 
 MALFORMED: list[tuple[str, bytes]] = [
@@ -179,14 +190,10 @@ def test_malformed_chunked_body_is_refused_and_closes(server, client, name: str,
     conn = Raw(server.address)
     try:
         _send_tolerant(conn, _chunked_head(server) + body)
-        status, headers, reply = conn.response()
-        assert _code(status, reply, 400) == "chunked_invalid", name
-        assert headers.get("connection") == "close", name
-        assert conn.closed(), name
+        _refused_and_closed(conn, 400, "chunked_invalid", name)
     finally:
         conn.close()
-    assert client.status()["total_tasks"] == 0
-    assert client.get("/health").status_code == 200
+    _unharmed(client)
 
 
 def test_peer_closing_mid_chunk_queues_nothing(server, client) -> None:
@@ -204,8 +211,7 @@ def test_peer_closing_mid_chunk_queues_nothing(server, client) -> None:
         assert conn.closed()
     finally:
         conn.close()
-    assert client.status()["total_tasks"] == 0
-    assert client.get("/health").status_code == 200
+    _unharmed(client)
 
 
 @pytest.mark.timeout(30)
@@ -214,13 +220,10 @@ def test_slow_chunked_body_past_the_deadline_gets_408(make_server) -> None:
     conn = Raw(server.address)
     try:
         conn.send(_chunked_head(server) + b"%x\r\n" % len(SCAN_BODY) + SCAN_BODY[:10])
-        status, headers, reply = conn.response(timeout=5)
-        assert _code(status, reply, 408) == "body_timeout"
-        assert headers.get("connection") == "close"
-        assert conn.closed()
+        _refused_and_closed(conn, 408, "body_timeout", timeout=5)
     finally:
         conn.close()
-    assert Client(server).status()["total_tasks"] == 0
+    _unharmed(Client(server))
 
 
 def test_length_and_chunked_together_are_refused(server, client) -> None:
@@ -228,13 +231,10 @@ def test_length_and_chunked_together_are_refused(server, client) -> None:
     try:
         body = _chunked(SCAN_BODY)
         conn.send(_chunked_head(server, extra=f"Content-Length: {len(body)}\r\n") + body)
-        status, headers, reply = conn.response()
-        assert _code(status, reply, 400) == "length_and_chunked"
-        assert headers.get("connection") == "close"
-        assert conn.closed()
+        _refused_and_closed(conn, 400, "length_and_chunked")
     finally:
         conn.close()
-    assert client.status()["total_tasks"] == 0
+    _unharmed(client)
 
 
 @pytest.mark.parametrize("coding", ["gzip, chunked", "identity", "chunked, gzip"])
@@ -243,13 +243,10 @@ def test_other_transfer_codings_are_not_implemented(server, client, coding: str)
     try:
         conn.send((f"POST / HTTP/1.1\r\nHost: {_host(server)}\r\nContent-Type: application/json"
                    f"\r\nTransfer-Encoding: {coding}\r\n\r\n").encode() + _chunked(SCAN_BODY))
-        status, headers, reply = conn.response()
-        assert _code(status, reply, 501) == "transfer_encoding"
-        assert headers.get("connection") == "close"
-        assert conn.closed()
+        _refused_and_closed(conn, 501, "transfer_encoding")
     finally:
         conn.close()
-    assert client.status()["total_tasks"] == 0
+    _unharmed(client)
 
 
 # -- D: HTTP/1.0 ---------------------------------------------------------------------------
