@@ -30,7 +30,7 @@ from server.headers import http_date as _http_date
 from server.headers import merge_vary as _merge_vary
 from server.listener import RobotHTTPServer
 from server.reader import DeadlineReader, HeadBudget
-from server.routing import Request, Response, Route, Router, StreamResponse, media_quality
+from server.routing import Request, Response, Route, Router, StreamResponse, prefers_html
 
 log = logging.getLogger("server")
 access_log = logging.getLogger("server.access")
@@ -193,9 +193,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _wants_page(self) -> bool:
         """A browser opening a URL (not a script, not the dashboard's fetch)."""
-        accept = self.headers.get("Accept")
-        return self.command in ("GET", "HEAD") and (
-            media_quality(accept, "text/html") > media_quality(accept, "application/json"))
+        return self.command in ("GET", "HEAD") and prefers_html(self.headers.get("Accept"))
 
     @staticmethod
     def _query(raw: str) -> dict[str, str]:

@@ -263,7 +263,7 @@ def commands(req: Request) -> Response:
 @public  # the page shell must load before it can ask for a token
 def service(req: Request) -> Response:
     # Browsers rank text/html first; scripts send */* or nothing and get JSON.
-    if req.app.config.static_dir and req.accepts("text/html") > req.accepts("application/json"):
+    if req.app.config.static_dir and req.prefers_html():
         return serve_static(req, "index.html")
     return Response(200, {
         "service": "robot task server", "mode": req.app.config.mode,

@@ -132,9 +132,14 @@ class Request:
         raise ApiError("query_not_boolean", 400, params={"name": name, "value": repr(raw[:50])},
                        extra={"param": name})
 
-    def accepts(self, media_type: str) -> float:
-        """The Accept header's q for `media_type` (see media_quality)."""
-        return media_quality(self.headers.get("Accept"), media_type)
+    def prefers_html(self) -> bool:
+        """A browser opening a URL, not a script or a fetch() asking for JSON."""
+        return prefers_html(self.headers.get("Accept"))
+
+
+def prefers_html(accept: str | None) -> bool:
+    """q(text/html) > q(application/json): ties (*/*, no Accept) go to JSON."""
+    return media_quality(accept, "text/html") > media_quality(accept, "application/json")
 
 
 def media_quality(accept: str | None, media_type: str) -> float:

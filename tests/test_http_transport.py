@@ -250,6 +250,13 @@ def test_other_transfer_codings_are_not_implemented(server, client, coding: str)
 
 
 # -- D: HTTP/1.0 ---------------------------------------------------------------------------
+def _plain_http10_is_answered_then_closed(conn: Raw) -> None:
+    conn.send(b"GET /health HTTP/1.0\r\n\r\n")
+    status, headers, _ = conn.response()
+    assert status == 200 and headers.get("connection", "").lower() == "close", headers
+    assert conn.closed()
+
+
 def test_http10_keep_alive_is_kept_and_said_otherwise_closed(server) -> None:
     conn = Raw(server.address)
     try:
@@ -259,10 +266,7 @@ def test_http10_keep_alive_is_kept_and_said_otherwise_closed(server) -> None:
             assert status == 200, body
             assert headers.get("connection", "").lower() == "keep-alive", headers
         # Without the header HTTP/1.0 means one request per connection.
-        conn.send(b"GET /health HTTP/1.0\r\n\r\n")
-        status, headers, _ = conn.response()
-        assert status == 200 and headers.get("connection", "").lower() == "close", headers
-        assert conn.closed()
+        _plain_http10_is_answered_then_closed(conn)
     finally:
         conn.close()
 
@@ -270,10 +274,7 @@ def test_http10_keep_alive_is_kept_and_said_otherwise_closed(server) -> None:
 def test_http10_without_keep_alive_gets_close(server) -> None:
     conn = Raw(server.address)
     try:
-        conn.send(b"GET /health HTTP/1.0\r\n\r\n")
-        status, headers, _ = conn.response()
-        assert status == 200 and headers.get("connection", "").lower() == "close", headers
-        assert conn.closed()
+        _plain_http10_is_answered_then_closed(conn)
     finally:
         conn.close()
 
