@@ -17,10 +17,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from robot import sim_hostile
+
 log = logging.getLogger("robot.simulator")
 
 FIRMWARE = "robot-sim 1.0"
-FAULT_MODES = (None, "garbage", "hang_after_ack", "no_ack", "fail", "heartbeat_only", "alarm")
+FAULT_MODES = (None, "garbage", "hang_after_ack", "no_ack", "fail", "heartbeat_only", "alarm",
+               "flood", "noise", "deep_result")
 MOTION = ("HOME", "MOVE_TO", "PICK", "PLACE", "SCAN_QRCODE", "DISPENSE")
 # Seconds at speed 1.
 DURATIONS = {"HOME": 3.0, "MOVE_TO": 2.0, "PICK": 4.0, "PLACE": 4.0, "DISPENSE": 3.0}
@@ -62,11 +65,13 @@ class Parsed:
 
 
 class _Job:
-    def __init__(self, msg_id: Any, cmd: str, params: dict[str, Any], mode: str | None) -> None:
+    def __init__(self, msg_id: Any, cmd: str, params: dict[str, Any], mode: str | None,
+                 hostile: sim_hostile.Settings | None = None) -> None:
         self.msg_id = msg_id
         self.cmd = cmd
         self.params = params
         self.mode = mode  # captured at start: changing the mode later does not affect it
+        self.hostile = hostile  # likewise the flood/noise/deep settings
         self.stop = threading.Event()
         self.done = threading.Event()
         self.thread: threading.Thread | None = None
@@ -82,11 +87,18 @@ def _is_number(v: Any) -> bool:
 
 class SimEngine:
     """Robot state and jobs. The subclass supplies ``_send(event, job=, cmd=)`` and
-    ``_wire`` (whose ``stop_result_first`` orders STOP's reply against the abort)."""
+    ``_wire`` (whose ``stop_result_first`` orders STOP's reply against the abort), and
+    for the hostile modes (robot/sim_hostile.py) ``_send_many`` and ``_write``."""
 
     speed: float
     heartbeat_s: float
     _wire: Any
+    flood_rate: float = sim_hostile.FLOOD_RATE  # lines per second, real time
+    flood_seconds: float = sim_hostile.FLOOD_SECONDS
+    flood_items: bool = False
+    noise_rate: int = sim_hostile.NOISE_RATE  # bytes per second
+    noise_seconds: float = sim_hostile.NOISE_SECONDS
+    deep_levels: int = sim_hostile.DEEP_LEVELS
 
     def _init_engine(self) -> None:
         self._cond = threading.Condition()
@@ -98,6 +110,12 @@ class SimEngine:
 
     def _send(self, obj: dict[str, Any], *, job: _Job | None = None,
               cmd: str | None = None) -> None:
+        raise NotImplementedError
+
+    def _send_many(self, events: list[dict[str, Any]], *, job: _Job | None = None) -> None:
+        raise NotImplementedError
+
+    def _write(self, data: bytes) -> None:
         raise NotImplementedError
 
     # -- commands --------------------------------------------------------------------------
@@ -115,7 +133,7 @@ class SimEngine:
         if parsed.error:
             self._result(msg_id, False, parsed.error, cmd=cmd)
             return
-        job = _Job(msg_id, cmd, params, mode)
+        job = _Job(msg_id, cmd, params, mode, sim_hostile.snapshot(self))
         with self._cond:
             if self._job is not None:
                 busy = True
@@ -169,8 +187,12 @@ class SimEngine:
             # Idle before the last line goes out: a host that sends its next command the
             # moment it reads this one must not be told "busy".
             self._release(job)
-        self._send({"id": msg_id, "type": "result", "success": success, "message": message,
-                    "data": data or {}}, job=job, cmd=cmd)
+        event = {"id": msg_id, "type": "result", "success": success, "message": message,
+                 "data": data or {}}
+        if job is not None and sim_hostile.wants_deep(job, success):
+            sim_hostile.send_deep_result(self, event, job)
+            return
+        self._send(event, job=job, cmd=cmd)
 
     def _alarm(self, job: _Job) -> None:
         self._release(job)
@@ -224,6 +246,9 @@ class SimEngine:
         if job.mode == "fail" and cmd in MOTION:
             self._result(msg_id, False, "simulated failure", job=job)
             return
+        if job.mode in sim_hostile.BEFORE_MOTION and cmd in MOTION:
+            # After a STOP here the command's own wait ends at once: the usual abort.
+            sim_hostile.before_motion(self, job)
         if cmd == "SCAN_QRCODE":
             self._scan(job)
             return

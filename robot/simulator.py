@@ -11,7 +11,8 @@ The command engine (jobs, timings, STOP, faults) is robot/sim_engine.py; this mo
 is the life cycle, the bytes and the test helpers.
 
 Run standalone: ``python -m robot.simulator [--speed X] [--protocol json|text]
-[--link PATH | --tcp HOST:PORT] [--record FILE]``.
+[--link PATH | --tcp HOST:PORT] [--record FILE] [--fault MODE]`` plus the settings of
+the hostile modes (robot/sim_hostile.py): ``--flood-rate``, ``--noise-rate``, ...
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 from robot.protocol import LineFramer
 from robot.sim_channels import PtyChannel, TcpChannel, open_channel, resolve_transport
 from robot.sim_engine import FAULT_MODES, FIRMWARE, SimEngine, _Job, bottle_code, qr_code
+from robot.sim_hostile import DEEP_LEVELS, FLOOD_RATE, FLOOD_SECONDS, NOISE_RATE, NOISE_SECONDS
 from robot.sim_wire import WIRES, make_wire
 
 # Where tests and tools have always found them.
@@ -63,6 +65,13 @@ class RobotSimulator(SimEngine):
         self.heartbeat_s = heartbeat_s
         self.record_path = record_path
         self.received: list[dict[str, Any]] = []
+        # The hostile modes' settings (robot/sim_hostile.py), read when a command starts.
+        self.flood_rate: float = FLOOD_RATE  # progress lines per second, real time
+        self.flood_seconds: float = FLOOD_SECONDS
+        self.flood_items: bool = False  # every flood line carries "item": {"flood": k}
+        self.noise_rate: int = NOISE_RATE  # random bytes per second
+        self.noise_seconds: float = NOISE_SECONDS
+        self.deep_levels: int = DEEP_LEVELS  # nesting depth of the deep result's data
         self._init_engine()
         self._write_lock = threading.Lock()
         self._session: PtyChannel | TcpChannel | None = None
@@ -226,6 +235,16 @@ class RobotSimulator(SimEngine):
         self._write(body[:half])
         self._write(body[half:] + b"\r\n")
 
+    def _send_many(self, events: list[dict[str, Any]], *, job: _Job | None = None) -> None:
+        """Events as whole lines in one write (no garbage treatment): a flood reaches its
+        rate without a lock round trip per line, and no other line lands mid-line."""
+        cmd = job.cmd if job is not None else None
+        newline = self._wire.newline
+        lines = [body for body in (self._wire.format(e, cmd) for e in events)
+                 if body is not None]
+        if lines:
+            self._write(newline.join(lines) + newline)
+
     # -- commands --------------------------------------------------------------------------
     def _on_line(self, line: bytes) -> None:
         parsed = self._wire.parse(line)
@@ -265,6 +284,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="what the robot speaks (default json)")
     parser.add_argument("--heartbeat", type=float, default=2.0, help="heartbeat period in s")
     parser.add_argument("--fault", choices=[m for m in FAULT_MODES if m], help="fault mode")
+    hostile = parser.add_argument_group("hostile fault modes (flood, noise, deep_result)")
+    hostile.add_argument("--flood-rate", type=float, default=FLOOD_RATE,
+                         help=f"flood: progress lines per second (default {FLOOD_RATE:g})")
+    hostile.add_argument("--flood-seconds", type=float, default=FLOOD_SECONDS,
+                         help=f"flood: how long, real seconds (default {FLOOD_SECONDS:g})")
+    hostile.add_argument("--flood-items", action="store_true",
+                         help='flood: every line carries "item": {"flood": k}')
+    hostile.add_argument("--noise-rate", type=int, default=NOISE_RATE,
+                         help=f"noise: random bytes per second (default {NOISE_RATE})")
+    hostile.add_argument("--noise-seconds", type=float, default=NOISE_SECONDS,
+                         help=f"noise: how long, real seconds (default {NOISE_SECONDS:g})")
+    hostile.add_argument("--deep-levels", type=int, default=DEEP_LEVELS,
+                         help=f"deep_result: nesting depth of data.nested (default {DEEP_LEVELS})")
     args = parser.parse_args(argv)
     if args.speed <= 0:
         parser.error("--speed must be greater than 0")
@@ -274,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         sim = RobotSimulator(args.speed, link_path=args.link, heartbeat_s=args.heartbeat,
                              record_path=args.record, transport="tcp" if args.tcp else "auto",
                              tcp_host=tcp_host, tcp_port=tcp_port, protocol=args.protocol)
+        for name in ("flood_rate", "flood_seconds", "flood_items", "noise_rate",
+                     "noise_seconds", "deep_levels"):
+            setattr(sim, name, getattr(args, name))
         if args.fault:
             sim.set_fault(args.fault)
         done = threading.Event()
