@@ -37,6 +37,9 @@ ROBOT_PROTOCOL = "json"
 ROBOT_TIMEOUT_S = 30.0  # silence (no ack/progress/heartbeat/result) that fails a command
 ROBOT_WRITE_TIMEOUT_S = 2.0
 ROBOT_RECONNECT_MIN_S = 1.0
+# Progress reaches the task (store, events) at most this often, however fast the robot
+# sends it; the last progress is always recorded before the result.
+PROGRESS_INTERVAL_S = 0.2
 ROBOT_RECONNECT_MAX_S = 30.0
 SIM_SPEED = 1.0  # 1 = realistic durations; 50 = fifty times faster
 # How the driver reaches the simulator: "pty" (a pseudo-terminal, like a USB serial

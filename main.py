@@ -212,6 +212,7 @@ def serve(args: argparse.Namespace) -> int:
         write_timeout=constants.ROBOT_WRITE_TIMEOUT_S,
         reconnect_min=constants.ROBOT_RECONNECT_MIN_S,
         reconnect_max=constants.ROBOT_RECONNECT_MAX_S,
+        progress_interval=constants.PROGRESS_INTERVAL_S,
         auto_resume=_pick(args.auto_resume, constants.AUTO_RESUME),
         max_queue=_pick(args.max_queue, constants.MAX_QUEUE_SIZE),
         max_body=constants.MAX_BODY_BYTES,

@@ -48,6 +48,8 @@ class Reply:
     item: dict[str, Any] | None = None
     error: str | None = None
     to_stop: bool = False
+    # A result whose content was refused (robot/bounds.py): why. The command fails.
+    rejected: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,12 @@ class LineCodec:
         """Decode one line (without its terminator). Must never raise: a line it
         cannot use is ``invalid(reason)``. ``sent`` is the command in flight."""
         raise NotImplementedError
+
+    def decode_overlong(self, head: bytes, sent: Sent | None) -> Reply:
+        """A line longer than ``max_line`` was dropped; ``head`` is its start. A codec
+        that can tell from it that the line was a command's result returns that result
+        with ``rejected`` set, so the command fails now rather than timing out."""
+        return invalid(f"over-long line (> {self.max_line} bytes)")
 
     # -- helpers for template-based codecs --------------------------------------------
     def format_wire(self, cmd: str, params: dict[str, Any] | None,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from robot.codec import LineCodec, Reply, Sent, invalid
+from robot.bounds import MAX_DEPTH, text_too_deep, top_level_fields
+from robot.codec import MAX_LINE, LineCodec, Reply, Sent, invalid
 
 MESSAGE_KINDS = ("ack", "progress", "result", "heartbeat", "log", "alarm")
 # Replies to a command must carry its id; heartbeats, logs and alarms are unsolicited.
@@ -39,6 +40,8 @@ def parse_json_line(line: bytes) -> Reply:
         return invalid("not UTF-8")
     if not text.strip():
         return invalid("empty line")
+    if text_too_deep(text):
+        return _refused(text, f"nested deeper than {MAX_DEPTH} levels")
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
@@ -73,6 +76,15 @@ def parse_json_line(line: bytes) -> Reply:
     return reply
 
 
+def _refused(text: str, reason: str) -> Reply:
+    """A line the server will not take: the result of a command if it says so (that
+    command then fails at once), else a skipped line."""
+    fields = top_level_fields(text)
+    if fields.get("type") == "result" and _is_int(fields.get("id")):
+        return Reply(kind="result", id=fields["id"], success=False, rejected=reason)
+    return invalid(reason)
+
+
 class JsonCodec(LineCodec):
     """This project's firmware protocol: ids on every reply, results as JSON objects."""
 
@@ -87,3 +99,7 @@ class JsonCodec(LineCodec):
 
     def decode(self, line: bytes, sent: Sent | None) -> Reply:
         return parse_json_line(line)
+
+    def decode_overlong(self, head: bytes, sent: Sent | None) -> Reply:
+        return _refused(head.decode("utf-8", errors="replace"),
+                        f"line longer than {self.max_line or MAX_LINE} bytes")

@@ -26,8 +26,10 @@ from typing import Any
 
 import serial
 
+from robot.bounds import MAX_DEPTH, value_too_deep
 from robot.codec import CodecError, LineCodec, Reply, Sent
 from robot.codec_json import JsonCodec
+from robot.linelog import LineReport
 from robot.outcome import (
     ABORTED_UNSENT,
     CommandOutcome,
@@ -37,7 +39,8 @@ from robot.outcome import (
     describe_open_error,
     short,
 )
-from robot.protocol import IdGenerator, LineFramer
+from robot.progress import ProgressLog
+from robot.protocol import IdGenerator, LineFramer, OverlongLine
 
 # Re-exported: tests and older callers import these from here.
 _Transcript = Transcript
@@ -61,6 +64,10 @@ class _Pending:
     # Set when its result is routed: with no ids, a later result (a STOP's bare "ok")
     # arriving before the command has left _pending is not this command's.
     ended: bool = False
+    progress: ProgressLog = field(default_factory=ProgressLog)
+    # One "tick" at most waits in the inbox for progress and proof-of-life lines: a
+    # chatty robot must not grow a backlog that also hides its silence.
+    tick_queued: bool = False
 
     @property
     def cmd(self) -> str:
@@ -88,7 +95,7 @@ class RobotLink:
                  command_timeouts: dict[str, float] | None = None, write_timeout: float = 2.0,
                  reconnect_min: float = 1.0, reconnect_max: float = 30.0,
                  exclusive: bool = True, handshake_timeout: float = 5.0,
-                 codec: LineCodec | None = None,
+                 codec: LineCodec | None = None, progress_interval: float = 0.2,
                  on_link_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.url = url
         self.baudrate = baudrate
@@ -101,6 +108,8 @@ class RobotLink:
         self.handshake_timeout = handshake_timeout
         # The words on the wire (robot/codec.py); everything else here is transport.
         self.codec = codec if codec is not None else JsonCodec()
+        # The most often on_progress is called: its caller persists each call.
+        self.progress_interval = progress_interval
         self.on_link_event = on_link_event
 
         self._ids = IdGenerator()
@@ -129,6 +138,9 @@ class RobotLink:
         self._lines_out = 0
         self._skipped = 0
         self._reconnects = 0
+        # A noisy line (wrong baud rate, debug firmware) must not flood the log.
+        self._skip_report = LineReport(log, logging.WARNING, "skipped robot line")
+        self._log_report = LineReport(log, logging.INFO, "robot log", burst=20)
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self, require_connection: bool = True) -> None:
@@ -372,9 +384,11 @@ class RobotLink:
 
     # -- reading ---------------------------------------------------------------------------
     def _read_loop(self, conn: _Conn) -> None:
-        framer = LineFramer(self.codec.max_line)
+        framer = LineFramer(self.codec.max_line, keep_heads=True)
         ser = conn.ser
         while not conn.closing.is_set():
+            self._skip_report.tick()
+            self._log_report.tick()
             try:
                 data = ser.read(1)
                 if data:
@@ -392,33 +406,33 @@ class RobotLink:
                 framer.reset()
             if not data:
                 continue
-            dropped = framer.dropped
             for line in framer.feed(data):
                 self._on_line(line)
-            if framer.dropped != dropped:
-                self._on_overlong(framer.dropped - dropped)
-
-    def _on_overlong(self, count: int) -> None:
-        limit = self.codec.max_line
-        with self._cond:
-            self._lines_in += count
-            self._skipped += count
-            pending = self._pending
-        log.warning("skipped %d over-long line(s) from the robot (> %d bytes)", count, limit)
-        if pending is not None:
-            pending.transcript.add("rx", f"<over-long line discarded (> {limit} bytes)>")
 
     def _decode(self, raw: bytes, pending: _Pending | None) -> Reply:
+        sent = pending.sent if pending is not None else None
         try:
-            return self.codec.decode(raw, pending.sent if pending is not None else None)
+            if isinstance(raw, OverlongLine):
+                return self.codec.decode_overlong(raw, sent)
+            reply = self.codec.decode(raw, sent)
         except Exception as exc:  # a codec bug must not kill the reader thread
             log.exception("robot protocol %s failed to decode a line", self.codec.name)
             return Reply(kind="invalid", error=f"decoder error ({type(exc).__name__}: {exc})")
+        # Whatever the codec: nothing nested deeper than robot/bounds.py allows is kept.
+        if reply.kind == "progress" and value_too_deep(reply.item, MAX_DEPTH - 2):
+            return Reply(kind="invalid", error=f"progress item nested deeper than {MAX_DEPTH} "
+                                               "levels")
+        if reply.kind == "result" and value_too_deep(reply.data, MAX_DEPTH - 2):
+            reply.rejected, reply.data = f"nested deeper than {MAX_DEPTH} levels", {}
+        return reply
 
     def _on_line(self, raw: bytes) -> None:
+        """One received line (an ``OverlongLine``: the head of one that was dropped)."""
         if not raw.strip():
             return
         text = raw.decode("utf-8", errors="replace")
+        if isinstance(raw, OverlongLine):
+            text = f"<over-long line discarded (> {self.codec.max_line} bytes)> {short(text)}"
         now = time.time()
         with self._cond:
             # Decoded under the lock: a no-id reply is read against the command in
@@ -431,27 +445,36 @@ class RobotLink:
                 self._skipped += 1
             else:
                 self._last_seen = now
-        if pending is not None:
-            pending.transcript.add("rx", text if route != "skip" else short(text))
         if route == "skip":
             reason = reply.error if reply.kind == "invalid" else \
                 (f"stale or unknown id {reply.id}" if reply.id is not None
                  else "no command in flight")
-            log.warning("skipped robot line (%s): %s", reason, short(text))
+            if pending is not None:
+                pending.transcript.add("rx", short(text), skipped=reason)
+            self._skip_report.report(reason, text)
             return
+        if pending is not None:
+            pending.transcript.add("rx", text)
         if reply.kind == "log":
-            log.info("robot log: %s", reply.message)
+            self._log_report.report("", reply.message or "")
         elif reply.kind == "alarm" and route != "mine":
             # Nothing in flight to fail: the robot stopped itself while idle, and
             # whoever drives it next must know its state is unknown.
             self._event("alarm", error=reply.message)
         if pending is None:
             return
-        if route == "mine":
+        if route == "mine" and reply.kind != "progress":
             pending.inbox.put((reply.kind, reply))
-        else:
-            # Heartbeats, logs and STOP replies only prove the robot is alive.
-            pending.inbox.put(("alive", reply))
+            return
+        # Progress, and heartbeats, logs and STOP replies (proof of life only): kept in
+        # the pending command's log, with one wake-up token at most.
+        with self._cond:
+            if route == "mine":
+                pending.progress.add(reply, len(raw))
+            wake = not pending.tick_queued
+            pending.tick_queued = True
+        if wake:
+            pending.inbox.put(("tick", None))
 
     def _route_locked(self, reply: Reply, pending: _Pending | None) -> str:
         """"mine" (for the command in flight), "alive" (proof of life only) or "skip"."""
@@ -634,53 +657,91 @@ class RobotLink:
                 return CommandOutcome(False, "disconnected: link stopped", fault="disconnected",
                                       code="link_stopped")
             self._pending = pending
-        items: list[dict[str, Any]] = []
         try:
             pending.transcript.add("tx", _shown(line))
             error = self._write(conn, line, stop_epoch=stop_epoch)
             if error is not None and error.code == "aborted_unsent":
                 pending.transcript.add("note", "not sent: STOP was requested first")
-                return self._outcome(pending, items, False, error.message, aborted=True,
+                return self._outcome(pending, False, error.message, aborted=True,
                                      code=error.code)
             if error is not None:
-                return self._outcome(pending, items, False, error.message,
+                return self._outcome(pending, False, error.message,
                                      fault="disconnected", code=error.code,
                                      params=error.params)
-            last = time.monotonic()
-            while True:
-                remaining = last + timeout - time.monotonic()
-                if remaining <= 0:
-                    return self._on_silence(pending, items, timeout)
-                try:
-                    kind, payload = pending.inbox.get(timeout=remaining)
-                except queue.Empty:
-                    continue
-                last = time.monotonic()
-                if kind == "disconnected":
-                    failure: LinkFailure = payload
-                    return self._outcome(pending, items, False, failure.message,
-                                         fault="disconnected", code=failure.code,
-                                         params=failure.params)
-                if kind == "progress":
-                    self._progress(payload, items, on_progress)
-                elif kind == "alarm":
-                    if payload.message:
-                        return self._outcome(pending, items, False, f"alarm: {payload.message}",
-                                             fault="alarm", code="robot_alarm",
-                                             params={"error": payload.message})
-                    return self._outcome(pending, items, False, "alarm: robot alarm",
-                                         fault="alarm", code="robot_alarm_no_message")
-                elif kind == "result":
-                    return self._result(pending, items, payload)
+            outcome = self._collect(pending, on_progress, timeout)
+            # The last progress before the outcome: whoever records both sees them in order.
+            self._deliver(pending, on_progress)
+            return outcome
         finally:
             with self._cond:
                 self._pending = None
 
-    def _result(self, pending: _Pending, items: list[dict[str, Any]],
-                reply: Reply) -> CommandOutcome:
+    def _collect(self, pending: _Pending,
+                 on_progress: Callable[[dict[str, Any]], None] | None,
+                 timeout: float) -> CommandOutcome:
+        """Wait for the end of the command in flight; progress goes to ``on_progress``
+        at most every ``progress_interval`` s, however fast the robot sends it."""
+        last = time.monotonic()
+        due = 0.0  # when progress may be delivered next
+        while True:
+            now = time.monotonic()
+            remaining = last + timeout - now
+            if remaining <= 0:
+                return self._on_silence(pending, timeout)
+            with self._cond:
+                fresh = on_progress is not None and pending.progress.fresh
+            if fresh and now >= due:
+                self._deliver(pending, on_progress)
+                due = now + self.progress_interval
+                continue
+            try:
+                kind, payload = pending.inbox.get(
+                    timeout=min(remaining, due - now) if fresh else remaining)
+            except queue.Empty:
+                continue
+            last = time.monotonic()  # anything from the robot proves it is alive
+            if kind == "tick":
+                with self._cond:
+                    pending.tick_queued = False
+            elif kind == "disconnected":
+                failure: LinkFailure = payload
+                return self._outcome(pending, False, failure.message, fault="disconnected",
+                                     code=failure.code, params=failure.params)
+            elif kind == "alarm":
+                if payload.message:
+                    return self._outcome(pending, False, f"alarm: {payload.message}",
+                                         fault="alarm", code="robot_alarm",
+                                         params={"error": payload.message})
+                return self._outcome(pending, False, "alarm: robot alarm", fault="alarm",
+                                     code="robot_alarm_no_message")
+            elif kind == "result":
+                return self._result(pending, payload)
+
+    def _deliver(self, pending: _Pending,
+                 on_progress: Callable[[dict[str, Any]], None] | None) -> None:
+        if on_progress is None:
+            return
+        with self._cond:
+            if not pending.progress.fresh:
+                return
+            event = pending.progress.take()
+        try:
+            on_progress(event)
+        except Exception:
+            # A broken observer must not turn a running robot command into a fault.
+            log.exception("on_progress callback failed")
+
+    def _result(self, pending: _Pending, reply: Reply) -> CommandOutcome:
+        if reply.rejected is not None:
+            # The robot ended the command, so its state is known (no fault, no hold);
+            # what it returned cannot be kept.
+            pending.transcript.add("note", f"result refused: {reply.rejected}")
+            return self._outcome(pending, False, f"result refused: {reply.rejected}",
+                                 code="robot_result_rejected",
+                                 params={"reason": reply.rejected})
         success = bool(reply.success)
         if success:  # the robot's own words, else the guide's "<CMD>完成"
-            return self._outcome(pending, items, True, reply.message or f"{pending.cmd}完成",
+            return self._outcome(pending, True, reply.message or f"{pending.cmd}完成",
                                  data=reply.data)
         message = reply.message or ""
         aborted = pending.stop_sent and message.lower().startswith("aborted")
@@ -688,28 +749,10 @@ class RobotLink:
         # translated.
         code, params = ("robot_error", {"error": message}) if message else \
             ("robot_error_no_message", {})
-        return self._outcome(pending, items, False, message, data=reply.data, aborted=aborted,
+        return self._outcome(pending, False, message, data=reply.data, aborted=aborted,
                              code=code, params=params)
 
-    @staticmethod
-    def _progress(reply: Reply, items: list[dict[str, Any]],
-                  on_progress: Callable[[dict[str, Any]], None] | None) -> None:
-        item = reply.item
-        if isinstance(item, dict):
-            items.append(item)
-        if on_progress is None:
-            return
-        # A protocol that does not count (e.g. one line per scanned bottle) counts items.
-        done = reply.done if reply.done is not None or item is None else len(items)
-        event = {"done": done, "total": reply.total, "message": reply.message, "item": item}
-        try:
-            on_progress(event)
-        except Exception:
-            # A broken observer must not turn a running robot command into a fault.
-            log.exception("on_progress callback failed")
-
-    def _on_silence(self, pending: _Pending, items: list[dict[str, Any]],
-                    timeout: float) -> CommandOutcome:
+    def _on_silence(self, pending: _Pending, timeout: float) -> CommandOutcome:
         with self._cond:
             self._synced = False
             self._cond.notify_all()
@@ -722,15 +765,16 @@ class RobotLink:
             sent = self._send_stop(pending)
             message += "; STOP sent" if sent else "; STOP could NOT be sent"
             code = "robot_timeout" if sent else "robot_timeout_stop_failed"
-        return self._outcome(pending, items, False, message, fault="timeout", code=code,
+        return self._outcome(pending, False, message, fault="timeout", code=code,
                              params={"seconds": seconds})
 
-    @staticmethod
-    def _outcome(pending: _Pending, items: list[dict[str, Any]], success: bool, message: str,
-                 *, data: dict[str, Any] | None = None, fault: str | None = None,
+    def _outcome(self, pending: _Pending, success: bool, message: str, *,
+                 data: dict[str, Any] | None = None, fault: str | None = None,
                  aborted: bool = False, code: str | None = None,
                  params: dict[str, Any] | None = None) -> CommandOutcome:
+        with self._cond:
+            items, dropped = list(pending.progress.items), pending.progress.dropped
         return CommandOutcome(success=success, message=message, data=dict(data or {}),
-                              fault=fault, aborted=aborted, items=items,
+                              fault=fault, aborted=aborted, items=items, items_dropped=dropped,
                               transcript=pending.transcript.export(), code=code,
                               params=dict(params or {}))

@@ -26,6 +26,7 @@ class CommandOutcome:
     fault: str | None = None  # "timeout", "disconnected" or "alarm": robot state unknown
     aborted: bool = False  # the robot confirmed an abort (result "aborted" after a STOP)
     items: list[dict[str, Any]] = field(default_factory=list)
+    items_dropped: int = 0  # progress items beyond robot/progress.py's bounds, not kept
     transcript: list[dict[str, Any]] = field(default_factory=list)
     # A failure's stable code and the values its text needs (e.g. robot_timeout,
     # {"seconds": "30"}): the task layer stores the text at error.<code> in the
@@ -58,8 +59,11 @@ class Transcript:
         self._omitted = 0
         self._lock = threading.Lock()
 
-    def add(self, direction: str, line: str) -> None:
-        entry = {"t": time.time(), "dir": direction, "line": line}
+    def add(self, direction: str, line: str, *, skipped: str | None = None) -> None:
+        """One line; ``skipped``: why a received line was not used."""
+        entry: dict[str, Any] = {"t": time.time(), "dir": direction, "line": line}
+        if skipped is not None:
+            entry["skipped"] = skipped
         with self._lock:
             if len(self._head) < self._head_max:
                 self._head.append(entry)

@@ -12,6 +12,14 @@ import time
 
 from robot.codec import MAX_LINE
 
+# How much of a dropped over-long line is kept: enough for its type and id.
+OVERLONG_HEAD = 1024
+
+
+class OverlongLine(bytes):
+    """The first bytes of a line that was dropped for being longer than ``max_line``
+    (returned in its place by a framer made with ``keep_heads=True``)."""
+
 
 class LineFramer:
     """Split a byte stream into lines.
@@ -19,12 +27,14 @@ class LineFramer:
     ``feed()`` returns complete lines without the ``\\n`` and without one trailing
     ``\\r``; a partial line is kept until its end arrives. A line longer than
     ``max_line`` bytes is dropped whole (up to and including its ``\\n``) and
-    counted in ``dropped``: the caller compares the counter before and after
-    ``feed()`` to log and count it. Empty lines are returned as ``b""``.
+    counted in ``dropped``; with ``keep_heads`` an ``OverlongLine`` holding its first
+    bytes takes its place among the lines, in order. Empty lines are returned as
+    ``b""``.
     """
 
-    def __init__(self, max_line: int = MAX_LINE) -> None:
+    def __init__(self, max_line: int = MAX_LINE, *, keep_heads: bool = False) -> None:
         self.max_line = max_line
+        self.keep_heads = keep_heads
         self.dropped = 0
         self._buf = bytearray()
         # True while skipping the rest of an over-long line until its newline.
@@ -43,8 +53,7 @@ class LineFramer:
                 self._discarding = False
                 continue
             if len(self._buf) + len(piece) > self.max_line:
-                self._buf.clear()
-                self.dropped += 1
+                self._drop(lines, piece)
                 continue
             if self._buf:
                 self._buf += piece
@@ -59,12 +68,18 @@ class LineFramer:
         if rest and not self._discarding:
             if len(self._buf) + len(rest) > self.max_line:
                 # Count it now: its end may never come, and memory stays bounded.
-                self._buf.clear()
-                self.dropped += 1
+                self._drop(lines, rest)
                 self._discarding = True
             else:
                 self._buf += rest
         return lines
+
+    def _drop(self, lines: list[bytes], piece: bytes) -> None:
+        if self.keep_heads:
+            head = bytes(self._buf[:OVERLONG_HEAD])
+            lines.append(OverlongLine(head + piece[:OVERLONG_HEAD - len(head)]))
+        self._buf.clear()
+        self.dropped += 1
 
     def reset(self) -> None:
         """Forget a buffered partial line (after the input was flushed)."""

@@ -51,6 +51,7 @@ class ServerSettings:
     write_timeout: float = 2.0
     reconnect_min: float = 1.0
     reconnect_max: float = 30.0
+    progress_interval: float = 0.2  # most often progress is recorded (s)
     auto_resume: bool = False
     max_queue: int = 1000
     max_body: int = 64 * 1024
@@ -163,6 +164,7 @@ class RobotServer:
                                  command_timeouts=command_timeouts,
                                  write_timeout=s.write_timeout, reconnect_min=s.reconnect_min,
                                  reconnect_max=s.reconnect_max,
+                                 progress_interval=s.progress_interval,
                                  on_link_event=self._on_link_event)
         self.link, self.simulator = self.robot.link, self.robot.simulator
         self.link.start(require_connection=s.require_robot)

@@ -480,11 +480,20 @@ class TaskManager:
             self.events.publish("task", doc)
         return True
 
-    def progress(self, task_id: str, progress: dict[str, Any]) -> None:
-        self.store.set_progress(task_id, progress)
+    def progress(self, task_id: str, progress: dict[str, Any],
+                 new_items: list[Any] | None = None, first: int = 0) -> None:
+        """The running task's progress now (without items) and its items from index
+        ``first`` on: stored by appending, shown with all items so far."""
+        new_items = list(new_items or [])
+        self.store.set_progress(task_id, progress, new_items, first)
         with self._state:
             if self._running is not None and self._running["task_id"] == task_id:
+                before = (self._running.get("progress") or {}).get("items") or []
+                # A new list, not an append: a document already built keeps its own.
+                progress = {**progress, "items": [*before[:first], *new_items]}
                 self._running["progress"] = progress
+            else:
+                progress = {**progress, "items": new_items}
         self.events.publish("progress", {"task_id": task_id, "progress": progress})
 
     def finish(self, task_id: str, status: TaskStatus, result: dict[str, Any],

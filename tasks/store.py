@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import logging
 import os
 import sqlite3
@@ -21,6 +20,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from tasks.store_rows import COLUMNS, dumps, filters, loads, row_to_dict, with_items
 
 log = logging.getLogger("tasks.store")
 
@@ -62,9 +63,18 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency(created);
 """
+# Added to schema 1 without a version bump: additive, so an older server still opens
+# the file (it just does not see the items). Progress items are appended here one row
+# each, so a progress line costs one INSERT however many came before it.
+_ADDITIVE = """
+CREATE TABLE IF NOT EXISTS progress_items (
+    task_id TEXT NOT NULL,
+    n       INTEGER NOT NULL,
+    item    TEXT NOT NULL,
+    PRIMARY KEY (task_id, n)
+) WITHOUT ROWID;
+"""
 
-_COLUMNS = ("seq, task_id, cmd_type, params, status, submitted, started, ended, result, "
-            "progress, retry_of")
 _FINAL = ("completed", "failed", "cancelled")
 IDEMPOTENCY_KEEP_S = 24 * 3600.0
 
@@ -106,34 +116,6 @@ class _PendingInsert:
     error: Exception | None = None
 
 
-def _row_to_dict(row: sqlite3.Row | tuple) -> dict[str, Any]:
-    (seq, task_id, cmd_type, params, status, submitted, started, ended, result, progress,
-     retry_of) = row
-    return {
-        "seq": seq, "task_id": task_id, "cmd_type": cmd_type, "params": json.loads(params),
-        "status": status, "submitted": submitted, "started": started, "ended": ended,
-        "result": json.loads(result) if result is not None else None,
-        "progress": json.loads(progress) if progress is not None else None,
-        "retry_of": retry_of,
-    }
-
-
-def _filters(*, status: str | None = None, cmd_type: str | None = None,
-             before_seq: int | None = None) -> tuple[str, list[Any]]:
-    """A WHERE clause of fixed column tests and its parameters (values never in SQL)."""
-    clauses, args = [], []
-    for clause, value in (("status = ?", status), ("cmd_type = ?", cmd_type),
-                          ("seq < ?", before_seq)):
-        if value is not None:
-            clauses.append(clause)
-            args.append(value)
-    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 class TaskStore:
     """All reads and writes of task state. Thread-safe."""
 
@@ -148,6 +130,8 @@ class TaskStore:
         # every GET).
         self._readers: collections.deque[sqlite3.Connection] = collections.deque()
         self._writer: sqlite3.Connection | None = None
+        # The last write's failure (None after a write succeeded): /health reports it.
+        self.write_error: str | None = None
 
     # -- life cycle ------------------------------------------------------------------
     def open(self) -> None:
@@ -164,7 +148,43 @@ class TaskStore:
             self._check_and_migrate(conn)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a usable task database ({exc})") from None
+        try:
+            # Proof by a real write transaction (which also runs WAL recovery): a file
+            # that only reads would otherwise pass start-up and refuse every submit.
+            self._prove_writable(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"{self.path}: the task database cannot be written "
+                             f"({exc}{self._write_hint()})") from None
         self._writer = conn
+
+    @staticmethod
+    def _prove_writable(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_ADDITIVE)
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('opened', ?)",
+                         (f"{time.time():.3f}",))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _write_hint(self) -> str:
+        """Why writing may fail, in words an operator can act on."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            if os.statvfs(directory).f_flag & os.ST_RDONLY:
+                return f"; {directory} is on a read-only file system"
+        except (OSError, AttributeError):  # AttributeError: no statvfs on Windows
+            pass
+        for name in (self.path, self.path + "-wal", self.path + "-shm"):
+            if os.path.exists(name) and not os.access(name, os.W_OK):
+                return f"; no write permission on {name}"
+        if not os.access(directory, os.W_OK):
+            return f"; no write permission on {directory}"
+        return ""
 
     def close(self) -> None:
         with self._write_lock:
@@ -237,8 +257,21 @@ class TaskStore:
                         conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                log.error("task database write failed: %s", exc)
-                raise StoreWriteError(f"the task database cannot be written ({exc})") from exc
+                raise self._write_failed(exc) from exc
+            self.write_error = None
+
+    def _write_failed(self, exc: sqlite3.Error) -> StoreWriteError:
+        log.error("task database write failed: %s", exc)
+        self.write_error = f"{exc}{self._write_hint()}"
+        return StoreWriteError(f"the task database cannot be written ({exc})")
+
+    def probe_write(self) -> str | None:
+        """Write one small row now; the reason it failed, or None. For /health."""
+        try:
+            self.set_meta({"probe": f"{time.time():.3f}"})
+        except StoreWriteError:
+            return self.write_error or "the task database cannot be written"
+        return None
 
     # -- submit (group commit) ---------------------------------------------------
     def insert(self, task: NewTask,
@@ -281,13 +314,13 @@ class TaskStore:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            log.error("task database write failed: %s", exc)
-            error = StoreWriteError(f"the task database cannot be written ({exc})")
+            error = self._write_failed(exc)
             for item in batch:
                 if item.error is None:
                     item.error = error
                     item.created = False
         else:
+            self.write_error = None
             for item in batch:
                 if item.created and item.on_created is not None:
                     try:
@@ -315,7 +348,7 @@ class TaskStore:
                          (task.idempotency_key, task.body_hash, task.task_id, task.submitted))
         conn.execute("INSERT INTO tasks(task_id, cmd_type, params, status, submitted, retry_of) "
                      "VALUES (?, ?, ?, 'pending', ?, ?)",
-                     (task.task_id, task.cmd_type, _dumps(task.params), task.submitted,
+                     (task.task_id, task.cmd_type, dumps(task.params), task.submitted,
                       task.retry_of))
         item.task_id = task.task_id
         item.created = True
@@ -327,9 +360,9 @@ class TaskStore:
             # RETURNING: the worker gets the row from the same statement (one query
             # fewer between one task's result and the next task's command).
             row = conn.execute(f"UPDATE tasks SET status = 'running', started = ? "
-                               f"WHERE task_id = ? AND status = 'pending' RETURNING {_COLUMNS}",
+                               f"WHERE task_id = ? AND status = 'pending' RETURNING {COLUMNS}",
                                (started, task_id)).fetchone()
-        return _row_to_dict(row) if row else None
+        return row_to_dict(row) if row else None
 
     def unstart(self, task_id: str) -> bool:
         """running -> pending, for a command that never reached the robot."""
@@ -337,12 +370,22 @@ class TaskStore:
             cur = conn.execute("UPDATE tasks SET status = 'pending', started = NULL, "
                                "progress = NULL WHERE task_id = ? AND status = 'running'",
                                (task_id,))
+            if cur.rowcount == 1:
+                conn.execute("DELETE FROM progress_items WHERE task_id = ?", (task_id,))
             return cur.rowcount == 1
 
-    def set_progress(self, task_id: str, progress: dict[str, Any]) -> None:
+    def set_progress(self, task_id: str, progress: dict[str, Any],
+                     new_items: list[Any] | None = None, first: int = 0) -> None:
+        """Save the progress summary (without items) and append ``new_items`` as items
+        ``first``, ``first + 1``, ...: earlier items are never rewritten."""
+        summary = {k: v for k, v in progress.items() if k != "items"}
         with self._transaction() as conn:
             conn.execute("UPDATE tasks SET progress = ? WHERE task_id = ?",
-                         (_dumps(progress), task_id))
+                         (dumps(summary), task_id))
+            if new_items:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO progress_items(task_id, n, item) VALUES (?, ?, ?)",
+                    [(task_id, first + i, dumps(item)) for i, item in enumerate(new_items)])
 
     def finish(self, task_id: str, status: str, ended: float, result: dict[str, Any],
                transcript: list[dict[str, Any]] | None = None,
@@ -354,18 +397,18 @@ class TaskStore:
             cur = conn.execute(
                 f"UPDATE tasks SET status = ?, ended = ?, result = ? "
                 f"WHERE task_id = ? AND status IN ({marks})",
-                (status, ended, _dumps(result), task_id, *only_if))
+                (status, ended, dumps(result), task_id, *only_if))
             if cur.rowcount == 1 and transcript:
                 conn.execute("INSERT OR REPLACE INTO transcripts(task_id, lines) VALUES (?, ?)",
-                             (task_id, _dumps(transcript)))
+                             (task_id, dumps(transcript)))
             return cur.rowcount == 1
 
     # -- reads -------------------------------------------------------------------------
     def get(self, task_id: str) -> dict[str, Any] | None:
         with self._reader() as conn:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?",
+            row = conn.execute(f"SELECT {COLUMNS} FROM tasks WHERE task_id = ?",
                                (task_id,)).fetchone()
-        return _row_to_dict(row) if row else None
+            return with_items(conn, [row_to_dict(row)])[0] if row else None
 
     def idempotent_task(self, key: str) -> str | None:
         """The task an Idempotency-Key was first used for, if any."""
@@ -378,16 +421,20 @@ class TaskStore:
         with self._reader() as conn:
             row = conn.execute("SELECT lines FROM transcripts WHERE task_id = ?",
                                (task_id,)).fetchone()
-        return json.loads(row[0]) if row else None
+        if not row:
+            return None
+        lines = loads(row[0], task_id, "transcript")
+        return lines if isinstance(lines, list) else \
+            [{"t": 0.0, "dir": "note", "line": f"transcript cannot be read: {lines}"}]
 
     def list(self, *, status: str | None = None, cmd_type: str | None = None, limit: int = 50,
              before_seq: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
         """Newest first. `before_seq` is a cursor (the last seq of the previous page)."""
-        where, args = _filters(status=status, cmd_type=cmd_type, before_seq=before_seq)
-        sql = f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ? OFFSET ?"
+        where, args = filters(status=status, cmd_type=cmd_type, before_seq=before_seq)
+        sql = f"SELECT {COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ? OFFSET ?"
         with self._reader() as conn:
             rows = conn.execute(sql, (*args, limit, offset)).fetchall()
-        return [_row_to_dict(r) for r in rows]
+            return with_items(conn, [row_to_dict(r) for r in rows])
 
     def recent(self, limit: int) -> list[tuple[str, str, str, float, float | None,
                                                float | None]]:
@@ -399,7 +446,7 @@ class TaskStore:
                                 "FROM tasks ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
 
     def count(self, *, status: str | None = None, cmd_type: str | None = None) -> int:
-        where, args = _filters(status=status, cmd_type=cmd_type)
+        where, args = filters(status=status, cmd_type=cmd_type)
         with self._reader() as conn:
             return conn.execute(f"SELECT count(*) FROM tasks {where}", args).fetchone()[0]
 
@@ -418,9 +465,9 @@ class TaskStore:
         """Pending and running tasks in submission order (for start-up recovery)."""
         with self._reader() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM tasks WHERE status IN ('pending', 'running') "
+                f"SELECT {COLUMNS} FROM tasks WHERE status IN ('pending', 'running') "
                 "ORDER BY seq").fetchall()
-        return [_row_to_dict(r) for r in rows]
+            return with_items(conn, [row_to_dict(r) for r in rows])
 
     def recent_durations(self, limit: int = 20) -> dict[str, list[float]]:
         """The last `limit` completed durations per cmd_type, oldest first."""
@@ -461,9 +508,10 @@ class TaskStore:
                 conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO "
                              "UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
                              (f"pruned:{status}", n))
-            conn.execute("DELETE FROM transcripts WHERE task_id IN (SELECT task_id FROM tasks "
-                         "WHERE ended < ? AND status IN ('completed', 'failed', 'cancelled'))",
-                         (older_than,))
+            for table in ("transcripts", "progress_items"):
+                conn.execute(f"DELETE FROM {table} WHERE task_id IN (SELECT task_id FROM tasks "
+                             "WHERE ended < ? AND status IN ('completed', 'failed', "
+                             "'cancelled'))", (older_than,))
             cur = conn.execute("DELETE FROM tasks WHERE ended < ? AND status IN "
                                "('completed', 'failed', 'cancelled')", (older_than,))
             conn.execute("DELETE FROM idempotency WHERE created < ?",

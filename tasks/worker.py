@@ -152,16 +152,23 @@ class Worker:
         items: list[dict[str, Any]] = []
 
         def on_progress(event: dict[str, Any]) -> None:
-            if isinstance(event.get("item"), dict):
-                items.append(event["item"])
+            # robot.RobotLink hands over the items new since its last call, at most
+            # every 200 ms; another RobotPort may still send one "item" per call.
+            new = event.get("items")
+            if new is None:
+                new = [event["item"]] if isinstance(event.get("item"), dict) else []
+            first = len(items)
+            items.extend(new)
             done, total = event.get("done"), event.get("total")
             percent = None
             if isinstance(done, int) and isinstance(total, int) and total > 0:
                 percent = round(100.0 * done / total, 1)
             progress = {"done": done, "total": total, "message": event.get("message"),
-                        "percent": percent, "items": list(items)}
+                        "percent": percent}
+            if event.get("items_dropped"):
+                progress["items_dropped"] = event["items_dropped"]
             try:
-                self.manager.progress(task_id, progress)
+                self.manager.progress(task_id, progress, new, first)
             except StoreWriteError:
                 log.warning("task %s: progress not saved", task_id)
 
@@ -179,6 +186,9 @@ class Worker:
         if self._unsent(task_id, outcome):
             return
         status, result, hold = self._judge(task_id, cmd_type, outcome)
+        dropped = getattr(outcome, "items_dropped", 0)
+        if dropped:
+            result["items_dropped"] = dropped  # the items in the result are not all of them
         self._finish(task_id, status, result, outcome.transcript, hold, outcome.message)
 
     def _unsent(self, task_id: str, outcome: Outcome) -> bool:

@@ -49,9 +49,10 @@ def test_sse_resumes_from_last_event_id(server, client: Client) -> None:
 
 
 def test_stuck_subscriber_is_dropped_without_slowing_the_worker(make_server) -> None:
-    # ~1 ms per bottle: hundreds of events fast; a small per-subscriber buffer so the
-    # overflow does not depend on how much the kernel's socket buffers absorb.
-    server = make_server(sim_speed=20000.0, event_queue=50)
+    # ~1 ms per bottle and progress recorded as often as it comes: hundreds of events
+    # fast; a small per-subscriber buffer so the overflow does not depend on how much
+    # the kernel's socket buffers absorb.
+    server = make_server(sim_speed=20000.0, event_queue=50, progress_interval=0.0)
     client = Client(server)
     # A subscriber that never reads, with a tiny receive window set before connecting:
     # the server's writes to it block and its event queue overflows.

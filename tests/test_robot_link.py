@@ -113,8 +113,12 @@ def test_scan_result_items_and_progress_order(link: RobotLink) -> None:
     assert out.success and out.message == "SCAN_QRCODE完成"
     assert out.data == {"scanned_count": 3, "scanned_bottles": expected}
     assert out.items == expected
-    assert [(e["done"], e["total"]) for e in seen] == [(1, 3), (2, 3), (3, 3)]
-    assert [e["item"] for e in seen] == expected
+    # Progress comes in batches (at most every progress_interval): each event has the
+    # items new since the previous one, so together they are every item, once, in order.
+    assert [item for e in seen for item in e["items"]] == expected
+    assert [e["first"] for e in seen] == [sum(len(p["items"]) for p in seen[:i])
+                                          for i in range(len(seen))]
+    assert seen[-1]["done"] == 3 and all(e["total"] == 3 for e in seen)
     dirs = [e["dir"] for e in out.transcript]
     assert dirs[0] == "tx" and dirs.count("tx") == 1 and "rx" in dirs
     assert json.loads(out.transcript[-1]["line"])["type"] == "result"

@@ -127,7 +127,7 @@ def test_parse_valid(line: bytes, kind: str, msg_id: int | None) -> None:
     (b'{"id":1,"type":"result","success":"true"}', "boolean success"),
     (b'{"id":1,"type":"result","success":true,"data":[]}', "data"),
     (b'{"id":1,"type":"result","success":true,"message":5}', "message"),
-    (b"[" * 100000, "not JSON"),
+    (b"[" * 100000, "nested deeper than 64 levels"),
 ])
 def test_parse_invalid(line: bytes, reason: str) -> None:
     msg = parse_line(line)
