@@ -48,7 +48,8 @@ class Reply:
     item: dict[str, Any] | None = None
     error: str | None = None
     to_stop: bool = False
-    # A result whose content was refused (robot/bounds.py): why. The command fails.
+    # A result whose content was refused: "too_deep" (robot/bounds.py) or "too_long"
+    # (over max_line). The command fails.
     rejected: str | None = None
 
 

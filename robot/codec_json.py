@@ -41,7 +41,7 @@ def parse_json_line(line: bytes) -> Reply:
     if not text.strip():
         return invalid("empty line")
     if text_too_deep(text):
-        return _refused(text, f"nested deeper than {MAX_DEPTH} levels")
+        return _refused(text, "too_deep", f"nested deeper than {MAX_DEPTH} levels")
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
@@ -76,12 +76,12 @@ def parse_json_line(line: bytes) -> Reply:
     return reply
 
 
-def _refused(text: str, reason: str) -> Reply:
+def _refused(text: str, why: str, reason: str) -> Reply:
     """A line the server will not take: the result of a command if it says so (that
-    command then fails at once), else a skipped line."""
+    command then fails at once, ``why`` in ``rejected``), else a skipped line."""
     fields = top_level_fields(text)
     if fields.get("type") == "result" and _is_int(fields.get("id")):
-        return Reply(kind="result", id=fields["id"], success=False, rejected=reason)
+        return Reply(kind="result", id=fields["id"], success=False, rejected=why)
     return invalid(reason)
 
 
@@ -101,5 +101,5 @@ class JsonCodec(LineCodec):
         return parse_json_line(line)
 
     def decode_overlong(self, head: bytes, sent: Sent | None) -> Reply:
-        return _refused(head.decode("utf-8", errors="replace"),
+        return _refused(head.decode("utf-8", errors="replace"), "too_long",
                         f"line longer than {self.max_line or MAX_LINE} bytes")

@@ -181,6 +181,8 @@ class RobotLink:
             self._cond.notify_all()
         if conn is not None:
             self._close_conn(conn)
+        self._skip_report.flush()
+        self._log_report.flush()
         self._started = False
 
     # -- state -----------------------------------------------------------------------------
@@ -423,7 +425,7 @@ class RobotLink:
             return Reply(kind="invalid", error=f"progress item nested deeper than {MAX_DEPTH} "
                                                "levels")
         if reply.kind == "result" and value_too_deep(reply.data, MAX_DEPTH - 2):
-            reply.rejected, reply.data = f"nested deeper than {MAX_DEPTH} levels", {}
+            reply.rejected, reply.data = "too_deep", {}
         return reply
 
     def _on_line(self, raw: bytes) -> None:
@@ -735,10 +737,14 @@ class RobotLink:
         if reply.rejected is not None:
             # The robot ended the command, so its state is known (no fault, no hold);
             # what it returned cannot be kept.
-            pending.transcript.add("note", f"result refused: {reply.rejected}")
-            return self._outcome(pending, False, f"result refused: {reply.rejected}",
-                                 code="robot_result_rejected",
-                                 params={"reason": reply.rejected})
+            deep = reply.rejected == "too_deep"
+            limit = MAX_DEPTH if deep else self.codec.max_line
+            message = (f"result refused: nested deeper than {limit} levels" if deep else
+                       f"result refused: line longer than {limit} bytes")
+            pending.transcript.add("note", message)
+            return self._outcome(pending, False, message,
+                                 code="robot_result_too_deep" if deep else "robot_result_too_long",
+                                 params={"limit": limit})
         success = bool(reply.success)
         if success:  # the robot's own words, else the guide's "<CMD>完成"
             return self._outcome(pending, True, reply.message or f"{pending.cmd}完成",

@@ -79,14 +79,23 @@ class LineReport:
         if summary:
             self.logger.log(self.level, "%s", summary)
 
-    def _roll_locked(self, now: float) -> str | None:
-        if self._start is not None and now - self._start < self.interval:
+    def flush(self) -> None:
+        """Log the summary of the interval so far now (the link is closing)."""
+        with self._lock:
+            summary = self._roll_locked(self._clock(), force=True)
+        if summary:
+            self.logger.log(self.level, "%s", summary)
+
+    def _roll_locked(self, now: float, force: bool = False) -> str | None:
+        if not force and self._start is not None and now - self._start < self.interval:
             return None
         summary = None
         if self._hidden:
             total = sum(self._hidden.values())
             kinds = ", ".join(f"{kind}: {n}" for kind, n in self._hidden.most_common())
-            summary = (f"{self.what}: {total} more in the last {self.interval:g} s "
+            start = now if self._start is None else self._start
+            seconds = min(self.interval, now - start)
+            summary = (f"{self.what}: {total} more in the last {seconds:.3g} s "
                        f"not shown ({kinds})")
         self._start = now
         self._shown = 0
