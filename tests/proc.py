@@ -54,8 +54,8 @@ class SimulatorProcess:
         self.record = str(tmp_path / "robot-record.jsonl")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "robot.simulator", "--speed", str(speed), "--link", self.link,
-             "--record", self.record, *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+             "--record", self.record, *extra], cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
         wait_until(lambda: os.path.islink(self.link) or os.path.exists(self.link), 10,
                    message="simulator pty link")
 
