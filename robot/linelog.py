@@ -17,9 +17,10 @@ from collections.abc import Callable
 
 from robot.outcome import short
 
-# A reason's kind: its words before the first number, quote or parenthesis
-# ("not JSON (Expecting value ...)" and "not JSON (Extra data ...)" are one kind).
-_KIND = re.compile(r"[\d('\"]")
+# A reason's kind: its words before the first parenthesis, or a word that starts with a
+# number or quote ("not JSON (Expecting value ...)" and "not JSON (Extra data ...)" are
+# one kind, "stale or unknown id 17" and "... id 18" too; "not UTF-8" stays whole).
+_KIND = re.compile(r"\s+[\d('\"]|\s*\(")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
