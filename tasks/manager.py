@@ -25,6 +25,7 @@ from tasks.events import EventBus
 from tasks.models import FINAL_STATUSES, TaskStatus, format_time, new_task_id
 from tasks.reasons import CANCELLED, failure, pause_text, stored_pause
 from tasks.store import NewTask, StoreWriteError, TaskStore
+from tasks.store_rows import UNREADABLE
 
 log = logging.getLogger("tasks")
 
@@ -110,6 +111,13 @@ class TaskManager:
                 interrupted.append(task["task_id"])
                 log.warning("task %s (%s) was running when the server stopped: marked failed, "
                             "not re-run", task["task_id"], task["cmd_type"])
+            elif set(task["params"]) == {UNREADABLE}:
+                # Never guess what a waiting task was to do: it is failed, not run.
+                self.store.finish(task["task_id"], TaskStatus.FAILED.value, now,
+                                  failure("params_unreadable", self.lang),
+                                  only_if=("pending",))
+                log.error("task %s (%s): its stored parameters cannot be read; failed, not run",
+                          task["task_id"], task["cmd_type"])
             else:
                 self._pending[task["task_id"]] = task["cmd_type"]
                 self._queue.put(task["task_id"])

@@ -87,6 +87,23 @@ def test_rows_the_store_cannot_decode_do_not_break_reads(make_server, tmp_path) 
     assert client.wait_final(client.submit(HOME))["status"] == "completed"
 
 
+def test_a_waiting_task_whose_params_cannot_be_read_is_failed_not_run(make_server) -> None:
+    server = make_server()
+    Client(server).post("/queue/pause")
+    task_id = Client(server).submit(HOME)
+    db = server.settings.db
+    server.stop()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE tasks SET params = ? WHERE task_id = ?", ('{"x": 1', task_id))
+    again = make_server(db=db)
+    client = Client(again)
+    doc = client.task(task_id)
+    assert doc["status"] == "failed" and doc["result"]["code"] == "params_unreadable", doc
+    client.post("/queue/resume")
+    assert client.wait_final(client.submit(HOME))["status"] == "completed"
+    assert [c["cmd"] for c in again.simulator.received if c.get("cmd") == "HOME"] == ["HOME"]
+
+
 def test_progress_is_recorded_at_a_bounded_rate_and_stays_current(make_server) -> None:
     server = make_server()
     client, sim = Client(server), server.simulator
