@@ -83,11 +83,15 @@ def check_db(path: str, tr: Translator = ENGLISH) -> str:
     if os.path.isdir(full):
         raise CheckFailed(tr("check.db_is_directory", path=path))
     directory = os.path.dirname(full)
+    # Do not create anything: find the directory the server would create it in.
+    existing = directory
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if _read_only(existing):
+        # Checked first: as root every access() test below passes or fails for the
+        # wrong reason, and "no permission" would send the operator to chmod.
+        raise CheckFailed(tr("check.db_read_only", path=path, directory=existing))
     if not os.path.exists(full):
-        # Do not create anything: find the directory the server would create it in.
-        existing = directory
-        while not os.path.exists(existing):
-            existing = os.path.dirname(existing)
         if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
             raise CheckFailed(tr("check.db_cannot_create", path=path, directory=existing))
         return tr("check.db_will_be_created", path=path)
@@ -114,6 +118,13 @@ def check_db(path: str, tr: Translator = ENGLISH) -> str:
         store.close()
         lock.release()
     return tr("check.db_ok", path=path, count=sum(counts.values()))
+
+
+def _read_only(directory: str) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: no statvfs on Windows
+        return False
 
 
 def check_commands(path: str | None, tr: Translator = ENGLISH) -> Any:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +13,54 @@ from tasks.commands import CommandTable
 from tasks.events import EventBus
 from tasks.manager import TaskManager
 from tasks.worker import Worker
+
+log = logging.getLogger("server.app")
+# A probe is one small committed write (an fsync): often enough that a disk that filled
+# up or was remounted read-only shows within seconds, rare enough that a monitor
+# polling /health many times a second does not turn into a stream of writes.
+STORE_PROBE_INTERVAL_S = 5.0
+
+
+class StoreHealth:
+    """Whether the task database takes writes, as /health and /metrics report it.
+
+    The answer is the outcome of the store's most recent write: every write (a submit,
+    a transition, this probe) sets or clears ``store.write_error``. When no probe ran for
+    ``interval`` seconds, the caller that notices writes one now, so a store that went
+    read-only while idle, or one that recovered after a failure, is seen within that
+    time. One probe at a time: concurrent callers do not wait, they use what is known.
+    """
+
+    def __init__(self, store: Any, interval: float = STORE_PROBE_INTERVAL_S) -> None:
+        self.store = store
+        self.interval = interval
+        self._probe_lock = threading.Lock()
+        self._probed_at: float | None = None  # time.monotonic() of the last probe
+        self._crash: str | None = None  # a probe that raised instead of answering
+
+    def state(self) -> tuple[bool, str | None]:
+        """(writable, why not); runs a probe first if one is due."""
+        if self._due() and self._probe_lock.acquire(blocking=False):
+            try:
+                if self._due():  # another caller may have probed while we got here
+                    self._probe()
+            finally:
+                self._probe_lock.release()
+        error = getattr(self.store, "write_error", None) or self._crash
+        return error is None, error
+
+    def _due(self) -> bool:
+        return self._probed_at is None or time.monotonic() - self._probed_at >= self.interval
+
+    def _probe(self) -> None:
+        try:
+            self.store.probe_write()  # its outcome lands in store.write_error
+            self._crash = None
+        except Exception as exc:  # a bug must not turn /health into a 500
+            log.exception("task database write probe failed")
+            self._crash = f"write probe failed: {exc}"
+        finally:
+            self._probed_at = time.monotonic()
 
 
 @dataclass
@@ -45,22 +96,35 @@ class Application:
     metrics: Metrics = field(default_factory=Metrics)
     # What this server accepts and documents; None: the manager's (they must agree).
     commands: CommandTable | None = None
+    store_health: StoreHealth | None = None
 
     def __post_init__(self) -> None:
         if self.commands is None:
             self.commands = self.manager.commands
+        if self.store_health is None:
+            self.store_health = StoreHealth(self.manager.store)
+        self.metrics.watch_store(self.store_state)
+
+    def store_state(self) -> tuple[bool, str | None]:
+        assert self.store_health is not None
+        return self.store_health.state()
 
     def health(self) -> tuple[int, dict[str, Any]]:
         robot = self.robot_info()
         alive = self.worker.alive
+        writable, store_error = self.store_state()
         status = "ok" if alive and robot.get("connected") else "degraded"
-        if not alive:
+        # "down" when no submit can be accepted or run: a dead worker, or a database that
+        # cannot be written (every submit would get 503). "degraded" keeps its meaning:
+        # the robot is not connected, tasks still queue.
+        if not alive or not writable:
             status = "down"
         body = {"status": status, "mode": self.config.mode, "worker_alive": alive,
                 "robot": {k: robot.get(k) for k in ("connected", "port", "last_seen",
                                                      "firmware", "error")},
+                "store": {"writable": writable, "error": store_error},
                 **self.manager.queue_state()}
-        return (200 if alive else 503), body
+        return (200 if status != "down" else 503), body
 
     def robot_info(self) -> dict[str, Any]:
         return dict(self.link.info())

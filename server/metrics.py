@@ -3,8 +3,9 @@
 Two kinds of numbers, on purpose:
 - read at scrape time from state the server already keeps (task counts per status,
   which the manager holds incrementally and the store keeps across restarts and
-  pruning; queue depth; the robot link's connected flag and reconnect count), so
-  they can never drift from `GET /queue/status` and `GET /robot`;
+  pruning; queue depth; the robot link's connected flag and reconnect count; whether
+  the task database takes writes), so they can never drift from `GET /queue/status`,
+  `GET /robot` and `GET /health`;
 - fed by hooks, for what nothing else records: task durations
   (`observe_task`, called when a task that ran ends) and HTTP responses by status
   class (`count_http`, called for every response sent).
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -81,6 +82,11 @@ class Metrics:
         self._lock = threading.Lock()
         self._durations = Histogram(buckets)
         self._http: dict[str, int] = dict.fromkeys(HTTP_CLASSES, 0)
+        self._store_state: Callable[[], tuple[bool, str | None]] | None = None
+
+    def watch_store(self, state: Callable[[], tuple[bool, str | None]]) -> None:
+        """Where the store gauge is read at scrape time: () -> (writable, error)."""
+        self._store_state = state
 
     # -- hooks -------------------------------------------------------------------------------
     def observe_task(self, cmd_type: str, status: str, duration: float | None) -> None:
@@ -127,6 +133,14 @@ class Metrics:
         family("robot_link_reconnects_total", "counter",
                "Times the robot link was re-established.",
                [f"robot_link_reconnects_total {_value(robot.get('reconnects') or 0)}"])
+        family("robot_link_skipped_lines_total", "counter",
+               "Lines from the robot that were skipped (noise, invalid, stale, too long).",
+               [f"robot_link_skipped_lines_total {_value(robot.get('skipped_lines') or 0)}"])
+        if self._store_state is not None:
+            writable = self._store_state()[0]
+            family("robot_task_store_writable", "gauge",
+                   "1 while the task database takes writes (0: submits get 503).",
+                   [f"robot_task_store_writable {1 if writable else 0}"])
         family("robot_http_requests_total", "counter", "HTTP responses sent, by status class.",
                (f"robot_http_requests_total{_labels({'class': c})} {_value(n)}"
                 for c, n in sorted(http.items())))

@@ -170,8 +170,9 @@ def build_openapi(config: ServerConfig, commands: CommandTable | None = None) ->
         "/robot": {"get": _operation("Robot link state", {
             "200": json_reply(ref("Robot"), "link state")})},
         "/health": {"get": _operation("Liveness", {
-            "200": json_reply(ref("Health"), "the worker runs"),
-            "503": json_reply(ref("Health"), "the worker thread is dead"),
+            "200": json_reply(ref("Health"), "the worker runs and the task database takes writes"),
+            "503": json_reply(ref("Health"), "the worker thread is dead or the task database "
+                                             "cannot be written"),
         }, public_route=True)},
         "/commands": {"get": _operation("The accepted commands and their parameters", {
             "200": json_reply(ref("Commands"), "command catalog; descriptions in the "

@@ -127,7 +127,8 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
                                             "total": {"type": ["integer", "null"]},
                                             "message": NULLABLE_STRING,
                                             "percent": {"type": ["number", "null"]},
-                                            "items": {"type": "array"}}},
+                                            "items": {"type": "array"},
+                                            "items_dropped": {"type": "integer"}}},
                 "retry_of": {"type": "string"},
                 "queue_position": {"type": "integer", "minimum": 1},
                 "estimated_start_time": TIME, "estimated_end_time": TIME,
@@ -244,10 +245,16 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
                                               "commands": {"type": "object"}}}},
         },
         "Health": {
-            "type": "object", "required": ["status", "mode", "worker_alive", "robot"],
+            "type": "object", "required": ["status", "mode", "worker_alive", "robot", "store"],
             "properties": {"status": {"enum": ["ok", "degraded", "down"]},
                            "mode": {"enum": ["sync", "queue"]},
                            "worker_alive": {"type": "boolean"}, "robot": {"type": "object"},
+                           "store": {
+                               "type": "object", "required": ["writable", "error"],
+                               "description": "whether the task database takes writes; "
+                                              "writable false makes status down and 503",
+                               "properties": {"writable": {"type": "boolean"},
+                                              "error": NULLABLE_STRING}},
                            "paused": {"type": "boolean"}, "pause_reason": NULLABLE_STRING,
                            "pause_code": NULLABLE_STRING},
         },

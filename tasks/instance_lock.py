@@ -10,6 +10,7 @@ a crash is simply taken over. The file holds the owner's PID for the error messa
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 
 # msvcrt.locking locks a byte range, and a locked range cannot be read by others:
@@ -27,6 +28,32 @@ class InstanceLockHeld(Exception):
         self.pid = pid
 
 
+class LockFileError(OSError):
+    """The lock file cannot be made or opened (read-only file system, no permission).
+
+    An OSError still (errno, strerror, filename kept), so callers that report OSErrors
+    keep working; its text is one line naming the database, the lock file and why.
+    """
+
+    def __init__(self, db_path: str, lock_path: str, exc: OSError) -> None:
+        super().__init__(exc.errno, exc.strerror, lock_path)
+        directory = os.path.dirname(os.path.abspath(lock_path))
+        while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
+            directory = os.path.dirname(directory)  # makedirs failed: say where it stopped
+        if exc.errno == errno.EROFS:
+            why = f"{directory} is on a read-only file system"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            where = lock_path if os.path.exists(lock_path) else directory
+            why = f"no write permission on {where}"
+        else:
+            why = exc.strerror or str(exc)
+        self.message = (f"{os.path.abspath(db_path)}: the task database cannot be written "
+                        f"(cannot open its lock file {lock_path}: {why})")
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class InstanceLock:
     """``acquire()`` before the database is read; ``release()`` after it is closed."""
 
@@ -36,10 +63,14 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise InstanceLockHeld; OSError if the file cannot be made."""
+        """Take the lock or raise InstanceLockHeld; LockFileError if the file cannot be
+        made (the first write a server does: on a read-only disk this is what says so)."""
         directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.makedirs(directory, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LockFileError(self.db_path, self.path, exc) from None
         try:
             if not _try_lock(fd):
                 raise InstanceLockHeld(self.db_path, _read_pid(fd))

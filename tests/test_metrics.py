@@ -109,6 +109,7 @@ def test_metrics_match_queue_status(server, client) -> None:
     robot = client.get("/robot").json()
     assert s["robot_connected"][()] == 1
     assert s["robot_link_reconnects_total"][()] == robot["reconnects"]
+    assert s["robot_link_skipped_lines_total"][()] == robot["skipped_lines"]
     http = {dict(k)["class"]: v for k, v in s["robot_http_requests_total"].items()}
     assert http["4xx"] == 1 and http["2xx"] >= 10 and http["5xx"] == 0
 

@@ -1,5 +1,7 @@
 // The dashboard: state kept from GET /events (no polling), reloaded from the
-// REST API whenever the stream (re)connects or says events were missed.
+// REST API whenever the stream (re)connects or says events were missed. The one
+// exception is GET /health, asked on a timer: whether the task database can be
+// written is not an event (nothing happens when a disk fills up while idle).
 
 import { api, get, ApiError, EventStream, onTokenNeeded, getToken, forgetToken } from './api.js';
 import { askForToken } from './token.js';
@@ -15,6 +17,7 @@ const RANK = { pending: 0, running: 1, completed: 2, failed: 2, cancelled: 2 };
 const HISTORY_PAGE = 10;
 const ETA_LOOKUPS = 10; // only the next few pending tasks get their estimated start
 const RELATIVE_TICK_MS = 20000; // "3 min ago" moves on without asking the server
+const HEALTH_MS = 10000; // the server probes its database at most every 5 s
 
 const state = {
   mode: null,
@@ -29,6 +32,7 @@ const state = {
   history: { status: '', cursors: [null], page: 0, total: 0, nextCursor: null, tasks: [], count: 0 },
   detail: null,
   conn: ['connecting', {}], // the stream's last status, re-rendered on a language switch
+  store: null, // GET /health's {writable, error}; null until first asked
 };
 
 let form = null;
@@ -71,9 +75,18 @@ function renderQueueState() {
   btn.dataset.paused = String(state.paused);
 }
 
+// Persistent, unlike #notice: it stays until /health says the database takes writes.
+function renderStoreAlert() {
+  const down = Boolean(state.store && state.store.writable === false);
+  $('#store-alert').hidden = !down;
+  $('#store-reason').textContent = down
+    ? t('web.store.reason', { reason: state.store.error || t('web.store.unknown_reason') }) : '';
+}
+
 function renderAll() {
   renderRobot($('#robot'), state.robot, state.mode);
   renderQueueState();
+  renderStoreAlert();
   renderRunning($('#running'), state.running, { onCancel: cancelTask });
   renderPending($('#pending'), $('#pending-empty'), $('#pending-count'), state.pending, { onCancel: cancelTask });
 }
@@ -170,6 +183,20 @@ function renderHistoryPage() {
 
 // Later pages stay put while the operator reads them; page one follows live.
 const historyChanged = debounce(() => { if (state.history.page === 0) loadHistory(); }, 250);
+
+// A 503 is an answer here (the body says why): only an unreachable server keeps the
+// last known state, which the connection badge already marks as stale.
+async function loadHealth() {
+  let health = null;
+  try {
+    health = await get('/health');
+  } catch (err) {
+    if (err instanceof ApiError && err.body && err.body.store) health = err.body;
+  }
+  if (!health || !health.store) return;
+  state.store = health.store;
+  renderStoreAlert();
+}
 
 // -- events ---------------------------------------------------------------------------
 function applyTask(doc) {
@@ -341,11 +368,14 @@ async function main() {
   renderQueueState();
   renderConnection($('#conn'), ...state.conn);
   setInterval(() => tickRelativeTimes(), RELATIVE_TICK_MS);
+  setInterval(loadHealth, HEALTH_MS);
+  loadHealth();
   new EventStream('/events', {
     onEvent,
     onStatus: (status, info) => {
       state.conn = [status, info];
       renderConnection($('#conn'), status, info);
+      if (status === 'live') loadHealth(); // (re)connected: the server may have changed
       // The server refused the page (host name, client address): say why, visibly.
       if (info.refused) notice(info.reason, 'error');
     },
