@@ -61,11 +61,13 @@ def with_items(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> list[dic
     if not wanted:
         return rows
     items: dict[str, list[Any]] = {task_id: [] for task_id in wanted}
-    marks = ",".join("?" * len(wanted))
-    for task_id, text in conn.execute(
-            f"SELECT task_id, item FROM progress_items WHERE task_id IN ({marks}) "
-            "ORDER BY task_id, n", wanted):
-        items[task_id].append(loads(text, task_id, "progress item"))
+    for start in range(0, len(wanted), 500):  # within any SQLite's parameter limit
+        chunk = wanted[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for task_id, text in conn.execute(
+                f"SELECT task_id, item FROM progress_items WHERE task_id IN ({marks}) "
+                "ORDER BY task_id, n", chunk):
+            items[task_id].append(loads(text, task_id, "progress item"))
     for row in rows:
         if row["task_id"] in items:
             row["progress"] = {**row["progress"], "items": items[row["task_id"]]}
