@@ -87,7 +87,9 @@ def check_db(path: str, tr: Translator = ENGLISH) -> str:
     existing = directory
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
-    if _read_only(existing):
+    from tasks.store import on_read_only_fs
+
+    if on_read_only_fs(existing):
         # Checked first: as root every access() test below passes or fails for the
         # wrong reason, and "no permission" would send the operator to chmod.
         raise CheckFailed(tr("check.db_read_only", path=path, directory=existing))
@@ -118,13 +120,6 @@ def check_db(path: str, tr: Translator = ENGLISH) -> str:
         store.close()
         lock.release()
     return tr("check.db_ok", path=path, count=sum(counts.values()))
-
-
-def _read_only(directory: str) -> bool:
-    try:
-        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):  # AttributeError: no statvfs on Windows
-        return False
 
 
 def check_commands(path: str | None, tr: Translator = ENGLISH) -> Any:

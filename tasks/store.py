@@ -79,6 +79,15 @@ _FINAL = ("completed", "failed", "cancelled")
 IDEMPOTENCY_KEEP_S = 24 * 3600.0
 
 
+def on_read_only_fs(directory: str) -> bool:
+    """True if ``directory`` is on a file system mounted read-only (False where the OS
+    cannot say: no statvfs on Windows)."""
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 class StoreError(Exception):
     """The database cannot be used (corrupt, foreign, unreadable): stops start-up."""
 
@@ -174,11 +183,8 @@ class TaskStore:
     def _write_hint(self) -> str:
         """Why writing may fail, in words an operator can act on."""
         directory = os.path.dirname(os.path.abspath(self.path))
-        try:
-            if os.statvfs(directory).f_flag & os.ST_RDONLY:
-                return f"; {directory} is on a read-only file system"
-        except (OSError, AttributeError):  # AttributeError: no statvfs on Windows
-            pass
+        if on_read_only_fs(directory):
+            return f"; {directory} is on a read-only file system"
         for name in (self.path, self.path + "-wal", self.path + "-shm"):
             if os.path.exists(name) and not os.access(name, os.W_OK):
                 return f"; no write permission on {name}"
