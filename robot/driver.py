@@ -447,6 +447,15 @@ class RobotLink:
                 self._skipped += 1
             else:
                 self._last_seen = now
+            # Progress, heartbeats, logs and STOP replies (proof of life only) go to the
+            # pending command's log, with one wake-up token at most.
+            wake = False
+            if pending is not None and route != "skip" and (
+                    route != "mine" or reply.kind == "progress"):
+                if route == "mine":
+                    pending.progress.add(reply, len(raw))
+                wake = not pending.tick_queued
+                pending.tick_queued = True
         if route == "skip":
             reason = reply.error if reply.kind == "invalid" else \
                 (f"stale or unknown id {reply.id}" if reply.id is not None
@@ -467,15 +476,7 @@ class RobotLink:
             return
         if route == "mine" and reply.kind != "progress":
             pending.inbox.put((reply.kind, reply))
-            return
-        # Progress, and heartbeats, logs and STOP replies (proof of life only): kept in
-        # the pending command's log, with one wake-up token at most.
-        with self._cond:
-            if route == "mine":
-                pending.progress.add(reply, len(raw))
-            wake = not pending.tick_queued
-            pending.tick_queued = True
-        if wake:
+        elif wake:
             pending.inbox.put(("tick", None))
 
     def _route_locked(self, reply: Reply, pending: _Pending | None) -> str:
