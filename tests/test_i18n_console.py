@@ -213,6 +213,8 @@ def test_shutdown_messages_in_chinese(tmp_path) -> None:
                         r"（再按一次 Ctrl\+C 立即停止）。$")
         server.proc.send_signal(signal.SIGTERM)  # the operator does not want to wait
         server.wait_for(r"^再次收到停止信号: 立即向机器人发送 STOP。$")
+        # It exits by itself; stop() would otherwise send a third signal while it does.
+        server.proc.wait(30)
     finally:
         out = server.stop()
     assert server.proc.returncode == 0, out
