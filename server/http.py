@@ -29,17 +29,25 @@ from server.headers import escape as _escape
 from server.headers import http_date as _http_date
 from server.headers import merge_vary as _merge_vary
 from server.listener import RobotHTTPServer
-from server.reader import DeadlineReader, HeadBudget
+from server.reader import DeadlineReader, DeadlineWriter, HeadBudget
+from server.requesthead import Head, parse_head
 from server.routing import Request, Response, Route, Router, StreamResponse, prefers_html
 
 log = logging.getLogger("server")
 access_log = logging.getLogger("server.access")
+
+
+def _access_line(text: str) -> None:  # TEMPORARY until server.logbatch lands
+    access_log.info("%s", text)
+
 
 MAX_REQUEST_LINE = 8192  # 414 beyond (the stdlib allows 64 KiB)
 MAX_HEADER_BYTES = 32 * 1024  # all header lines together; 431 beyond
 CORS_ALLOW_HEADERS = ("Authorization, Content-Type, X-API-Key, Idempotency-Key, Last-Event-ID, "
                       "X-Requested-With")
 CORS_EXPOSE_HEADERS = "Location, Retry-After, Idempotent-Replayed"
+# Status lines built once ("HTTP/1.1 200 OK\r\n"), not through HTTPStatus per response.
+_STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n" for s in HTTPStatus}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -50,13 +58,17 @@ class Handler(BaseHTTPRequestHandler):
     server: RobotHTTPServer
 
     def setup(self) -> None:
-        self.timeout = self.server.app.config.request_timeout
+        config = self.server.app.config
+        self.timeout = None  # timeouts are the reader's (kernel ones where possible)
         super().setup()
         # Swap the stdlib's reader for one that enforces the request deadline. The
         # old one must be closed, or the socket is never really closed (io refs).
         self.rfile.close()
-        self._reader = DeadlineReader(self.connection)
+        self._reader = DeadlineReader(self.connection, idle=config.idle_timeout,
+                                      write=config.request_timeout)
         self.rfile = io.BufferedReader(self._reader, 65536)
+        if self._reader.kernel:
+            self.wfile = DeadlineWriter(self.connection, config.request_timeout)
         peer = self.client_address[0]
         # Behind a trusted proxy the client is known per request (X-Forwarded-For).
         self._behind_proxy = self.server.is_trusted_proxy(peer)
@@ -80,14 +92,22 @@ class Handler(BaseHTTPRequestHandler):
             # Idle keep-alive: wait for the first byte of the next request.
             self._reader.arm(config.idle_timeout, config.idle_timeout)
             try:
-                if not self.rfile.peek(1):
-                    self.close_connection = True
-                    return
+                data = self.rfile.peek(1)
             except (TimeoutError, ConnectionError):
+                data = b""
+            if not data:
                 self.close_connection = True
                 return
             # From the first byte on, the head and body must arrive by the deadline.
             self._reader.arm(config.request_deadline, config.request_timeout)
+            # Almost every head is plain and came whole in the first packet: parsed
+            # from the buffer without the email package. Anything else: the stdlib.
+            head = parse_head(data, MAX_REQUEST_LINE, MAX_HEADER_BYTES)
+            if head is not None:
+                self.rfile.read(head.size)  # already buffered: no socket read
+                if self._take_head(head):
+                    self._dispatch()
+                return
             self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
             if len(self.raw_requestline) > MAX_REQUEST_LINE:
                 self._refuse_early(ApiError("request_line_too_long", 414,
@@ -112,6 +132,23 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass  # a client too slow to send may be gone too; it was logged above
 
+    def _take_head(self, head: Head) -> bool:
+        """What parse_request sets, from a plain head (same rules, same fields)."""
+        self.command, self.path = head.method, head.target
+        self.request_version, self.requestline = head.version, head.requestline
+        self.headers = head.headers  # type: ignore[assignment]  # the same API, see Headers
+        self.close_connection = head.version != "HTTP/1.1"
+        conntype = (head.headers.get("Connection") or "").lower()
+        if conntype == "close":
+            self.close_connection = True
+        elif conntype == "keep-alive":
+            self.close_connection = False
+        expect = head.headers.get("Expect")
+        if expect is not None and expect.lower() == "100-continue" \
+                and head.version == "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
+
     def handle_expect_100(self) -> bool:
         # Answer "100 Continue" only once the request passed every check (_read_body),
         # so a refused upload is never invited.
@@ -131,30 +168,39 @@ class Handler(BaseHTTPRequestHandler):
         response: Response | StreamResponse
         # The head is parsed: from here on every reply speaks the client's language.
         lang = negotiate(self.headers.get("Accept-Language"), app.config.lang)
+        headers = self.headers
         try:
-            if self._behind_proxy:
+            # Without X-Forwarded-* a trusted proxy's request is its own (as forwarded()).
+            if self._behind_proxy and ("X-Forwarded-For" in headers
+                                       or "X-Forwarded-Host" in headers
+                                       or "X-Forwarded-Proto" in headers):
                 self._fwd = self.server.forwarded(self.client_address[0], self.headers)
             if not self._client_ok or (self._behind_proxy
                                        and not self.server.client_allowed(self._fwd.client)):
                 raise ApiError("client_not_allowed", 403, close=True)
             self._check_framing()
-            url = urlsplit(self.path)
+            target = self.path
+            if target[:1] == "/" and "?" not in target and "#" not in target:
+                path, raw_query = target, ""  # what urlsplit gives for a plain path
+            else:
+                url = urlsplit(target)
+                path, raw_query = url.path, url.query
             # Liveness reveals nothing: a monitor may probe it by any name.
-            self._check_host(check_name=url.path != "/health")
+            self._check_host(check_name=path != "/health")
             cross_origin = self._check_origin()
-            if cross_origin and crosssite.is_preflight(self.command, self.headers):
+            if cross_origin and crosssite.is_preflight(self.command, headers):
                 response = self._preflight()
             else:
-                func, params = self.server.router.match(self.command, url.path, url.query)
-                query = self._query(url.query)
+                func, params = self.server.router.match(self.command, path, raw_query)
+                query = self._query(raw_query) if raw_query else {}
                 if self._reserve:
                     self.close_connection = True  # one request, then the slot is free
                     if not getattr(func, "emergency", False):
                         raise ApiError("too_many_connections", 503,
                                        headers={"Retry-After": "1"}, close=True)
-                self._authorize(func, url.path)
+                self._authorize(func, path)
                 body = self._read_body()
-                request = Request(self.command, url.path, query, self.headers, body, app,
+                request = Request(self.command, path, query, headers, body, app,
                                   self._fwd.client, params, language=lang)
                 mark = getattr(func, "long_lived", None)
                 if mark is True or (isinstance(mark, str) and query.get(mark)):
@@ -188,8 +234,9 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             if streaming:
                 self.server.leave_stream()
-        log.debug("%s %s took %.2f ms", self.command, _escape(self.path),
-                  (time.perf_counter() - started) * 1000)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s took %.2f ms", self.command, _escape(self.path),
+                      (time.perf_counter() - started) * 1000)
 
     def _wants_page(self) -> bool:
         """A browser opening a URL (not a script, not the dashboard's fetch)."""
@@ -286,27 +333,30 @@ class Handler(BaseHTTPRequestHandler):
     # -- responses -------------------------------------------------------------------------
     def _head(self, status: int, headers: dict[str, str], content_type: str,
               length: int | None) -> bytes:
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = ""
-        lines = [f"HTTP/1.1 {status} {phrase}", f"Server: {self.server_version}",
-                 f"Date: {_http_date()}", f"Content-Type: {content_type}"]
+        parts = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} \r\n",
+                 f"Server: {self.server_version}\r\nDate: {_http_date()}\r\n"
+                 f"Content-Type: {content_type}\r\n"]
         if length is not None:
-            lines.append(f"Content-Length: {length}")
-        merged = {**self._extra_headers, **headers}
-        vary = _merge_vary(self._extra_headers.get("Vary"), headers.get("Vary"),
-                           "Accept-Language" if self._vary_lang else None)
-        if vary:
-            merged["Vary"] = vary
-        lines += [f"{k}: {v}" for k, v in merged.items()]
+            parts.append(f"Content-Length: {length}\r\n")
+        extra = self._extra_headers
+        if extra or self._vary_lang or "Vary" in headers:
+            merged = {**extra, **headers}
+            vary = _merge_vary(extra.get("Vary"), headers.get("Vary"),
+                               "Accept-Language" if self._vary_lang else None)
+            if vary:
+                merged["Vary"] = vary
+        else:
+            merged = headers  # nothing to merge: the common case
+        for name, value in merged.items():
+            parts.append(f"{name}: {value}\r\n")
         if self.close_connection or length is None:
-            lines.append("Connection: close")
+            parts.append("Connection: close\r\n")
         elif self.request_version == "HTTP/1.0":
             # HTTP/1.0 closes by default: a client that asked to keep the connection
             # (the stdlib kept it open) waits for this header (ab -k did, 30 s).
-            lines.append("Connection: keep-alive")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            parts.append("Connection: keep-alive\r\n")
+        parts.append("\r\n")
+        return "".join(parts).encode("latin-1")
 
     def _send(self, response: Response) -> None:
         if isinstance(response.body, bytes):
@@ -318,14 +368,15 @@ class Handler(BaseHTTPRequestHandler):
         self.server.app.metrics.count_http(response.status)
         # One write per response: headers and body in a single send.
         self.wfile.write(head if self.command == "HEAD" else head + payload)
-        self.log_request(response.status, len(payload))
+        self._log_access(response.status, len(payload), response.log_note)
 
     def _stream(self, response: StreamResponse) -> None:
         self.close_connection = True
+        self._reader.poll_timeouts(self.server.app.config.request_timeout)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **response.headers}
         self.server.app.metrics.count_http(200)
         self.wfile.write(self._head(200, headers, response.content_type, None))
-        self.log_request(200, "-")
+        self._log_access(200, "-")
         try:
             for chunk in response.chunks:
                 self.wfile.write(chunk)
@@ -354,10 +405,19 @@ class Handler(BaseHTTPRequestHandler):
         return f"{_escape(fwd.client)} via {fwd.peer}" if fwd.via_proxy else fwd.peer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
-        access_log.info("%s %s", self.address_string(), _escape(format % args))
+        if access_log.isEnabledFor(logging.INFO):
+            _access_line(f"{self.address_string()} {_escape(format % args)}")
 
     def log_request(self, code: Any = "-", size: Any = "-") -> None:
-        self.log_message('"%s" %s %s', getattr(self, "requestline", ""), str(code), str(size))
+        self._log_access(code, size)
+
+    def _log_access(self, code: Any, size: Any, note: str = "") -> None:
+        """The request's one access-log line (built only when INFO is on)."""
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        line = f'"{self.requestline}" {code} {size}'
+        text = f"{self.address_string()} {_escape(line)}"
+        _access_line(f"{text} {note}" if note else text)
 
 
 def make_server(host: str, port: int, app: Application, router: Router, *,

@@ -32,6 +32,9 @@ class Response:
     # charset: JSON needs none (RFC 8259), but Windows PowerShell 5.1's Invoke-RestMethod
     # reads a reply without one as ISO-8859-1 and garbles the guide's Chinese messages.
     content_type: str = "application/json; charset=utf-8"
+    # Appended to this request's access-log line (e.g. the task a submit created), so
+    # one record per request says what it did.
+    log_note: str = ""
 
 
 @dataclass
