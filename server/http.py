@@ -90,7 +90,7 @@ class Handler(BaseHTTPRequestHandler):
         self._fwd = Forwarded(self.client_address[0], self.client_address[0], None, None)
         try:
             # Idle keep-alive: wait for the first byte of the next request.
-            self._reader.arm(config.idle_timeout, config.idle_timeout)
+            self._reader.arm_idle(config.idle_timeout)
             try:
                 data = self.rfile.peek(1)
             except (TimeoutError, ConnectionError):

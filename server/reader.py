@@ -87,6 +87,11 @@ class DeadlineReader(io.RawIOBase):
         self._applied = per_op
         self._sock.settimeout(per_op)
 
+    def arm_idle(self, per_read: float) -> None:
+        """Waiting for a request's first byte: one read, bounded by `per_read` alone."""
+        self._deadline = None
+        self._per_read = per_read
+
     def arm(self, total: float, per_read: float) -> None:
         self._deadline = time.monotonic() + total
         self._per_read = per_read
