@@ -9,15 +9,12 @@
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import logging
-import logging.handlers
 import os
-import queue
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cli
 import constants
@@ -26,6 +23,9 @@ from banner import print_banner
 from console_text import console_language, error_text, lang_flag, say, warn_if_not_shown
 from i18n import Translator
 from menus import SERVE_HINT, MenuExit, fill_from_menus
+
+if TYPE_CHECKING:
+    from server.logbatch import LogBatch
 
 # The console's language once main() has chosen it: the Windows pause after main() speaks it.
 console_lang = i18n.DEFAULT_LANG
@@ -148,40 +148,23 @@ def _pick(value: Any, default: Any) -> Any:
 
 
 # -- logging -----------------------------------------------------------------------------
-class _LockFreeQueueHandler(logging.handlers.QueueHandler):
-    """SimpleQueue.put is thread-safe on its own: the per-handler lock that
-    logging.Handler takes around emit() only made 16 request threads queue up
-    (about 30 % of a GET's time in profiles)."""
+def setup_logging(level: str | None, log_file: str | None) -> LogBatch:
+    """stderr plus, with a log file, a rotating one, through server.logbatch: request
+    threads only enqueue, one writer thread formats and writes in batches (logging was
+    ~35 % of a GET's time in profiles)."""
+    from server import logbatch
 
-    def createLock(self) -> None:  # noqa: N802 (logging's name)
-        self.lock = None
-
-    def acquire(self) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
+    return logbatch.setup(level or constants.LOG_LEVEL, log_file,
+                          max_bytes=constants.LOG_FILE_MAX_BYTES,
+                          backups=constants.LOG_FILE_BACKUPS)
 
 
-def setup_logging(level: str | None, log_file: str | None) -> None:
-    """Log through a queue: request threads only enqueue a record, and one listener
-    thread does the formatting-free I/O (profiling showed 16 handler threads
-    queuing on the stream handler's lock and flush)."""
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if log_file:
-        handlers.append(logging.handlers.RotatingFileHandler(
-            log_file, maxBytes=constants.LOG_FILE_MAX_BYTES,
-            backupCount=constants.LOG_FILE_BACKUPS, encoding="utf-8"))
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in handlers:
-        handler.setFormatter(formatter)
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
-    root = logging.getLogger()
-    root.handlers[:] = [_LockFreeQueueHandler(records)]
-    root.setLevel((level or constants.LOG_LEVEL).upper())
-    listener.start()
-    atexit.register(listener.stop)  # flush what is queued before the process exits
+def tune_interpreter() -> None:
+    """What serve() changes in the interpreter; bench/serve.py calls it too, so the
+    bench measures what runs in production."""
+    # Shorter GIL hand-offs: the STOP and completion paths cross several threads
+    # (pty reader, worker, handlers) while many clients poll.
+    sys.setswitchinterval(0.001)
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -236,9 +219,7 @@ def serve(args: argparse.Namespace) -> int:
     if settings.sim_speed <= 0:
         print(tr("start.sim_speed"), file=sys.stderr)
         return 2
-    # Shorter GIL hand-offs: the STOP and completion paths cross several threads
-    # (pty reader, worker, handlers) while many clients poll.
-    sys.setswitchinterval(0.001)
+    tune_interpreter()
     server = RobotServer(settings)
     try:
         server.start()

@@ -153,11 +153,14 @@ class ServerProcess:
     """The real server (bench/serve.py) in its own process, driven over stdin/stdout."""
 
     def __init__(self, db: str, *, sim_speed: float = 200.0, max_queue: int = 1_000_000,
-                 log_file: str | None = None, extra: Sequence[str] = ()) -> None:
+                 log_file: str | None = None, log_level: str | None = None,
+                 extra: Sequence[str] = ()) -> None:
         self.db = db
         self.args = [PYTHON, os.path.join(BENCH, "serve.py"), "--db", db,
                      "--sim-speed", str(sim_speed), "--max-queue", str(max_queue),
                      "--log-file", log_file or os.devnull, *extra]
+        if log_level:
+            self.args += ["--log-level", log_level]
 
     def __enter__(self) -> ServerProcess:
         self.spawned = time.monotonic()

@@ -4,7 +4,9 @@ Cases (16 keep-alive clients, closed loop, medians of --reps runs of --duration 
 reference and server alternate within each repetition):
 * GET /task/<id> of a finished task;
 * POST / with the queue paused (the row is committed before the 202);
-* GET /queue/status.
+* GET /queue/status;
+* GET /task/<id> again on a second server started with --log-level WARNING: the
+  access log's cost, as INFO vs WARNING (same run, alternating with the others).
 
 Run: .venv/bin/python bench/http_throughput.py [--reps 3] [--duration 4]
 """
@@ -45,8 +47,11 @@ def measure(reps: int, duration: float, clients: int = 16) -> dict[str, dict[str
     results: dict[str, dict[str, list[Load]]] = {}
     with temp_dir() as tmp, ReferenceServer() as ref, \
             ServerProcess(os.path.join(tmp, "tasks.db"),
-                          log_file=os.path.join(tmp, "server.log")) as srv:
+                          log_file=os.path.join(tmp, "server.log")) as srv, \
+            ServerProcess(os.path.join(tmp, "quiet.db"), log_file=os.path.join(tmp, "quiet.log"),
+                          log_level="WARNING") as quiet:
         task_id = finished_task(srv.port)
+        quiet_id = finished_task(quiet.port)
         cases = [("GET /task/<id>", "GET", f"/task/{task_id}", None),
                  ("POST / (paused)", "POST", "/", MOVE),
                  ("GET /queue/status", "GET", "/queue/status", None)]
@@ -54,11 +59,14 @@ def measure(reps: int, duration: float, clients: int = 16) -> dict[str, dict[str
         for rep in range(reps):
             for name, method, path, body in cases:
                 per = results.setdefault(name, {"server": [], "reference": []})
-                order = [("reference", ref.port), ("server", srv.port)]
+                order = [("reference", ref.port, path), ("server", srv.port, path)]
+                if name == "GET /task/<id>":
+                    per.setdefault("warning", [])
+                    order.append(("warning", quiet.port, f"/task/{quiet_id}"))
                 if rep % 2:
                     order.reverse()
-                for who, port in order:
-                    load = run_load(port, path, method=method, body=body,
+                for who, port, target in order:
+                    load = run_load(port, target, method=method, body=body,
                                     connections=clients, duration=duration, tmp=tmp)
                     per[who].append(load)
                     print(f"  rep {rep + 1} {name:<20} {who:<9} {load.rps:8.0f} req/s  "
@@ -96,6 +104,11 @@ def rows(results: dict[str, dict[str, list[Load]]]) -> list[Row]:
                        verdict(srv_p99 <= p99_max) if p99_max else "info"))
         if errors:
             out.append(Row(f"{name}: errors (socket or non-2xx)", str(errors), verdict="info"))
+        if "warning" in per:
+            quiet_rps = median([x.rps for x in per["warning"]])
+            apart = srv_rps / quiet_rps
+            out.append(Row(f"{name} at INFO vs WARNING: req/s", fmt(srv_rps), fmt(quiet_rps),
+                           f"{apart:.2f}x", "<= 10 % apart", verdict(abs(1 - apart) <= 0.10)))
     return out
 
 

@@ -1,8 +1,9 @@
 """The real server (RobotServer + simulator robot on a pty) in a bench process of its own.
 
-Logging is the production default (main.setup_logging, INFO, one access line per
-request), written to --log-file. Hooks record CLOCK_MONOTONIC timestamps (the same
-clock in every process on Linux) of:
+Logging and interpreter settings are those of `main.py serve --log-file F` (INFO
+unless --log-level, one access line per request; main.tune_interpreter): the rotating
+file F plus the console, which is F.stderr here (os.devnull when F is). Hooks record
+CLOCK_MONOTONIC timestamps (the same clock in every process on Linux) of:
 * every line the simulator reads ("rx") and writes ("tx", taken after the write);
 * every final state committed by the store ("commit", taken after COMMIT returned).
 
@@ -71,8 +72,15 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     out = sys.stdout
-    sys.stderr = open(args.log_file, "a", encoding="utf-8")  # noqa: SIM115
-    server_main.setup_logging(args.log_level, None)
+    # The console of production; not F itself, or every line would be written there twice.
+    console = os.devnull if args.log_file == os.devnull else args.log_file + ".stderr"
+    sys.stderr = open(console, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+    tune = getattr(server_main, "tune_interpreter", None)  # absent in older checkouts
+    if tune is not None:
+        tune()
+    else:
+        sys.setswitchinterval(0.001)
+    server_main.setup_logging(args.log_level, args.log_file)
     settings = ServerSettings(host="127.0.0.1", port=0, robot="sim", sim_speed=args.sim_speed,
                               db=args.db, max_queue=args.max_queue, static_dir=None,
                               reconnect_min=0.05, reconnect_max=0.5)

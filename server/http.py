@@ -29,17 +29,15 @@ from server.headers import escape as _escape
 from server.headers import http_date as _http_date
 from server.headers import merge_vary as _merge_vary
 from server.listener import RobotHTTPServer
+from server.logbatch import AccessLog
 from server.reader import DeadlineReader, DeadlineWriter, HeadBudget
 from server.requesthead import Head, parse_head
 from server.routing import Request, Response, Route, Router, StreamResponse, prefers_html
 
 log = logging.getLogger("server")
 access_log = logging.getLogger("server.access")
-
-
-def _access_line(text: str) -> None:  # TEMPORARY until server.logbatch lands
-    access_log.info("%s", text)
-
+# The request thread only enqueues a finished line (server/logbatch.py).
+_access_line = AccessLog("server.access").emit
 
 MAX_REQUEST_LINE = 8192  # 414 beyond (the stdlib allows 64 KiB)
 MAX_HEADER_BYTES = 32 * 1024  # all header lines together; 431 beyond
