@@ -201,15 +201,24 @@ def long_lived(query_param: str | None = None) -> Callable[[Route], Route]:
 class Router:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Route]] = []
+        # Fixed paths ("/queue/status") found by one dict lookup; only those that no
+        # earlier pattern matches, so the answer is the one the ordered scan gives.
+        self._fixed: dict[tuple[str, str], Route] = {}
 
     def add(self, method: str, pattern: str, func: Route) -> None:
         regex = re.compile("^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", pattern) + "$")
+        if "<" not in pattern and (method, pattern) not in self._fixed and not any(
+                r.match(pattern) for m, r, _ in self._routes if m == method):
+            self._fixed[(method, pattern)] = func
         self._routes.append((method, regex, func))
 
     def match(self, method: str, path: str,
               query: str = "") -> tuple[Route, dict[str, str]]:
         """The route for (method, path). `query` (the raw query string) only goes into
         the Location of a trailing-slash redirect."""
+        fixed = self._fixed.get((method, path))
+        if fixed is not None:
+            return fixed, {}
         allowed = []
         for route_method, regex, func in self._routes:
             m = regex.match(path)

@@ -335,3 +335,26 @@ def test_keep_alive_requests_in_one_packet_are_answered_in_order(server) -> None
             data += conn.recv(65536)
     assert [f"/nope{i}" in data.decode() for i in range(5)] == [True] * 5
     assert data.index(b"/nope0") < data.index(b"/nope4")
+
+
+def test_fixed_paths_are_routed_as_the_ordered_scan_routes_them() -> None:
+    from server.errors import ApiError
+    from server.routes import build_router
+
+    fast, scan = build_router(), build_router()
+    scan._fixed.clear()
+    assert fast._fixed  # the shortcut is in use
+    paths = ["/", "/validate", "/tasks", "/queue/status", "/queue/pause", "/robot/stop",
+             "/robot", "/health", "/commands", "/metrics", "/events", "/openapi.json",
+             "/openapiXjson", "/task/t1", "/task/t1/retry", "/static/app.js", "/nope",
+             "/queue/status/", "/health/"]
+    for method in ("GET", "POST", "DELETE", "HEAD", "PUT", "OPTIONS"):
+        for path in paths:
+            outcomes = []
+            for router in (fast, scan):
+                try:
+                    func, params = router.match(method, path)
+                    outcomes.append((func, params))
+                except ApiError as exc:
+                    outcomes.append((exc.code, exc.status, exc.headers))
+            assert outcomes[0] == outcomes[1], (method, path)
