@@ -23,6 +23,8 @@ def http_date() -> str:
 
 def escape(text: str) -> str:
     """One request = one log line: control characters are shown, not obeyed."""
+    if text.isprintable():  # no control character in it: the common case, in C
+        return text
     return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
