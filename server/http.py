@@ -364,9 +364,11 @@ class Handler(BaseHTTPRequestHandler):
         head = self._head(response.status, response.headers, response.content_type,
                           len(payload))
         self.server.app.metrics.count_http(response.status)
+        # Logged before the write, as the stdlib's send_response does: a submit's line
+        # ("task ... pending") then usually precedes the worker's "running".
+        self._log_access(response.status, len(payload), response.log_note)
         # One write per response: headers and body in a single send.
         self.wfile.write(head if self.command == "HEAD" else head + payload)
-        self._log_access(response.status, len(payload), response.log_note)
 
     def _stream(self, response: StreamResponse) -> None:
         self.close_connection = True

@@ -59,10 +59,11 @@ def _get_task(req: Request) -> dict[str, Any]:
 
 
 def _submit(req: Request, cmd_type: str, params: dict[str, Any], *,
-            retry_of: str | None = None, key: str | None = None) -> tuple[dict[str, Any], bool]:
+            retry_of: str | None = None, key: str | None = None,
+            quiet: bool = False) -> tuple[dict[str, Any], bool]:
     try:
         result = req.app.manager.submit(cmd_type, params, retry_of=retry_of,
-                                        idempotency_key=key)
+                                        idempotency_key=key, quiet=quiet)
     except TaskError as exc:
         raise _task_error(exc) from None
     except IdempotencyConflict as exc:
@@ -75,25 +76,29 @@ def _submit(req: Request, cmd_type: str, params: dict[str, Any], *,
 
 
 def _accepted(req: Request, task: dict[str, Any], created: bool) -> Response:
-    status = req.app.manager.queue_status(recent=0)
+    """The 202; its access-log line also says what was queued (the manager, asked to be
+    quiet, logs nothing of its own at INFO)."""
+    queue = req.app.manager.queue_brief()
     body: dict[str, Any] = {
         "success": True, "code": "queued", "message": QUEUED_MESSAGE,
-        "task_id": task["task_id"], "queue_size": status["queue_size"], "note": QUEUED_NOTE,
+        "task_id": task["task_id"], "queue_size": queue.queue_size, "note": QUEUED_NOTE,
         "status": task["status"],
     }
     headers = {"Location": f"/task/{task['task_id']}"}
+    note = f"task {task['task_id']} {task['cmd_type']} pending"
     if not created:
         body["code"] = "idempotent_replay"
         body["message"] = req.t("info.idempotent_replay")
         headers["Idempotent-Replayed"] = "true"
-    if status["paused"]:
+        note = f"task {task['task_id']} replayed"
+    if queue.paused:
         body["queue_paused"] = True
-        body["pause_reason"] = status["pause_reason"]
-        body["pause_code"] = status.get("pause_code")
-        body["warning"] = req.t("reply.queued_while_paused", reason=status["pause_reason"])
+        body["pause_reason"] = queue.pause_reason
+        body["pause_code"] = queue.pause_code
+        body["warning"] = req.t("reply.queued_while_paused", reason=queue.pause_reason)
     if "queue_position" in task:
         body["queue_position"] = task["queue_position"]
-    return Response(202, body, headers)
+    return Response(202, body, headers, log_note=note)
 
 
 # -- tasks -----------------------------------------------------------------------------
@@ -107,7 +112,8 @@ def submit(req: Request) -> Response:
         # A sync client would hang until someone resumes; tell it now, queue nothing.
         raise ApiError("queue_paused", 503, params={"reason": req.app.manager.pause_reason},
                        headers={"Retry-After": "30"})
-    task, created = _submit(req, cmd_type, params, key=key)
+    # Sync mode's access line comes only when the task ends: the manager logs the submit.
+    task, created = _submit(req, cmd_type, params, key=key, quiet=not sync)
     if not sync:
         return _accepted(req, task, created)
     # Sync mode is queue mode plus a wait: the robot still runs one task at a time.
@@ -139,9 +145,13 @@ def _wait_s(req: Request) -> float | None:
 @long_lived("wait")
 def get_task(req: Request) -> Response:
     wait = _wait_s(req)
-    task = _get_task(req)
     if wait is None:
-        return Response(200, task)
+        # A finished task's reply is encoded once and kept (it never changes).
+        doc, encoded = req.app.manager.get_with_json(req.params["task_id"])
+        if doc is None:
+            raise ApiError("task_not_found", 404, params={"task_id": req.params["task_id"]})
+        return Response(200, doc if encoded is None else encoded)
+    task = _get_task(req)
     if task["status"] not in FINAL_STATUSES:
         task = req.app.manager.wait(task["task_id"], wait) or task
     return Response(200, {**task, "timed_out": task["status"] not in FINAL_STATUSES})
@@ -177,7 +187,7 @@ def retry_task(req: Request) -> Response:
         raise ApiError("task_not_retryable", 409,
                        params={"task_id": old["task_id"], "status": old["status"]})
     task, created = _submit(req, old["cmd_type"], old["params"], retry_of=old["task_id"],
-                            key=req.idempotency_key())
+                            key=req.idempotency_key(), quiet=True)
     response = _accepted(req, task, created)
     if created:  # not the guide's submit: its own code, in the request's language
         response.body["code"] = "requeued"
@@ -212,9 +222,12 @@ def queue_status(req: Request) -> Response:
     wait = _wait_s(req)
     # Checked with or without wait, so a typo shows before it is relied on.
     since = req.query_int("since", default=req.app.events.version, low=0, high=10**12)
-    changed = wait is None or req.app.events.wait_for_change(since, wait) > since
-    status = req.app.manager.queue_status(req.app.config.recent_in_status)
-    return Response(200, status if wait is None else {**status, "timed_out": not changed})
+    recent = req.app.config.recent_in_status
+    if wait is None:
+        # The reply bytes are cached with the document: a poll between changes encodes nothing.
+        return Response(200, req.app.manager.queue_status(recent, encoded=True))
+    changed = req.app.events.wait_for_change(since, wait) > since
+    return Response(200, {**req.app.manager.queue_status(recent), "timed_out": not changed})
 
 
 def queue_pause(req: Request) -> Response:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NamedTuple, overload
 
 from i18n import CodedError
 from tasks.commands import CommandTable, default_table
@@ -49,6 +49,20 @@ class SubmitResult:
     created: bool  # False when an Idempotency-Key replay returned the original task
 
 
+class QueueBrief(NamedTuple):
+    """What a 202 says about the queue, without the whole status document."""
+
+    queue_size: int  # pending + running
+    paused: bool
+    pause_reason: str | None
+    pause_code: str | None
+
+
+def encode(doc: dict[str, Any]) -> bytes:
+    """A document's reply body, byte for byte what the HTTP layer makes of the dict."""
+    return json.dumps(doc, ensure_ascii=False).encode("utf-8")
+
+
 def body_hash(cmd_type: str, params: dict[str, Any]) -> str:
     canonical = json.dumps({"cmd_type": cmd_type, "params": params}, sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False)
@@ -76,9 +90,10 @@ class TaskManager:
         self._queue: queue.Queue[str] = queue.Queue()  # task ids, FIFO
         self._pending: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._counts: collections.Counter[str] = collections.Counter()
-        self._final_docs: collections.OrderedDict[str, dict[str, Any]] = \
-            collections.OrderedDict()
-        self._status_cache: tuple[tuple[int, int], dict[str, Any]] | None = None
+        # Finished task -> [document, its reply bytes once a GET asked for them].
+        self._final_docs: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
+        # ((event version, recent), document, its reply bytes once asked for)
+        self._status_cache: tuple[tuple[int, int], dict[str, Any], bytes | None] | None = None
         self._running: dict[str, Any] | None = None
         self._cancel_requested: dict[str, str] = {}  # running task id -> reason
         self._final_events: dict[str, threading.Event] = {}
@@ -133,7 +148,12 @@ class TaskManager:
 
     # -- submit and look up -----------------------------------------------------------
     def submit(self, cmd_type: str, params: dict[str, Any], *,
-               idempotency_key: str | None = None, retry_of: str | None = None) -> SubmitResult:
+               idempotency_key: str | None = None, retry_of: str | None = None,
+               quiet: bool = False) -> SubmitResult:
+        """Commit a new task (or find an Idempotency-Key's first one) and queue it.
+
+        ``quiet``: the caller reports the new task in a line of its own (the HTTP
+        access line), so the "pending" line here is DEBUG, not a second INFO record."""
         with self._state:
             unfinished = self._counts[TaskStatus.PENDING] + self._counts[TaskStatus.RUNNING]
         # A replay of an accepted submit is answered even when the queue is full
@@ -150,7 +170,8 @@ class TaskManager:
         task_id, created = self.store.insert(
             new, lambda tid: position.append(self._enqueue(tid, cmd_type)))
         if created:
-            log.info("task %s %s pending", task_id, cmd_type)
+            log.log(logging.DEBUG if quiet else logging.INFO, "task %s %s pending",
+                    task_id, cmd_type)
             # No ETA walk over the whole queue on the submit path: the position at
             # enqueue time is what the reply needs (GET /task has the full ETA).
             doc = self._doc_from_new(new)
@@ -171,23 +192,40 @@ class TaskManager:
             return len(self._pending)
 
     def get(self, task_id: str) -> dict[str, Any] | None:
+        return self._lookup(task_id)[0]
+
+    def get_with_json(self, task_id: str) -> tuple[dict[str, Any] | None, bytes | None]:
+        """The task's document and, for a finished task, its reply bytes (encoded at
+        the first ask, then kept with the document); (None, None) for an unknown task."""
+        doc, entry = self._lookup(task_id)
+        if entry is None:
+            return doc, None
+        if entry[1] is None:
+            # Two first readers may both encode: the same bytes, so no lock for it.
+            entry[1] = encode(entry[0])
+        return doc, entry[1]
+
+    def _lookup(self, task_id: str) -> tuple[dict[str, Any] | None, list[Any] | None]:
+        """The task's document, and its cache entry if the task is finished."""
         # A finished task never changes: serve it from memory (bounded, oldest out).
-        cached = self._final_docs.get(task_id)
-        if cached is not None:
-            return cached
+        entry = self._final_docs.get(task_id)
+        if entry is not None:
+            return entry[0], entry
         row = self.store.get(task_id)
         if row is None:
-            return None
+            return None, None
         doc = self._doc(row)
         if row["status"] in FINAL_STATUSES:
-            self._cache_final(task_id, doc)
-        return doc
+            return doc, self._cache_final(task_id, doc)
+        return doc, None
 
-    def _cache_final(self, task_id: str, doc: dict[str, Any]) -> None:
+    def _cache_final(self, task_id: str, doc: dict[str, Any]) -> list[Any]:
+        entry = [doc, None]
         with self._state:
-            self._final_docs[task_id] = doc
+            self._final_docs[task_id] = entry
             if len(self._final_docs) > FINAL_CACHE_SIZE:
                 self._final_docs.popitem(last=False)
+        return entry
 
     def transcript(self, task_id: str) -> list[dict[str, Any]] | None:
         return self.store.transcript(task_id)
@@ -362,20 +400,41 @@ class TaskManager:
         return {"paused": self.paused, "pause_reason": self.pause_reason,
                 "pause_code": self.pause_code}
 
-    def queue_status(self, recent: int = 10) -> dict[str, Any]:
-        """The guide's queue counters and more; cached until the next event.
+    def queue_brief(self) -> QueueBrief:
+        """queue_status()'s queue_size and pause fields, read now: the submit path's
+        event bumps the version, so the whole document would be rebuilt every time."""
+        with self._state:
+            return QueueBrief(self._counts.get("pending", 0) + self._counts.get("running", 0),
+                              self.paused, self.pause_reason, self.pause_code)
+
+    @overload
+    def queue_status(self, recent: int = ..., *,
+                     encoded: Literal[False] = ...) -> dict[str, Any]: ...
+
+    @overload
+    def queue_status(self, recent: int = ..., *, encoded: Literal[True]) -> bytes: ...
+
+    def queue_status(self, recent: int = 10, *, encoded: bool = False) -> dict[str, Any] | bytes:
+        """The guide's queue counters and more; cached until the next event. With
+        ``encoded``, the reply bytes of that document (cached alike).
 
         Every change of what this shows publishes an event, so the event version
         keys the cache: polls between changes (the guide's clients poll every 2 s,
-        a lab has many) cost a dict copy, not a query.
+        a lab has many) cost a dict copy (or nothing, for the bytes), not a query.
         """
         version = self.events.version  # read first: a later change bumps it past us
         cached = self._status_cache
-        if cached is not None and cached[0] == (version, recent):
-            return dict(cached[1])
-        doc = self._queue_status(recent, version)
-        self._status_cache = ((version, recent), doc)
-        return dict(doc)
+        if cached is None or cached[0] != (version, recent):
+            cached = ((version, recent), self._queue_status(recent, version), None)
+            self._status_cache = cached
+        if not encoded:
+            return dict(cached[1])  # a copy: callers may add to it
+        if cached[2] is None:
+            # Racing readers may overwrite each other's entry: at worst a rebuild later,
+            # never a wrong answer (the key is checked).
+            cached = (cached[0], cached[1], encode(cached[1]))
+            self._status_cache = cached
+        return cached[2]
 
     def _queue_status(self, recent: int, version: int) -> dict[str, Any]:
         with self._state:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import os
 import secrets
 import string
+import threading
 import time
 from enum import Enum
 
@@ -24,22 +27,72 @@ FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.
 ALL_STATUSES = tuple(s.value for s in TaskStatus)
 
 _ID_ALPHABET = string.digits + string.ascii_lowercase
+_ID_SPACE = 36 ** 6
+# Two base-36 digits per lookup, so a suffix is three lookups, not six divmods.
+_ID_PAIRS = tuple(a + b for a in _ID_ALPHABET for b in _ID_ALPHABET)
+_ID_BATCH = 512
+_id_lock = threading.Lock()
+_id_suffixes: list[str] = []
+
+
+def _refill_suffixes() -> None:
+    # One read of the OS generator per batch: a read per id was most of an id's cost.
+    # Each id is a 64-bit value mod 36**6. As 2**64 = q * 36**6 + r with q ~ 8.5e9,
+    # every suffix has probability q/2**64 or (q+1)/2**64: off uniform by at most one
+    # part in 8.5e9, far below what collision odds between ids could notice.
+    raw = secrets.token_bytes(8 * _ID_BATCH)
+    for value in memoryview(raw).cast("Q"):
+        high, rest = divmod(value % _ID_SPACE, 36 ** 4)
+        mid, low = divmod(rest, 36 ** 2)
+        _id_suffixes.append(_ID_PAIRS[high] + _ID_PAIRS[mid] + _ID_PAIRS[low])
+
+
+def _forget_suffixes_after_fork() -> None:
+    # A forked child must not hand out the ids its parent is about to use.
+    global _id_lock
+    _id_lock = threading.Lock()
+    _id_suffixes.clear()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork either
+    os.register_at_fork(after_in_child=_forget_suffixes_after_fork)
+
+
+class _LocalTimeFormat:
+    """time.strftime of a local time, remembered for the last whole second asked:
+    ids and documents made together mostly share their second."""
+
+    __slots__ = ("_fmt", "_last")
+
+    def __init__(self, fmt: str) -> None:
+        self._fmt = fmt
+        self._last: tuple[int | None, str] = (None, "")
+
+    def __call__(self, ts: float) -> str:
+        second = math.floor(ts)  # what time.localtime(ts) does with the fraction
+        last = self._last  # one read: another thread may replace it meanwhile
+        if last[0] == second:
+            return last[1]
+        text = time.strftime(self._fmt, time.localtime(second))
+        self._last = (second, text)
+        return text
+
+
+_id_stamp = _LocalTimeFormat("%Y%m%d_%H%M%S")
+_guide_time = _LocalTimeFormat("%Y-%m-%d %H:%M:%S")
 
 
 def new_task_id(now: float | None = None) -> str:
     """`task_YYYYMMDD_HHMMSS_` + 6 random [0-9a-z], as the user guide shows."""
-    stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(now))
-    # One draw from the OS generator, not six (each secrets.choice reads urandom).
-    n = secrets.randbelow(36 ** 6)
-    suffix = ""
-    for _ in range(6):
-        n, digit = divmod(n, 36)
-        suffix += _ID_ALPHABET[digit]
-    return f"task_{stamp}_{suffix}"
+    with _id_lock:
+        if not _id_suffixes:
+            _refill_suffixes()
+        suffix = _id_suffixes.pop()
+    return f"task_{_id_stamp(time.time() if now is None else now)}_{suffix}"
 
 
 def format_time(ts: float | None) -> str | None:
     """Local time as `YYYY-MM-DD HH:MM:SS` (the guide's format), None stays None."""
     if ts is None:
         return None
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    return _guide_time(ts)

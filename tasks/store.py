@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tasks.store_rows import COLUMNS, dumps, filters, loads, row_to_dict, with_items
@@ -115,11 +115,13 @@ class NewTask:
     body_hash: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _PendingInsert:
     task: NewTask
     on_created: Callable[[str], None] | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    # Set and read only under the write lock, which orders them: a flag is enough (an
+    # Event, i.e. a Condition and a lock, per submit was pure cost: nobody waits on it).
+    done: bool = False
     task_id: str | None = None  # the task that answers this submit (an earlier one on replay)
     created: bool = False
     error: Exception | None = None
@@ -295,7 +297,7 @@ class TaskStore:
         with self._pending_lock:
             self._pending.append(item)
         with self._write_lock:
-            if not item.done.is_set():
+            if not item.done:  # else another caller's batch committed it
                 with self._pending_lock:
                     batch, self._pending = self._pending, []
                 self._commit_batch(batch)
@@ -335,7 +337,7 @@ class TaskStore:
                         log.exception("on_created callback failed for %s", item.task.task_id)
         finally:
             for item in batch:
-                item.done.set()
+                item.done = True
 
     @staticmethod
     def _insert_one(conn: sqlite3.Connection, item: _PendingInsert) -> None:
