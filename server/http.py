@@ -72,6 +72,7 @@ class Handler(BaseHTTPRequestHandler):
         self._behind_proxy = self.server.is_trusted_proxy(peer)
         self._client_ok = self._behind_proxy or self.server.client_allowed(peer)
         self._reserve = self.server.is_reserve(self.request)
+        self._direct = Forwarded(peer, peer, None, None)  # the request as it came
         self._extra_headers: dict[str, str] = {}
         self._body_pending = False
         self._chunked = False
@@ -85,7 +86,7 @@ class Handler(BaseHTTPRequestHandler):
         self._extra_headers = {}
         self._body_pending = self._expect_continue = self._vary_lang = False
         self._chunked = False
-        self._fwd = Forwarded(self.client_address[0], self.client_address[0], None, None)
+        self._fwd = self._direct
         try:
             # Idle keep-alive: wait for the first byte of the next request.
             self._reader.arm_idle(config.idle_timeout)
@@ -415,9 +416,9 @@ class Handler(BaseHTTPRequestHandler):
         """The request's one access-log line (built only when INFO is on)."""
         if not access_log.isEnabledFor(logging.INFO):
             return
-        line = f'"{self.requestline}" {code} {size}'
-        text = f"{self.address_string()} {_escape(line)}"
-        _access_line(f"{text} {note}" if note else text)
+        line = _escape(f'"{self.requestline}" {code} {size}')
+        _access_line(f"{self.address_string()} {line} {note}" if note
+                     else f"{self.address_string()} {line}")
 
 
 def make_server(host: str, port: int, app: Application, router: Router, *,
