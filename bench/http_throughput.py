@@ -43,8 +43,13 @@ def finished_task(port: int) -> str:
     return task_id
 
 
-def measure(reps: int, duration: float, clients: int = 16) -> dict[str, dict[str, list[Load]]]:
+CpuPerRequest = dict[tuple[str, str], list[float]]  # (case, server) -> µs per request
+
+
+def measure(reps: int, duration: float,
+            clients: int = 16) -> tuple[dict[str, dict[str, list[Load]]], CpuPerRequest]:
     results: dict[str, dict[str, list[Load]]] = {}
+    cpu_us: CpuPerRequest = {}
     with temp_dir() as tmp, ReferenceServer() as ref, \
             ServerProcess(os.path.join(tmp, "tasks.db"),
                           log_file=os.path.join(tmp, "server.log")) as srv, \
@@ -69,8 +74,13 @@ def measure(reps: int, duration: float, clients: int = 16) -> dict[str, dict[str
                 if rep % 2:
                     order.reverse()
                 for who, port, target in order:
+                    proc = {"server": srv, "warning": quiet}.get(who)
+                    cpu = proc.cpu_seconds() if proc else 0.0
                     load = run_load(port, target, method=method, body=body,
                                     connections=clients, duration=duration, tmp=tmp)
+                    if proc:  # CPU per request: steadier than req/s on a noisy machine
+                        cpu_us.setdefault((name, who), []).append(
+                            (proc.cpu_seconds() - cpu) * 1e6 / max(load.requests, 1))
                     per[who].append(load)
                     print(f"  rep {rep + 1} {name:<20} {who:<9} {load.rps:8.0f} req/s  "
                           f"p50 {load.p50:6.2f} ms  p99 {load.p99:7.2f} ms  "
@@ -78,7 +88,7 @@ def measure(reps: int, duration: float, clients: int = 16) -> dict[str, dict[str
         _, status = http_request(srv.port, "GET", "/queue/status")
         print(f"  pending tasks after the POST runs: {status['pending_tasks']}",
               file=sys.stderr)
-    return results
+    return results, cpu_us
 
 
 TARGETS = {  # name: (min ratio: issue 18's targets, max p99 ms: the first round's)
@@ -88,7 +98,7 @@ TARGETS = {  # name: (min ratio: issue 18's targets, max p99 ms: the first round
 }
 
 
-def rows(results: dict[str, dict[str, list[Load]]]) -> list[Row]:
+def rows(results: dict[str, dict[str, list[Load]]], cpu_us: CpuPerRequest) -> list[Row]:
     out = []
     for name, per in results.items():
         srv_rps = median([x.rps for x in per["server"]])
@@ -118,6 +128,12 @@ def rows(results: dict[str, dict[str, list[Load]]]) -> list[Row]:
                            fmt(srv_rps), fmt(quiet_rps), f"{apart:.2f}x",
                            "<= 10 % apart" if gated else "",
                            verdict(abs(1 - apart) <= 0.10) if gated else "info"))
+            info_cpu = median(cpu_us.get((name, "server"), [0.0]))
+            quiet_cpu = median(cpu_us.get((name, "warning"), [0.0]))
+            if info_cpu and quiet_cpu:
+                out.append(Row(f"{name} at INFO vs WARNING: server CPU µs per request",
+                               fmt(info_cpu), fmt(quiet_cpu), f"{info_cpu / quiet_cpu:.2f}x",
+                               "", "info"))
     return out
 
 
@@ -126,7 +142,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--duration", type=float, default=4.0)
     args = p.parse_args()
-    print_table("HTTP throughput (server vs reference)", rows(measure(args.reps, args.duration)))
+    print_table("HTTP throughput (server vs reference)", rows(*measure(args.reps, args.duration)))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, load by {'wrk' if have_wrk() else 'bench/loadgen.py'}",
           flush=True)
     text = print_table("HTTP throughput, 16 keep-alive clients (server vs reference)",
-                       http_throughput.rows(http_throughput.measure(reps, duration)))
+                       http_throughput.rows(*http_throughput.measure(reps, duration)))
     n = 20 if args.quick else 60
     text += print_table("Latency (background: 16 clients, ~500 req/s of GET /queue/status)",
                         latency.rows(latency.measure(n, n // 2, n)))
