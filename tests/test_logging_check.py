@@ -41,8 +41,8 @@ def test_log_file_has_the_tasks_life_and_access_lines(tmp_path) -> None:
     assert any(f"task {task_id} SCAN_QRCODE running" in line for line in mine), mine
     duration = next(float(m.group(1)) for line in mine if (m := completed.search(line)))
     assert 0 < duration < 30
-    # The submit's "pending" is its access line's note, written after the 202 went out:
-    # the worker's "running" line may come first. Running, then completed, is an order.
+    # The submit's "pending" is its access line's note, logged as the 202 is sent, while
+    # the worker may already be starting the task: running, then completed, is an order.
     assert any('"POST / HTTP/1.1" 202' in line and line.endswith(" pending") for line in mine)
     order = [next(i for i, line in enumerate(mine) if f" {word}" in line)
              for word in ("running", "completed in")]
