@@ -21,6 +21,17 @@ from server.logbatch import FORMAT, AccessLog, LogBatch
 REFERENCE = logging.Formatter(FORMAT)
 
 
+def _restore(batch: LogBatch, handlers: list[logging.Handler], level: int) -> None:
+    """Undo logbatch.setup: its writer stopped, its files closed, the root as it was."""
+    batch.stop()
+    atexit.unregister(batch.stop)
+    for handler in batch.handlers:
+        handler.close()
+    root = logging.getLogger()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @contextlib.contextmanager
 def installed(level: str = "INFO", log_file: Path | None = None, *, max_bytes: int = 1 << 20,
               backups: int = 2, stream: Any = None) -> Iterator[LogBatch]:
@@ -33,12 +44,7 @@ def installed(level: str = "INFO", log_file: Path | None = None, *, max_bytes: i
     try:
         yield batch
     finally:
-        batch.stop()
-        atexit.unregister(batch.stop)
-        for handler in batch.handlers:
-            handler.close()
-        root.handlers[:] = saved
-        root.setLevel(saved_level)
+        _restore(batch, saved, saved_level)
 
 
 class Expect(logging.Filter):
@@ -327,12 +333,7 @@ def test_main_setup_logging_keeps_its_name_and_output(tmp_path) -> None:
             (constants.LOG_FILE_MAX_BYTES, constants.LOG_FILE_BACKUPS, "utf-8")
         assert all(logbatch.is_standard(h.formatter) for h in batch.handlers)
     finally:
-        batch.stop()
-        atexit.unregister(batch.stop)
-        for handler in batch.handlers:
-            handler.close()
-        root.handlers[:] = saved
-        root.setLevel(saved_level)
+        _restore(batch, saved, saved_level)
 
 
 @contextlib.contextmanager
