@@ -11,14 +11,14 @@ import time
 from typing import Any
 
 
-def _timeval(seconds: float | None) -> bytes | int:
+def _timeval(seconds: float | None, windows: bool = os.name == "nt") -> bytes | int:
     """SO_RCVTIMEO/SO_SNDTIMEO's value; None: no timeout (what the kernel calls 0)."""
     if seconds is None:
-        return 0 if os.name == "nt" else struct.pack("ll", 0, 0)
+        return 0 if windows else struct.pack("ll", 0, 0)
     # 0 means "wait forever" to the kernel: a deadline that is nearly up must not
     # become that, so never less than a millisecond.
     seconds = max(seconds, 0.001)
-    if os.name == "nt":
+    if windows:
         return int(seconds * 1000)  # a DWORD of milliseconds on Windows
     whole = int(seconds)
     return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))

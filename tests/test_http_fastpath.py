@@ -358,3 +358,18 @@ def test_fixed_paths_are_routed_as_the_ordered_scan_routes_them() -> None:
                 except ApiError as exc:
                     outcomes.append((exc.code, exc.status, exc.headers))
             assert outcomes[0] == outcomes[1], (method, path)
+
+
+def test_timeout_values_for_the_kernel() -> None:
+    import struct
+
+    from server import reader
+    # POSIX: a struct timeval; never 0 (the kernel's "wait forever") for a deadline
+    # that is nearly up; None is 0, no timeout.
+    assert reader._timeval(2.5, windows=False) == struct.pack("ll", 2, 500000)
+    assert reader._timeval(0.0, windows=False) == struct.pack("ll", 0, 1000)
+    assert reader._timeval(None, windows=False) == struct.pack("ll", 0, 0)
+    # Windows (the lab PC): a DWORD of milliseconds, with the same two rules.
+    assert reader._timeval(2.5, windows=True) == 2500
+    assert reader._timeval(0.0, windows=True) == 1
+    assert reader._timeval(None, windows=True) == 0
