@@ -21,6 +21,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+# asctime to the second, as logging.Formatter's default (strftime once a second)
+from tasks.models import local_second
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 BATCH_MAX = 1000
 # After a batch of several lines the writer waits this long for more: under load, one
@@ -31,20 +34,8 @@ _INFO = logging.INFO
 _STOP = object()
 _FORMATTER = logging.Formatter()  # exceptions only: formatException ignores the format
 _MSECS = [f",{ms:03d}" for ms in range(1000)]  # "%03d" of msecs, a float, truncates
-_second: tuple[int, str] = (-1, "")  # replaced whole by any thread, never mutated
 
 Item = Any  # a LogRecord, or a finished INFO line (str) from AccessLog
-
-
-def _second_text(created: float) -> str:
-    """asctime to the second, as logging.Formatter's default; strftime once a second."""
-    global _second
-    second, text = _second
-    if second != int(created):
-        second, text = int(created), time.strftime("%Y-%m-%d %H:%M:%S",
-                                                   time.localtime(created))
-        _second = second, text
-    return text
 
 
 def is_standard(formatter: logging.Formatter | None) -> bool:
@@ -62,7 +53,7 @@ def _standard_line(record: logging.LogRecord) -> str | None:
     if it fails (the handler's own format then reports it)."""
     try:
         record.message = record.getMessage()
-        record.asctime = _second_text(record.created) + _MSECS[int(record.msecs)]
+        record.asctime = local_second(record.created) + _MSECS[int(record.msecs)]
         s = f"{record.asctime} {record.levelname!s} {record.name!s}: {record.message}"
         if record.exc_info and not record.exc_text:
             record.exc_text = _FORMATTER.formatException(record.exc_info)
@@ -321,7 +312,7 @@ class AccessLog:
             logger.info("%s", text)
             return
         now = self._clock()
-        put(_second_text(now) + _MSECS[int((now - int(now)) * 1000)] + self._suffix + text)
+        put(local_second(now) + _MSECS[int((now - int(now)) * 1000)] + self._suffix + text)
 
 
 def _only_batch(logger: logging.Logger) -> Callable[[Item], None] | None:

@@ -58,7 +58,7 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork eithe
     os.register_at_fork(after_in_child=_forget_suffixes_after_fork)
 
 
-class _LocalTimeFormat:
+class LocalTimeFormat:
     """time.strftime of a local time, remembered for the last whole second asked:
     ids and documents made together mostly share their second."""
 
@@ -78,8 +78,9 @@ class _LocalTimeFormat:
         return text
 
 
-_id_stamp = _LocalTimeFormat("%Y%m%d_%H%M%S")
-_guide_time = _LocalTimeFormat("%Y-%m-%d %H:%M:%S")
+_id_stamp = LocalTimeFormat("%Y%m%d_%H%M%S")
+# The guide's times, and logging's asctime to the second (server/logbatch.py).
+local_second = LocalTimeFormat("%Y-%m-%d %H:%M:%S")
 
 
 def new_task_id(now: float | None = None) -> str:
@@ -95,4 +96,4 @@ def format_time(ts: float | None) -> str | None:
     """Local time as `YYYY-MM-DD HH:MM:SS` (the guide's format), None stays None."""
     if ts is None:
         return None
-    return _guide_time(ts)
+    return local_second(ts)
