@@ -51,10 +51,14 @@ def _task_error(exc: TaskError) -> ApiError:
     return ApiError(exc.code, exc.status, params=exc.params, headers=exc.headers)
 
 
+def _not_found(req: Request) -> ApiError:
+    return ApiError("task_not_found", 404, params={"task_id": req.params["task_id"]})
+
+
 def _get_task(req: Request) -> dict[str, Any]:
     task = req.app.manager.get(req.params["task_id"])
     if task is None:
-        raise ApiError("task_not_found", 404, params={"task_id": req.params["task_id"]})
+        raise _not_found(req)
     return task
 
 
@@ -149,7 +153,7 @@ def get_task(req: Request) -> Response:
         # A finished task's reply is encoded once and kept (it never changes).
         doc, encoded = req.app.manager.get_with_json(req.params["task_id"])
         if doc is None:
-            raise ApiError("task_not_found", 404, params={"task_id": req.params["task_id"]})
+            raise _not_found(req)
         return Response(200, doc if encoded is None else encoded)
     task = _get_task(req)
     if task["status"] not in FINAL_STATUSES:
