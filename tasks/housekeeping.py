@@ -6,7 +6,8 @@ import logging
 import threading
 import time
 
-from tasks.store import StoreWriteError, TaskStore
+from tasks.errors import StoreWriteError
+from tasks.store import TaskStore
 
 log = logging.getLogger("tasks.housekeeping")
 

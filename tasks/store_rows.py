@@ -1,5 +1,5 @@
-"""How stored rows become the dicts the task layer uses; nothing here raises on
-whatever a row holds."""
+"""How stored rows become the Task records the task layer uses; nothing here raises
+on whatever a row holds."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sqlite3
 from typing import Any
 
 from robot.bounds import text_too_deep
+from tasks.models import Task, TaskStatus
 
 log = logging.getLogger("tasks.store")
 
@@ -33,33 +34,51 @@ def loads(text: str, task_id: str, column: str) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:
         reason = f"{type(exc).__name__}: {exc}"[:200]
-        if (task_id, column) not in _logged_unreadable:
-            _logged_unreadable.append((task_id, column))
+        if _logged_once(task_id, column):
             log.error("task %s: stored %s cannot be decoded (%s); served as a placeholder",
                       task_id, column, reason)
         return {UNREADABLE: reason}
 
 
-def row_to_dict(row: sqlite3.Row | tuple) -> dict[str, Any]:
+def _logged_once(task_id: str, column: str) -> bool:
+    """True the first time (task_id, column) is reported: a bad row read on every
+    GET /tasks must not log on every read."""
+    if (task_id, column) in _logged_unreadable:
+        return False
+    _logged_unreadable.append((task_id, column))
+    return True
+
+
+def _status(text: Any, task_id: str) -> TaskStatus:
+    try:
+        return TaskStatus(text)
+    except ValueError:
+        # Only a file written by something else holds one; reading it as failed keeps
+        # the row listed, final, and never picked up again as work.
+        if _logged_once(task_id, "status"):
+            log.error("task %s: stored status %s is not a task status; read as failed",
+                      task_id, repr(text)[:60])
+        return TaskStatus.FAILED
+
+
+def row_to_task(row: sqlite3.Row | tuple) -> Task:
     (seq, task_id, cmd_type, params, status, submitted, started, ended, result, progress,
      retry_of) = row
-    return {
-        "seq": seq, "task_id": task_id, "cmd_type": cmd_type,
-        "params": loads(params, task_id, "params"),
-        "status": status, "submitted": submitted, "started": started, "ended": ended,
-        "result": loads(result, task_id, "result") if result is not None else None,
-        "progress": loads(progress, task_id, "progress") if progress is not None else None,
-        "retry_of": retry_of,
-    }
+    return Task(
+        task_id=task_id, cmd_type=cmd_type, params=loads(params, task_id, "params"),
+        status=_status(status, task_id), submitted=submitted, started=started, ended=ended,
+        result=loads(result, task_id, "result") if result is not None else None,
+        progress=loads(progress, task_id, "progress") if progress is not None else None,
+        retry_of=retry_of, seq=seq)
 
 
-def with_items(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Attach each row's progress items (kept in their own table) to its progress."""
-    wanted = [r["task_id"] for r in rows
-              if isinstance(r["progress"], dict) and "items" not in r["progress"]
-              and UNREADABLE not in r["progress"]]
+def with_items(conn: sqlite3.Connection, tasks: list[Task]) -> list[Task]:
+    """Attach each task's progress items (kept in their own table) to its progress."""
+    wanted = [t.task_id for t in tasks
+              if isinstance(t.progress, dict) and "items" not in t.progress
+              and UNREADABLE not in t.progress]
     if not wanted:
-        return rows
+        return tasks
     items: dict[str, list[Any]] = {task_id: [] for task_id in wanted}
     for start in range(0, len(wanted), 500):  # within any SQLite's parameter limit
         chunk = wanted[start:start + 500]
@@ -68,17 +87,24 @@ def with_items(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> list[dic
                 f"SELECT task_id, item FROM progress_items WHERE task_id IN ({marks}) "
                 "ORDER BY task_id, n", chunk):
             items[task_id].append(loads(text, task_id, "progress item"))
-    for row in rows:
-        if row["task_id"] in items:
-            row["progress"] = {**row["progress"], "items": items[row["task_id"]]}
-    return rows
+    for task in tasks:
+        if task.task_id in items:
+            task.progress = {**(task.progress or {}), "items": items[task.task_id]}
+    return tasks
 
 
-def filters(*, status: str | None = None, cmd_type: str | None = None,
+def status_value(status: TaskStatus | str) -> str:
+    """The stored form of a status. Not str(): for a str Enum that is the member's
+    name on some Pythons. A str that is no status passes unchanged (it matches nothing)."""
+    return status.value if isinstance(status, TaskStatus) else status
+
+
+def filters(*, status: TaskStatus | str | None = None, cmd_type: str | None = None,
              before_seq: int | None = None) -> tuple[str, list[Any]]:
     """A WHERE clause of fixed column tests and its parameters (values never in SQL)."""
     clauses, args = [], []
-    for clause, value in (("status = ?", status), ("cmd_type = ?", cmd_type),
+    stored = None if status is None else status_value(status)
+    for clause, value in (("status = ?", stored), ("cmd_type = ?", cmd_type),
                           ("seq < ?", before_seq)):
         if value is not None:
             clauses.append(clause)

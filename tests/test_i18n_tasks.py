@@ -157,8 +157,8 @@ def test_interrupted_task_after_a_crash_is_failed_with_its_code(make_server, tmp
     store = TaskStore(str(tmp_path / "tasks.db"))
     store.open()
     now = time.time()
-    task_id, _ = store.insert(NewTask("task_20250101_000000_crash1", "SCAN_QRCODE",
-                                      {"rack": "A", "positions": [1]}, now))
+    task_id, _, _ = store.insert(NewTask("task_20250101_000000_crash1", "SCAN_QRCODE",
+                                         {"rack": "A", "positions": [1]}, now))
     assert store.mark_running(task_id, now) is not None
     store.close()
 

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from tasks.store import NewTask, StoreError, StoreWriteError, TaskStore
+from tasks.errors import IdempotencyConflict, StoreError, StoreWriteError
+from tasks.models import TaskStatus
+from tasks.store import Inserted, NewTask, TaskStore
 from tests.conftest import SCAN, Client, wait_until
 
 
@@ -75,9 +77,53 @@ def test_prune_keeps_unfinished_tasks(tmp_path) -> None:
     store.mark_running("task_x_000001", old)  # still running: must survive
     assert store.prune(time.time() - 30 * 86400) == 1
     assert store.get("task_x_000000") is None
-    assert store.get("task_x_000001")["status"] == "running"
-    assert store.get("task_x_000002")["status"] == "pending"
+    running, pending = store.get("task_x_000001"), store.get("task_x_000002")
+    assert running is not None and running.status is TaskStatus.RUNNING
+    assert pending is not None and pending.status is TaskStatus.PENDING
     store.close()
+
+
+def test_insert_answers_the_seq_and_a_replay_the_originals(tmp_path) -> None:
+    store = TaskStore(str(tmp_path / "s.db"))
+    store.open()
+    try:
+        first = store.insert(NewTask("task_x_a", "PING", {}, time.time(),
+                                     idempotency_key="k", body_hash="h"))
+        second = store.insert(_task(2))
+        replay = store.insert(NewTask("task_x_b", "PING", {}, time.time(),
+                                      idempotency_key="k", body_hash="h"))
+        assert first == Inserted("task_x_a", True, first.seq) and second.seq > first.seq
+        assert replay == Inserted("task_x_a", False, first.seq)
+        with pytest.raises(IdempotencyConflict) as conflict:
+            store.insert(NewTask("task_x_c", "PING", {}, time.time(),
+                                 idempotency_key="k", body_hash="other"))
+        assert conflict.value.task_id == "task_x_a"
+        assert [(t.task_id, t.seq) for t in store.unfinished()] == [
+            ("task_x_a", first.seq), ("task_x_000002", second.seq)]
+        assert [t.seq for t in store.list()] == [second.seq, first.seq]
+        started = store.mark_running("task_x_a", time.time())
+        assert started is not None and started.status is TaskStatus.RUNNING
+        assert store.count(status=TaskStatus.RUNNING) == store.count(status="running") == 1
+        assert store.finish("task_x_a", TaskStatus.COMPLETED, time.time(), {"success": True},
+                            only_if=(TaskStatus.RUNNING,))
+        assert store.status_counts() == {"completed": 1, "pending": 1}
+    finally:
+        store.close()
+
+
+def test_a_stored_status_that_is_no_status_reads_as_failed(tmp_path) -> None:
+    path = str(tmp_path / "b.db")
+    store = TaskStore(path)
+    store.open()
+    store.insert(_task(1))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("UPDATE tasks SET status = 'exploded'")
+    other.close()
+    try:
+        task = store.get("task_x_000001")
+        assert task is not None and task.status is TaskStatus.FAILED
+    finally:
+        store.close()
 
 
 def test_closed_store_write_raises_store_write_error(tmp_path) -> None:

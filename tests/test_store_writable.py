@@ -140,7 +140,8 @@ def test_read_only_disk_stops_start_up_with_one_line(disk: Disk, fresh: bool) ->
 def test_store_open_names_the_read_only_file_system(disk: Disk) -> None:
     # The lock file is what fails first under `serve`; the store's own proof (a real write
     # transaction, WAL recovery included) must say the same when it is reached.
-    from tasks.store import StoreError, TaskStore
+    from tasks.errors import StoreError
+    from tasks.store import TaskStore
 
     db = os.path.join(disk.path, "tasks.db")
     _leave_wal(db)

@@ -1,0 +1,161 @@
+"""The task database file: its schema, its connections, opening it (check, migrate,
+prove writable) and the one write-transaction primitive every write goes through."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+
+from tasks.errors import StoreError
+
+SCHEMA_VERSION = 1
+# PRAGMA application_id marks our files, so a foreign SQLite file is refused
+# instead of being written into.
+APPLICATION_ID = 0x52425453  # "RBTS"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id   TEXT NOT NULL UNIQUE,
+    cmd_type  TEXT NOT NULL,
+    params    TEXT NOT NULL,
+    status    TEXT NOT NULL,
+    submitted REAL NOT NULL,
+    started   REAL,
+    ended     REAL,
+    result    TEXT,
+    progress  TEXT,
+    retry_of  TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status, seq);
+CREATE INDEX IF NOT EXISTS tasks_cmd ON tasks(cmd_type, seq);
+CREATE INDEX IF NOT EXISTS tasks_ended ON tasks(ended);
+CREATE TABLE IF NOT EXISTS transcripts (
+    task_id TEXT PRIMARY KEY,
+    lines   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key       TEXT PRIMARY KEY,
+    body_hash TEXT NOT NULL,
+    task_id   TEXT NOT NULL,
+    created   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency(created);
+"""
+# Added to schema 1 without a version bump: additive, so an older server still opens
+# the file (it just does not see the items). Progress items are appended here one row
+# each, so a progress line costs one INSERT however many came before it.
+_ADDITIVE = """
+CREATE TABLE IF NOT EXISTS progress_items (
+    task_id TEXT NOT NULL,
+    n       INTEGER NOT NULL,
+    item    TEXT NOT NULL,
+    PRIMARY KEY (task_id, n)
+) WITHOUT ROWID;
+"""
+
+
+def on_read_only_fs(directory: str) -> bool:
+    """True if ``directory`` is on a file system mounted read-only (False where the OS
+    cannot say: no statvfs on Windows)."""
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, so nothing is
+    # left in an implicit transaction that is not yet durable.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           timeout=busy_timeout)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    return conn
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back if anything in it raises. The caller
+    decides what a failure means (a refused start-up, a refused request)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def open_database(path: str, busy_timeout: float) -> sqlite3.Connection:
+    """Open or create the database, proven writable: the write connection. Raises
+    StoreError with one clear line."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create directory: {exc.strerror}") from None
+    if os.path.exists(path) and not os.access(path, os.R_OK):
+        raise StoreError(f"{path}: cannot read the file (permission denied)")
+    try:
+        conn = connect(path, busy_timeout)
+        _check_and_migrate(path, conn)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a usable task database ({exc})") from None
+    try:
+        # Proof by a real write transaction (which also runs WAL recovery): a file
+        # that only reads would otherwise pass start-up and refuse every submit.
+        with immediate(conn):
+            conn.execute(_ADDITIVE)
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('opened', ?)",
+                         (f"{time.time():.3f}",))
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"{path}: the task database cannot be written "
+                         f"({exc}{write_hint(path)})") from None
+    return conn
+
+
+def write_hint(path: str) -> str:
+    """Why writing may fail, in words an operator can act on."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if on_read_only_fs(directory):
+        return f"; {directory} is on a read-only file system"
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name) and not os.access(name, os.W_OK):
+            return f"; no write permission on {name}"
+    if not os.access(directory, os.W_OK):
+        return f"; no write permission on {directory}"
+    return ""
+
+
+def _check_and_migrate(path: str, conn: sqlite3.Connection) -> None:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    tables = conn.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+    if app_id != APPLICATION_ID and tables:
+        raise StoreError(f"{path}: not a robot task database (it holds other tables)")
+    if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+        raise StoreError(f"{path}: cannot switch the database to WAL mode")
+    conn.execute("PRAGMA synchronous = FULL")
+    if app_id != APPLICATION_ID:
+        # One script, one transaction: a crash mid-way leaves no half schema.
+        conn.executescript(
+            f"BEGIN IMMEDIATE;{_SCHEMA}"
+            f"PRAGMA application_id = {APPLICATION_ID};"
+            f"INSERT OR REPLACE INTO meta(key, value) "
+            f"VALUES ('schema_version', '{SCHEMA_VERSION}');COMMIT;")
+        return
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{path}: written by a newer version (schema {version}, "
+                         f"this server knows {SCHEMA_VERSION})")
+    # Migrations from older schema versions go here, one step at a time.
