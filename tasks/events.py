@@ -14,16 +14,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.errors import TooManySubscribers
+
 
 @dataclass(frozen=True)
 class Event:
     id: int
     kind: str  # "task" (state change), "progress", "queue" (paused/resumed), "robot", "reset"
     data: dict[str, Any]
-
-
-class TooManySubscribers(Exception):
-    pass
 
 
 class Subscription:
@@ -82,7 +80,7 @@ class EventBus:
     def subscribe(self, last_event_id: int | None = None) -> Subscription:
         with self._lock:
             if len(self._subscribers) >= self._max_subscribers:
-                raise TooManySubscribers(f"at most {self._max_subscribers} event subscribers")
+                raise TooManySubscribers(self._max_subscribers)
             sub = Subscription(self, self._subscriber_queue)
             if last_event_id is not None:
                 backlog = [e for e in self._buffer if e.id > last_event_id]

@@ -1,15 +1,15 @@
-"""The task queue: submit, look up, cancel, pause, and what the worker takes next.
+"""The task queue's state changes: submit, start, finish, cancel, pause, and what the
+worker takes next.
 
-State lives in the TaskStore; this object keeps only what must be fast or is
-not history: the FIFO of pending ids (a queue.Queue), the counters per status,
-the paused flag, per-task completion events and recent durations for ETAs.
+State lives in the TaskStore; in memory (tasks/queue_state.py) is only what must be
+fast or is not history. What clients read is tasks/views.py; why the robot is being
+stopped is one StopRecord (tasks/stops.py).
 """
 
 from __future__ import annotations
 
-import collections
+import dataclasses
 import hashlib
-import itertools
 import json
 import logging
 import queue
@@ -17,30 +17,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, overload
+from typing import Any, Literal, overload
 
-from i18n import CodedError
 from tasks.commands import CommandTable, default_table
+from tasks.errors import QueueFull, StoreWriteError, TaskFinished, TaskNotFound
 from tasks.events import EventBus
-from tasks.models import FINAL_STATUSES, TaskStatus, format_time, new_task_id
+from tasks.models import FINAL_STATUSES, Task, TaskStatus, new_task_id
+from tasks.queue_state import NOT_HELD, WAKE, Hold, QueueState
 from tasks.reasons import CANCELLED, failure, pause_text, stored_pause
-from tasks.store import NewTask, StoreWriteError, TaskStore
+from tasks.stops import StopReason, StopRecord
+from tasks.store import NewTask, TaskStore
 from tasks.store_rows import UNREADABLE
+from tasks.views import QueueBrief, TaskViews
 
 log = logging.getLogger("tasks")
-
-
-FINAL_CACHE_SIZE = 2000  # finished task documents kept in memory for GET /task
-
-
-class TaskError(CodedError):
-    """A request about a task that cannot be honoured; carries an HTTP status."""
-
-    def __init__(self, code: str, status: int, headers: dict[str, str] | None = None,
-                 **params: object) -> None:
-        super().__init__(code, params)  # the reply is in the client's language
-        self.status = status
-        self.headers = headers or {}
 
 
 @dataclass
@@ -49,18 +39,15 @@ class SubmitResult:
     created: bool  # False when an Idempotency-Key replay returned the original task
 
 
-class QueueBrief(NamedTuple):
-    """What a 202 says about the queue, without the whole status document."""
+@dataclass(frozen=True)
+class Run:
+    """A task the worker may now send to the robot."""
 
-    queue_size: int  # pending + running
-    paused: bool
-    pause_reason: str | None
-    pause_code: str | None
-
-
-def encode(doc: dict[str, Any]) -> bytes:
-    """A document's reply body, byte for byte what the HTTP layer makes of the dict."""
-    return json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    task: Task
+    # The link's STOP count, read before `running` was committed: a STOP from then on
+    # keeps the command off the wire instead of being overtaken by it.
+    stop_epoch: int
+    stop_mark: int  # where this task's stops begin in the StopRecord
 
 
 def body_hash(cmd_type: str, params: dict[str, Any]) -> str:
@@ -79,33 +66,65 @@ class TaskManager:
         self.max_queue = max_queue
         self.auto_resume = auto_resume
         self.lang = lang  # stored failure and pause reasons are in the server's language
-        # Two locks, always taken in this order: `_lock` serialises operations
-        # that write the store (start, cancel, pause, finish); `_state` guards the
-        # in-memory order, counters and running task and is innermost: nothing
-        # else is acquired while holding it. The store's commit callback (under
-        # the store's write lock) takes only `_state`, which keeps FIFO = seq order
-        # without a lock-order cycle.
+        # Two locks, always taken in this order: `_lock` serialises operations that
+        # write the store (start, cancel, pause, finish); the state's lock guards the
+        # in-memory queue and is innermost. Submits take only the state's lock, after
+        # their commit: the store never calls back into the manager.
         self._lock = threading.RLock()
-        self._state = threading.Lock()
-        self._queue: queue.Queue[str] = queue.Queue()  # task ids, FIFO
-        self._pending: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self._counts: collections.Counter[str] = collections.Counter()
-        # Finished task -> [document, its reply bytes once a GET asked for them].
-        self._final_docs: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
-        # ((event version, recent), document, its reply bytes once asked for)
-        self._status_cache: tuple[tuple[int, int], dict[str, Any], bytes | None] | None = None
-        self._running: dict[str, Any] | None = None
-        self._cancel_requested: dict[str, str] = {}  # running task id -> reason
+        self.state = QueueState()
+        self.views = TaskViews(self.state, store, events)
+        self.stops = StopRecord()
         self._final_events: dict[str, threading.Event] = {}
-        self._durations: dict[str, collections.deque[float]] = collections.defaultdict(
-            lambda: collections.deque(maxlen=20))
         self._runnable = threading.Condition(self._lock)
-        self.paused = False
-        self.pause_reason: str | None = None
-        self.pause_code: str | None = None  # stable, for clients; the reason is for people
         # Called as on_finish(cmd_type, status, duration_s) when a task that ran ends
         # (metrics); never under a lock, and its errors never fail the task.
         self.on_finish: Callable[[str, str, float], None] | None = None
+
+    # -- what clients read (tasks/views.py) ----------------------------------------------
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        return self.views.get(task_id)
+
+    def get_with_json(self, task_id: str) -> tuple[dict[str, Any] | None, bytes | None]:
+        return self.views.get_with_json(task_id)
+
+    def list_page(self, **filters: Any) -> tuple[list[dict[str, Any]], int | None]:
+        return self.views.list_page(**filters)
+
+    def count(self, *, status: str | None = None, cmd_type: str | None = None) -> int:
+        return self.views.count(status=status, cmd_type=cmd_type)
+
+    def queue_brief(self) -> QueueBrief:
+        return self.views.queue_brief()
+
+    @overload
+    def queue_status(self, recent: int = ..., *,
+                     encoded: Literal[False] = ...) -> dict[str, Any]: ...
+
+    @overload
+    def queue_status(self, recent: int = ..., *, encoded: Literal[True]) -> bytes: ...
+
+    def queue_status(self, recent: int = 10, *, encoded: bool = False) -> dict[str, Any] | bytes:
+        return self.views.queue_status(recent, encoded=encoded)  # type: ignore[call-overload]
+
+    def transcript(self, task_id: str) -> list[dict[str, Any]] | None:
+        return self.store.transcript(task_id)
+
+    @property
+    def paused(self) -> bool:
+        return self.state.hold.paused
+
+    @property
+    def pause_reason(self) -> str | None:
+        return self.state.hold.reason
+
+    @property
+    def pause_code(self) -> str | None:
+        return self.state.hold.code
+
+    @property
+    def running_task_id(self) -> str | None:
+        with self.state.lock:
+            return self.state.running.task_id if self.state.running else None
 
     # -- start-up -------------------------------------------------------------------------
     def recover(self, now: float | None = None) -> list[str]:
@@ -118,35 +137,34 @@ class TaskManager:
         now = time.time() if now is None else now
         interrupted: list[str] = []
         for task in self.store.unfinished():
-            if task["status"] == TaskStatus.RUNNING:
-                items = (task["progress"] or {}).get("items") or []
+            if task.status == TaskStatus.RUNNING:
+                items = (task.progress or {}).get("items") or []
                 result = {**failure("interrupted", self.lang),
-                          **self.commands.partial_result(task["cmd_type"], items)}
-                self.store.finish(task["task_id"], TaskStatus.FAILED.value, now, result)
-                interrupted.append(task["task_id"])
+                          **self.commands.partial_result(task.cmd_type, items)}
+                self.store.finish(task.task_id, TaskStatus.FAILED, now, result)
+                interrupted.append(task.task_id)
                 log.warning("task %s (%s) was running when the server stopped: marked failed, "
-                            "not re-run", task["task_id"], task["cmd_type"])
-            elif set(task["params"]) == {UNREADABLE}:
+                            "not re-run", task.task_id, task.cmd_type)
+            elif set(task.params) == {UNREADABLE}:
                 # Never guess what a waiting task was to do: it is failed, not run.
-                self.store.finish(task["task_id"], TaskStatus.FAILED.value, now,
+                self.store.finish(task.task_id, TaskStatus.FAILED, now,
                                   failure("params_unreadable", self.lang),
                                   only_if=("pending",))
                 log.error("task %s (%s): its stored parameters cannot be read; failed, not run",
-                          task["task_id"], task["cmd_type"])
+                          task.task_id, task.cmd_type)
             else:
-                self._pending[task["task_id"]] = task["cmd_type"]
-                self._queue.put(task["task_id"])
-        self._counts.update(self.store.status_counts())
-        for cmd_type, values in self.store.recent_durations().items():
-            self._durations[cmd_type].extend(values)
-        self.paused = self.store.get_meta("paused") == "1"
-        if self.paused:
-            self.pause_reason, self.pause_code = stored_pause(self.store, self.lang)
+                assert task.seq is not None
+                self.state.add_pending(task.task_id, task.seq, task.cmd_type)
+        self.state.counts.update(self.store.status_counts())
+        self.views.load_durations()
+        if self.store.get_meta("paused") == "1":
+            reason, code = stored_pause(self.store, self.lang)
+            self.state.hold = Hold(True, reason, code)
         if interrupted and not self.auto_resume:
             self.pause(code="hold_interrupted", params={"task_ids": ", ".join(interrupted)})
         return interrupted
 
-    # -- submit and look up -----------------------------------------------------------
+    # -- submit -----------------------------------------------------------------------
     def submit(self, cmd_type: str, params: dict[str, Any], *,
                idempotency_key: str | None = None, retry_of: str | None = None,
                quiet: bool = False) -> SubmitResult:
@@ -154,99 +172,39 @@ class TaskManager:
 
         ``quiet``: the caller reports the new task in a line of its own (the HTTP
         access line), so the "pending" line here is DEBUG, not a second INFO record."""
-        with self._state:
-            unfinished = self._counts[TaskStatus.PENDING] + self._counts[TaskStatus.RUNNING]
+        with self.state.lock:
+            unfinished = self.state.queue_size()
         # A replay of an accepted submit is answered even when the queue is full
         # (it adds nothing); a new task is not, whatever headers it carries.
         if unfinished >= self.max_queue and (
                 idempotency_key is None or self.store.idempotent_task(idempotency_key) is None):
-            raise TaskError("queue_full", 503, {"Retry-After": "5"}, limit=self.max_queue)
+            raise QueueFull(self.max_queue)
         now = time.time()
         new = NewTask(new_task_id(now), cmd_type, params, now, retry_of=retry_of,
                       idempotency_key=idempotency_key,
                       body_hash=body_hash(cmd_type, params) if idempotency_key else None)
         # The row is committed (durably) before anything is queued or answered.
-        position: list[int] = []
-        task_id, created = self.store.insert(
-            new, lambda tid: position.append(self._enqueue(tid, cmd_type)))
-        if created:
-            log.log(logging.DEBUG if quiet else logging.INFO, "task %s %s pending",
-                    task_id, cmd_type)
-            # No ETA walk over the whole queue on the submit path: the position at
-            # enqueue time is what the reply needs (GET /task has the full ETA).
-            doc = self._doc_from_new(new)
-            doc["queue_position"] = position[0]
-            self.events.publish("task", doc)
-            return SubmitResult(doc, True)
-        task = self.get(task_id)
-        assert task is not None
-        return SubmitResult(task, False)
-
-    def _enqueue(self, task_id: str, cmd_type: str) -> int:
-        """Queue a committed task; its 1-based position. Runs in commit order under
-        the store's write lock (see __init__)."""
-        with self._state:
-            self._counts[TaskStatus.PENDING] += 1
-            self._pending[task_id] = cmd_type
-            self._queue.put(task_id)
-            return len(self._pending)
-
-    def get(self, task_id: str) -> dict[str, Any] | None:
-        return self._lookup(task_id)[0]
-
-    def get_with_json(self, task_id: str) -> tuple[dict[str, Any] | None, bytes | None]:
-        """The task's document and, for a finished task, its reply bytes (encoded at
-        the first ask, then kept with the document); (None, None) for an unknown task."""
-        doc, entry = self._lookup(task_id)
-        if entry is None:
-            return doc, None
-        if entry[1] is None:
-            # Two first readers may both encode: the same bytes, so no lock for it.
-            entry[1] = encode(entry[0])
-        return doc, entry[1]
-
-    def _lookup(self, task_id: str) -> tuple[dict[str, Any] | None, list[Any] | None]:
-        """The task's document, and its cache entry if the task is finished."""
-        # A finished task never changes: serve it from memory (bounded, oldest out).
-        entry = self._final_docs.get(task_id)
-        if entry is not None:
-            return entry[0], entry
-        row = self.store.get(task_id)
-        if row is None:
-            return None, None
-        doc = self._doc(row)
-        if row["status"] in FINAL_STATUSES:
-            return doc, self._cache_final(task_id, doc)
-        return doc, None
-
-    def _cache_final(self, task_id: str, doc: dict[str, Any]) -> list[Any]:
-        entry = [doc, None]
-        with self._state:
-            self._final_docs[task_id] = entry
-            if len(self._final_docs) > FINAL_CACHE_SIZE:
-                self._final_docs.popitem(last=False)
-        return entry
-
-    def transcript(self, task_id: str) -> list[dict[str, Any]] | None:
-        return self.store.transcript(task_id)
-
-    def list_page(self, **filters: Any) -> tuple[list[dict[str, Any]], int | None]:
-        """Newest first, and the cursor (seq) of the last row for the next page."""
-        rows = self.store.list(**filters)
-        return [self._doc(row, eta=False) for row in rows], (rows[-1]["seq"] if rows else None)
-
-    def count(self, *, status: str | None = None, cmd_type: str | None = None) -> int:
-        if cmd_type is None:
-            with self._state:
-                if status is not None:
-                    return self._counts.get(status, 0)
-                return sum(self._counts.values())
-        return self.store.count(status=status, cmd_type=cmd_type)
+        inserted = self.store.insert(new)
+        if not inserted.created:
+            task = self.get(inserted.task_id)
+            assert task is not None
+            return SubmitResult(task, False)
+        with self.state.lock:
+            self.state.counts[TaskStatus.PENDING] += 1
+            position = self.state.add_pending(inserted.task_id, inserted.seq, cmd_type)
+        log.log(logging.DEBUG if quiet else logging.INFO, "task %s %s pending",
+                inserted.task_id, cmd_type)
+        # No ETA walk over the whole queue on the submit path: the position at
+        # enqueue time is what the reply needs (GET /task has the full ETA).
+        doc = self.views.doc_from_new(new)
+        doc["queue_position"] = position
+        self.events.publish("task", doc)
+        return SubmitResult(doc, True)
 
     def wait(self, task_id: str, timeout: float) -> dict[str, Any] | None:
         """The task once final, or its current state after `timeout` seconds."""
-        # `_state`, not `_lock`: a long-poll must not queue behind a store write.
-        with self._state:
+        # The state's lock, not `_lock`: a long-poll must not queue behind a store write.
+        with self.state.lock:
             event = self._final_events.get(task_id)
             if event is None:
                 event = self._final_events[task_id] = threading.Event()
@@ -259,105 +217,48 @@ class TaskManager:
         event.wait(timeout)
         return self.get(task_id)
 
-    def _doc_from_new(self, new: NewTask) -> dict[str, Any]:
-        return self._doc(eta=False, row={"task_id": new.task_id, "cmd_type": new.cmd_type,
-                          "params": new.params, "status": TaskStatus.PENDING.value,
-                          "submitted": new.submitted, "started": None, "ended": None,
-                          "result": None, "progress": None, "retry_of": new.retry_of})
-
-    def _doc(self, row: dict[str, Any], *, eta: bool = True) -> dict[str, Any]:
-        """The task as clients see it: the guide's keys first."""
-        doc: dict[str, Any] = {
-            "task_id": row["task_id"], "status": row["status"], "cmd_type": row["cmd_type"],
-            "submit_time": format_time(row["submitted"]),
-            "start_time": format_time(row["started"]),
-            "end_time": format_time(row["ended"]),
-            "result": row["result"], "params": row["params"],
-        }
-        if row["started"] is not None and row["ended"] is not None:
-            doc["duration_s"] = round(row["ended"] - row["started"], 3)
-        if row["progress"] is not None:
-            doc["progress"] = row["progress"]
-        if row["retry_of"]:
-            doc["retry_of"] = row["retry_of"]
-        if eta and row["status"] in (TaskStatus.PENDING, TaskStatus.RUNNING):
-            doc.update(self._eta(row))
-        return doc
-
-    # -- ETA ----------------------------------------------------------------------------------
-    def _mean(self, cmd_type: str) -> float | None:
-        values = self._durations.get(cmd_type)
-        return sum(values) / len(values) if values else None
-
-    def _running_remaining(self, now: float) -> float | None:
-        running = self._running
-        if running is None:
-            return 0.0
-        mean = self._mean(running["cmd_type"])
-        if mean is None:
-            return None
-        return max(0.0, running["started"] + mean - now)
-
-    def _eta(self, row: dict[str, Any]) -> dict[str, Any]:
-        now = time.time()
-        out: dict[str, Any] = {}
-        with self._state:
-            if row["status"] == TaskStatus.RUNNING:
-                mean = self._mean(row["cmd_type"])
-                if mean is not None and row["started"] is not None:
-                    out["estimated_end_time"] = format_time(max(now, row["started"] + mean))
-                return out
-            if row["task_id"] not in self._pending:
-                return out
-            position = 0
-            ahead: float | None = self._running_remaining(now)
-            for task_id, cmd_type in self._pending.items():
-                position += 1
-                if task_id == row["task_id"]:
-                    break
-                mean = self._mean(cmd_type)
-                ahead = None if ahead is None or mean is None else ahead + mean
-        out["queue_position"] = position
-        if ahead is not None:
-            out["estimated_start_time"] = format_time(now + ahead)
-        return out
+    def _set_final(self, task_id: str) -> None:
+        with self.state.lock:
+            event = self._final_events.pop(task_id, None)
+        if event is not None:
+            event.set()
 
     # -- operator control ---------------------------------------------------------------
     def request_cancel(self, task_id: str, reason: str = CANCELLED) -> str:
         """Cancel a task. Returns "cancelled" (done now) or "aborting" (STOP needed).
 
         ``reason`` is a code (tasks/reasons.py): the cancelled result's, once the robot
-        has stopped. Raises TaskError 404/409. For "aborting" the caller sends STOP.
+        has stopped. Raises TaskNotFound or TaskFinished. For "aborting" the caller
+        sends STOP.
         """
         with self._lock:
-            with self._state:
-                pending = task_id in self._pending
+            with self.state.lock:
+                pending = task_id in self.state.pending
             if pending:
                 ended = time.time()
                 result = failure("cancelled_before_start", self.lang)
-                # The worker moves a task out of _pending under this same lock, so
+                # The worker moves a task out of pending under this same lock, so
                 # the row is still pending here.
-                self.store.finish(task_id, TaskStatus.CANCELLED.value, ended, result,
+                self.store.finish(task_id, TaskStatus.CANCELLED, ended, result,
                                   only_if=("pending",))
-                with self._state:
-                    del self._pending[task_id]
-                    self._counts[TaskStatus.PENDING] -= 1
-                    self._counts[TaskStatus.CANCELLED] += 1
+                with self.state.lock:
+                    del self.state.pending[task_id]
+                    self.state.counts[TaskStatus.PENDING] -= 1
+                    self.state.counts[TaskStatus.CANCELLED] += 1
                 self._set_final(task_id)
                 log.info("task %s cancelled while pending", task_id)
                 self.events.publish("task", self.get(task_id) or {"task_id": task_id})
                 return "cancelled"
             if self.running_task_id == task_id:
-                with self._state:
-                    self._cancel_requested.setdefault(task_id, reason)
+                self.stops.cancel(task_id, reason)
                 return "aborting"
         if self.store.get(task_id) is None:
-            raise TaskError("task_not_found", 404, task_id=task_id)
-        raise TaskError("task_finished", 409, task_id=task_id)
+            raise TaskNotFound(task_id)
+        raise TaskFinished(task_id)
 
-    def cancel_reason(self, task_id: str) -> str | None:
-        with self._state:
-            return self._cancel_requested.get(task_id)
+    def stop_reason(self, run: Run) -> StopReason | None:
+        """Why the task of ``run`` is being stopped (cancel, emergency stop, shutdown)."""
+        return self.stops.reason(run.task.task_id, run.stop_mark)
 
     def pause(self, reason: str | None = None, *, code: str = "paused_by_operator",
               params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -365,7 +266,7 @@ class TaskManager:
         people read: an operator's own words, else made from the catalogue entry of
         ``code`` with ``params``, in the server's language."""
         rendered = reason is None
-        if rendered:
+        if reason is None:
             params = dict(params or {})
             reason = pause_text(code, self.lang, params)
         with self._lock:
@@ -377,7 +278,7 @@ class TaskManager:
             except StoreWriteError:
                 # Holding the robot matters more than remembering that we did.
                 log.error("queue pause could not be saved; paused until restart only")
-            self.paused, self.pause_reason, self.pause_code = True, reason, code
+            self.state.hold = Hold(True, reason, code)
             # Logs stay English whatever the server speaks.
             log.warning("queue paused (%s): %s", code,
                         pause_text(code, "en", params) if rendered else reason)
@@ -389,7 +290,7 @@ class TaskManager:
         with self._lock:
             self.store.set_meta({"paused": "0", "pause_reason": None, "pause_code": None,
                                  "pause_params": None})
-            self.paused, self.pause_reason, self.pause_code = False, None, None
+            self.state.hold = NOT_HELD
             self._runnable.notify_all()
             log.info("queue resumed")
             state = self.queue_state()
@@ -397,74 +298,8 @@ class TaskManager:
         return state
 
     def queue_state(self) -> dict[str, Any]:
-        return {"paused": self.paused, "pause_reason": self.pause_reason,
-                "pause_code": self.pause_code}
-
-    def queue_brief(self) -> QueueBrief:
-        """queue_status()'s queue_size and pause fields, read now: the submit path's
-        event bumps the version, so the whole document would be rebuilt every time."""
-        with self._state:
-            return QueueBrief(self._counts.get("pending", 0) + self._counts.get("running", 0),
-                              self.paused, self.pause_reason, self.pause_code)
-
-    @overload
-    def queue_status(self, recent: int = ..., *,
-                     encoded: Literal[False] = ...) -> dict[str, Any]: ...
-
-    @overload
-    def queue_status(self, recent: int = ..., *, encoded: Literal[True]) -> bytes: ...
-
-    def queue_status(self, recent: int = 10, *, encoded: bool = False) -> dict[str, Any] | bytes:
-        """The guide's queue counters and more; cached until the next event. With
-        ``encoded``, the reply bytes of that document (cached alike).
-
-        Every change of what this shows publishes an event, so the event version
-        keys the cache: polls between changes (the guide's clients poll every 2 s,
-        a lab has many) cost a dict copy (or nothing, for the bytes), not a query.
-        """
-        version = self.events.version  # read first: a later change bumps it past us
-        cached = self._status_cache
-        if cached is None or cached[0] != (version, recent):
-            cached = ((version, recent), self._queue_status(recent, version), None)
-            self._status_cache = cached
-        if not encoded:
-            return dict(cached[1])  # a copy: callers may add to it
-        if cached[2] is None:
-            # Racing readers may overwrite each other's entry: at worst a rebuild later,
-            # never a wrong answer (the key is checked).
-            cached = (cached[0], cached[1], encode(cached[1]))
-            self._status_cache = cached
-        return cached[2]
-
-    def _queue_status(self, recent: int, version: int) -> dict[str, Any]:
-        with self._state:
-            counts = dict(self._counts)
-            running = self._running["task_id"] if self._running else None
-            pending = list(itertools.islice(self._pending, recent))
-            paused, reason, code = self.paused, self.pause_reason, self.pause_code
-        finished = sum(counts.get(s.value, 0) for s in FINAL_STATUSES)
-        queue_size = counts.get("pending", 0) + counts.get("running", 0)
-        return {
-            "queue_size": queue_size,
-            "total_tasks": finished + queue_size,
-            "completed_tasks": counts.get("completed", 0),
-            "failed_tasks": counts.get("failed", 0),
-            "cancelled_tasks": counts.get("cancelled", 0),
-            "pending_tasks": counts.get("pending", 0),
-            "running_task": running,
-            "paused": paused,
-            "pause_reason": reason,
-            "pause_code": code,
-            "pending": pending,
-            # Six columns, no JSON decoding of params/result: this runs on every poll.
-            "recent_tasks": [
-                {"task_id": task_id, "status": status, "cmd_type": cmd_type,
-                 "submit_time": format_time(submitted), "start_time": format_time(started),
-                 "end_time": format_time(ended)}
-                for task_id, status, cmd_type, submitted, started, ended
-                in self.store.recent(recent)],
-            "version": version,
-        }
+        hold = self.state.hold
+        return {"paused": hold.paused, "pause_reason": hold.reason, "pause_code": hold.code}
 
     # -- worker side ---------------------------------------------------------------------
     def wait_runnable(self, stop: threading.Event, timeout: float) -> bool:
@@ -475,71 +310,69 @@ class TaskManager:
             return not self.paused and not stop.is_set()
 
     def wake(self) -> None:
-        """Wake a worker blocked in wait_runnable (used at shutdown)."""
+        """Wake a worker blocked in wait_runnable or take (used at shutdown)."""
         with self._lock:
             self._runnable.notify_all()
-        self._queue.put("")  # a no-op id unblocks a worker waiting for a task
+        self.state.fifo.put(WAKE)
 
     def take(self, timeout: float) -> str | None:
         """The next queued task id, or None after timeout."""
         try:
-            return self._queue.get(timeout=timeout) or None
+            return self.state.fifo.get(timeout=timeout)[1] or None
         except queue.Empty:
             return None
 
     def put_back_first(self, task_id: str) -> None:
-        """Return a task taken while the queue got paused: it stays first in line."""
-        with self._state:  # no submit can slip in between
-            rest = []
-            while True:
-                try:
-                    rest.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            for tid in [task_id, *rest]:
-                self._queue.put(tid)
+        """Return a task taken but not started: it stays first in line."""
+        with self.state.lock:
+            if task_id in self.state.pending:  # else cancelled meanwhile: nothing to run
+                self.state.put_back(task_id)
 
-    def start(self, task_id: str) -> dict[str, Any] | None:
-        """Commit `running` (before any byte goes to the robot); None if not runnable."""
+    def start(self, task_id: str, stop_epoch: Callable[[], int]) -> Run | None:
+        """Commit `running` (before any byte goes to the robot); None if not runnable.
+
+        ``stop_epoch`` reads the link's STOP count; it is read, with this task's mark
+        in the StopRecord, before the commit."""
         with self._lock:
-            with self._state:
-                pending = task_id in self._pending
+            with self.state.lock:
+                pending = task_id in self.state.pending
             if not pending:
                 return None  # cancelled while it waited
             if self.paused:
                 # Paused between the worker's check and its take: keep its place.
                 self.put_back_first(task_id)
                 return None
-            row = self.store.mark_running(task_id, time.time())
-            if row is None:  # not pending on disk: nothing to run
-                with self._state:
-                    self._pending.pop(task_id, None)
+            epoch, mark = stop_epoch(), self.stops.mark()
+            task = self.store.mark_running(task_id, time.time())
+            if task is None:  # not pending on disk: nothing to run
+                with self.state.lock:
+                    self.state.pending.pop(task_id, None)
                 return None
-            with self._state:
-                del self._pending[task_id]
-                self._counts[TaskStatus.PENDING] -= 1
-                self._counts[TaskStatus.RUNNING] += 1
-                self._running = row
-        log.info("task %s %s running", task_id, row["cmd_type"])
-        doc = self._doc(row)
-        self.events.publish("task", doc)
-        return row
+            with self.state.lock:
+                del self.state.pending[task_id]
+                self.state.counts[TaskStatus.PENDING] -= 1
+                self.state.counts[TaskStatus.RUNNING] += 1
+                self.state.running = task
+        log.info("task %s %s running", task_id, task.cmd_type)
+        self.events.publish("task", self.views.doc(task))
+        return Run(task, epoch, mark)
 
     def requeue_unsent(self, task_id: str) -> bool:
         """Put a running task whose command never reached the robot back at the head
         of the queue (nothing happened on the robot, so nothing is repeated)."""
         with self._lock:
-            if not self.store.unstart(task_id):
+            with self.state.lock:
+                running = self.state.running
+            task = running if running is not None and running.task_id == task_id \
+                else self.store.get(task_id)
+            if task is None or not self.store.unstart(task_id):
                 return False
-            with self._state:
-                running = self._running
-                self._running = None
-                self._cancel_requested.pop(task_id, None)
-                self._counts[TaskStatus.RUNNING] -= 1
-                self._counts[TaskStatus.PENDING] += 1
-                self._pending[task_id] = running["cmd_type"] if running else ""
-                self._pending.move_to_end(task_id, last=False)
-            self.put_back_first(task_id)
+            with self.state.lock:
+                self.state.running = None
+                self.state.counts[TaskStatus.RUNNING] -= 1
+                self.state.counts[TaskStatus.PENDING] += 1
+                self.state.requeue_first(task)
+            self.stops.forget(task_id)
         log.warning("task %s was not sent (robot link down): back at the head of the queue",
                     task_id)
         doc = self.get(task_id)
@@ -553,12 +386,13 @@ class TaskManager:
         ``first`` on: stored by appending, shown with all items so far."""
         new_items = list(new_items or [])
         self.store.set_progress(task_id, progress, new_items, first)
-        with self._state:
-            if self._running is not None and self._running["task_id"] == task_id:
-                before = (self._running.get("progress") or {}).get("items") or []
-                # A new list, not an append: a document already built keeps its own.
+        with self.state.lock:
+            running = self.state.running
+            if running is not None and running.task_id == task_id:
+                before = (running.progress or {}).get("items") or []
+                # A new dict, not an update: a document already built keeps its own.
                 progress = {**progress, "items": [*before[:first], *new_items]}
-                self._running["progress"] = progress
+                running.progress = progress
             else:
                 progress = {**progress, "items": new_items}
         self.events.publish("progress", {"task_id": task_id, "progress": progress})
@@ -572,45 +406,34 @@ class TaskManager:
         server's language). Raises StoreWriteError with nothing changed if the state
         cannot be saved."""
         ended = time.time()
-        self.store.finish(task_id, status.value, ended, result, transcript,
-                          only_if=("running",))
-        with self._state:
-            running = self._running
-            self._running = None
-            self._cancel_requested.pop(task_id, None)
-            self._counts[TaskStatus.RUNNING] -= 1
-            self._counts[status] += 1
-            if status == TaskStatus.COMPLETED and running and running.get("started"):
-                self._durations[running["cmd_type"]].append(ended - running["started"])
-        if running is not None and running["task_id"] == task_id:
+        self.store.finish(task_id, status, ended, result, transcript, only_if=("running",))
+        with self.state.lock:
+            running = self.state.running
+            self.state.running = None
+            self.state.counts[TaskStatus.RUNNING] -= 1
+            self.state.counts[status] += 1
+            if status == TaskStatus.COMPLETED and running and running.started:
+                self.views.record_duration(running.cmd_type, ended - running.started)
+        self.stops.forget(task_id)
+        if running is not None and running.task_id == task_id:
             # Built from memory, not read back: the row was just committed as this.
-            doc = self._doc({**running, "status": status.value, "ended": ended,
-                             "result": result})
-            self._cache_final(task_id, doc)
+            doc: dict[str, Any] | None = self.views.doc(dataclasses.replace(
+                running, status=status, ended=ended, result=result))
+            assert doc is not None
+            self.views.cache_final(task_id, doc)
         else:
             doc = self.get(task_id)
-        duration = (ended - running["started"]) if running and running.get("started") else 0.0
+        duration = (ended - running.started) if running and running.started else 0.0
         log.info("task %s %s %s in %.2f s: %s", task_id,
-                 running["cmd_type"] if running else "?", status.value, duration,
+                 running.cmd_type if running else "?", status.value, duration,
                  log_text or result.get("message"))
         # Before waiters wake: whoever sees the task final also sees it in the metrics.
         if self.on_finish is not None and running is not None:
             try:
-                self.on_finish(running["cmd_type"], status.value, duration)
+                self.on_finish(running.cmd_type, status.value, duration)
             except Exception:
                 log.exception("on_finish hook failed for task %s", task_id)
         self._set_final(task_id)
         if doc is not None:
             self.events.publish("task", doc)
         return doc
-
-    def _set_final(self, task_id: str) -> None:
-        with self._state:
-            event = self._final_events.pop(task_id, None)
-        if event is not None:
-            event.set()
-
-    @property
-    def running_task_id(self) -> str | None:
-        with self._state:
-            return self._running["task_id"] if self._running else None

@@ -8,7 +8,9 @@ import secrets
 import string
 import threading
 import time
+from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 
 class TaskStatus(str, Enum):
@@ -97,3 +99,43 @@ def format_time(ts: float | None) -> str | None:
     if ts is None:
         return None
     return local_second(ts)
+
+
+@dataclass(slots=True)
+class Task:
+    """One task as the task layer passes it around (a stored row, typed).
+
+    ``to_dict()`` is the document clients see: the guide's keys first, in its names
+    (``submit_time``...), times formatted; the ETA fields are the views' to add."""
+
+    task_id: str
+    cmd_type: str
+    params: dict[str, Any]
+    status: TaskStatus
+    submitted: float
+    started: float | None = None
+    ended: float | None = None
+    result: dict[str, Any] | None = None
+    progress: dict[str, Any] | None = None
+    retry_of: str | None = None
+    seq: int | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "task_id": self.task_id, "status": self.status.value, "cmd_type": self.cmd_type,
+            "submit_time": format_time(self.submitted),
+            "start_time": format_time(self.started),
+            "end_time": format_time(self.ended),
+            "result": self.result, "params": self.params,
+        }
+        if self.started is not None and self.ended is not None:
+            doc["duration_s"] = round(self.ended - self.started, 3)
+        if self.progress is not None:
+            doc["progress"] = self.progress
+        if self.retry_of:
+            doc["retry_of"] = self.retry_of
+        return doc

@@ -13,10 +13,11 @@ from typing import Any, Protocol
 
 from i18n import t
 from tasks.commands import CommandTable
-from tasks.manager import TaskManager
+from tasks.errors import StoreWriteError
+from tasks.manager import Run, TaskManager
 from tasks.models import TaskStatus
 from tasks.reasons import EMERGENCY_STOP, failure, fault_hold, outcome_code
-from tasks.store import StoreWriteError
+from tasks.stops import SHUTDOWN
 
 log = logging.getLogger("tasks.worker")
 
@@ -32,6 +33,7 @@ class Outcome(Protocol):
     aborted: bool
     items: list[dict[str, Any]]
     transcript: list[dict[str, Any]]
+    sent: bool  # the command's line reached the robot's port
     code: str | None  # a failure's code: its text is error.<code> (robot/outcome.py)
     params: dict[str, Any]
 
@@ -65,10 +67,6 @@ class Worker:
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
-        self._shutting_down = False
-        # Set (a plain assignment, no lock) before an emergency STOP goes out, so
-        # the aborted result is recognised even if it beats the bookkeeping.
-        self._abort_reason: str | None = None
         self._current: str | None = None  # the task whose command is on the robot
         self._thread: threading.Thread | None = None
 
@@ -104,7 +102,7 @@ class Worker:
 
     def abort_for_shutdown(self) -> None:
         """STOP the running task because the server is going down (recorded as such)."""
-        self._shutting_down = True
+        self.manager.stops.stop_all(SHUTDOWN)
         self.link.abort()
 
     def _run(self) -> None:
@@ -133,22 +131,20 @@ class Worker:
             return False
         self._idle.clear()
         try:
-            # Read before `running` is committed: a STOP (cancel, emergency stop) from
-            # here on keeps the command off the wire instead of being overtaken by it.
-            stop_epoch = self.link.stop_epoch
-            self._abort_reason = None
-            row = self.manager.start(task_id)
-            if row is None:
+            # The manager reads the link's STOP count before `running` is committed: a
+            # STOP (cancel, emergency stop) from then on keeps the command off the wire.
+            run = self.manager.start(task_id, lambda: self.link.stop_epoch)
+            if run is None:
                 return False
             self._current = task_id
-            self._execute(row, stop_epoch)
+            self._execute(run)
             return True
         finally:
             self._current = None
             self._idle.set()
 
-    def _execute(self, row: dict[str, Any], stop_epoch: int) -> None:
-        task_id, cmd_type = row["task_id"], row["cmd_type"]
+    def _execute(self, run: Run) -> None:
+        task_id, cmd_type = run.task.task_id, run.task.cmd_type
         items: list[dict[str, Any]] = []
 
         def on_progress(event: dict[str, Any]) -> None:
@@ -173,8 +169,8 @@ class Worker:
                 log.warning("task %s: progress not saved", task_id)
 
         try:
-            outcome = self.link.execute(cmd_type, row["params"], on_progress=on_progress,
-                                        stop_epoch=stop_epoch)
+            outcome = self.link.execute(cmd_type, run.task.params, on_progress=on_progress,
+                                        stop_epoch=run.stop_epoch)
         except Exception as exc:  # a driver bug must not leave the task running forever
             log.exception("task %s: robot driver error", task_id)
             self._finish(task_id, TaskStatus.FAILED,
@@ -183,25 +179,24 @@ class Worker:
                          ("hold_driver_error", {"task_id": task_id, "cmd_type": cmd_type}),
                          f"internal error: {exc}")
             return
-        if self._unsent(task_id, outcome):
+        if self._unsent(run, outcome):
             return
-        status, result, hold = self._judge(task_id, cmd_type, outcome)
+        status, result, hold = self._judge(run, outcome)
         dropped = getattr(outcome, "items_dropped", 0)
         if dropped:
             result["items_dropped"] = dropped  # the items in the result are not all of them
         self._finish(task_id, status, result, outcome.transcript, hold, outcome.message)
 
-    def _unsent(self, task_id: str, outcome: Outcome) -> bool:
+    def _unsent(self, run: Run, outcome: Outcome) -> bool:
         """A link that dropped before the command went out: the robot did nothing, so
         the task is not failed (and the queue not held) but goes back to the head of
         the queue, to run once the robot is back. True if it was put back."""
-        if outcome.fault != "disconnected" or any(
-                entry.get("dir") == "tx" for entry in outcome.transcript):
+        if outcome.fault != "disconnected" or outcome.sent:
             return False
-        if self.manager.cancel_reason(task_id) or self._abort_reason or self._stop.is_set():
+        if self.manager.stop_reason(run) is not None or self._stop.is_set():
             return False  # someone wants it stopped anyway: record that instead
         try:
-            return self.manager.requeue_unsent(task_id)
+            return self.manager.requeue_unsent(run.task.task_id)
         except StoreWriteError:
             return False
 
@@ -228,23 +223,24 @@ class Worker:
                     log.error("task %s: result not saved at shutdown", task_id)
                     return
 
-    def _judge(self, task_id: str, cmd_type: str,
+    def _judge(self, run: Run,
                outcome: Outcome) -> tuple[TaskStatus, dict[str, Any], Hold | None]:
         """Final status, result and (if the robot's state is unknown) a hold."""
+        task_id, cmd_type = run.task.task_id, run.task.cmd_type
         data = self.commands.result_data(cmd_type, outcome.data, outcome.items)
         if outcome.success:
             # The robot's own words, or the guide's "<CMD>完成": never translated.
             return TaskStatus.COMPLETED, {"success": True, "message": outcome.message,
                                           **data}, None
-        cancel_reason = self.manager.cancel_reason(task_id) or self._abort_reason
+        stop = self.manager.stop_reason(run)
         unknown = fault_hold(outcome.fault, task_id, cmd_type) if outcome.fault else None
-        if cancel_reason is not None:
-            result = {**failure(cancel_reason, self.lang), **data}
+        if stop is not None and not stop.is_shutdown:
+            result = {**failure(stop.code, self.lang), **data}
             if not outcome.aborted:
                 result["note"] = t("info.abort_not_confirmed", self.lang,
                                    reason=self._failure_text(outcome))
             return TaskStatus.CANCELLED, result, unknown
-        if self._shutting_down:
+        if stop is not None:
             return TaskStatus.FAILED, {**failure("shutdown_aborted", self.lang), **data}, \
                 ("hold_shutdown_abort", {"task_id": task_id, "cmd_type": cmd_type})
         code, params = outcome_code(outcome)
@@ -273,7 +269,9 @@ class Worker:
     def emergency_stop(self) -> dict[str, Any]:
         """STOP first (nothing may delay it), then the bookkeeping."""
         t0 = time.perf_counter()
-        self._abort_reason = EMERGENCY_STOP
+        # Recorded before STOP goes out, so the aborted result is recognised even if it
+        # beats the bookkeeping below.
+        self.manager.stops.stop_all(EMERGENCY_STOP)
         sent = self.link.abort()
         stop_ms = (time.perf_counter() - t0) * 1000
         running = self.manager.running_task_id

@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-import tasks.manager as manager_module
+import tasks.views as views_module
 from i18n import t
 from tasks.events import EventBus
 from tasks.manager import TaskManager
 from tasks.models import TaskStatus, format_time, new_task_id
+from tasks.queue_state import QueueState
 from tasks.store import NewTask, TaskStore
 from tests.conftest import SCAN, Client, wait_until
 
@@ -92,32 +93,49 @@ def test_a_forked_child_does_not_reuse_the_parents_ids() -> None:
 def test_a_batch_commits_everyone_queued_behind_the_lock_once(tmp_path) -> None:
     store = TaskStore(str(tmp_path / "t.db"))
     store.open()
-    seen: list[str] = []  # COMMITs and on_created calls, in the order they happened
+    seen: list[str] = []  # the COMMITs
     assert store._writer is not None
     store._writer.set_trace_callback(
         lambda sql: seen.append("COMMIT") if sql == "COMMIT" else None)
-    results: dict[int, tuple[str, bool]] = {}
+    results: dict[int, Any] = {}
 
     def submit(n: int) -> None:
         task = NewTask(f"task_batch_{n:02d}", "PING", {"n": n}, time.time())
-        results[n] = store.insert(task, seen.append)
+        results[n] = store.insert(task)
 
     try:
         with store._write_lock:  # everyone queues up behind a commit in progress
             threads = [threading.Thread(target=submit, args=(n,)) for n in range(8)]
             for thread in threads:
                 thread.start()
-            wait_until(lambda: len(store._pending) == 8, 5, message="8 queued inserts")
+            wait_until(lambda: len(store._inserts.pending) == 8, 5, message="8 queued inserts")
         for thread in threads:
             thread.join(10)
         assert sorted(results) == list(range(8))
-        assert all(results[n] == (f"task_batch_{n:02d}", True) for n in range(8))
-        # One transaction for all eight; every callback after it, in seq (commit) order.
-        assert seen[0] == "COMMIT" and seen.count("COMMIT") == 1
-        order = [row["task_id"] for row in reversed(store.list(limit=10))]
-        assert seen[1:] == order and sorted(order) == [f"task_batch_{n:02d}" for n in range(8)]
+        assert all(results[n][:2] == (f"task_batch_{n:02d}", True) for n in range(8))
+        # One transaction for all eight, and each submit told its row's seq.
+        assert seen == ["COMMIT"]
+        stored = {task.task_id: task.seq for task in store.list(limit=10)}
+        assert stored == {results[n].task_id: results[n].seq for n in range(8)}
+        assert len(set(stored.values())) == 8
     finally:
         store.close()
+
+
+def test_submits_queued_out_of_commit_order_still_run_in_seq_order() -> None:
+    # Two submits committed in one batch may reach the queue the other way round: the
+    # FIFO and the pending list follow the store's seq, not the arrival.
+    state = QueueState()
+    with state.lock:
+        assert state.add_pending("task_b", 6, "PING") == 1
+        assert state.add_pending("task_a", 5, "PING") == 1
+        assert state.add_pending("task_c", 7, "PING") == 3
+    assert list(state.pending) == ["task_a", "task_b", "task_c"]
+    assert [state.fifo.get_nowait()[1] for _ in range(3)] == ["task_a", "task_b", "task_c"]
+    with state.lock:
+        state.put_back("task_b")  # taken, not started: first again
+        state.add_pending("task_d", 8, "PING")
+    assert state.fifo.get_nowait()[1] == "task_b"
 
 
 # -- the manager: cached documents and their bytes ------------------------------------------
@@ -133,21 +151,21 @@ def manager(tmp_path) -> Any:
 
 def _run_to_end(mgr: TaskManager, n: int) -> str:
     task_id = mgr.submit("PING", {"n": n, "text": "完成"}).task["task_id"]
-    assert mgr.take(1.0) == task_id and mgr.start(task_id) is not None
+    assert mgr.take(1.0) == task_id and mgr.start(task_id, lambda: 0) is not None
     mgr.finish(task_id, TaskStatus.COMPLETED, {"success": True, "message": f"第{n}个完成"})
     return task_id
 
 
 def test_finished_documents_and_bytes_stay_bounded_and_equal(manager, monkeypatch) -> None:
-    monkeypatch.setattr(manager_module, "FINAL_CACHE_SIZE", 3)
+    monkeypatch.setattr(views_module, "FINAL_CACHE_SIZE", 3)
     ids = [_run_to_end(manager, n) for n in range(5)]
     for task_id in ids:
         doc, encoded = manager.get_with_json(task_id)
         assert doc is not None and doc["status"] == "completed"
         assert encoded == _json(doc) and "完成".encode() in encoded
         assert manager.get(task_id) == doc
-        assert len(manager._final_docs) <= 3
-    assert list(manager._final_docs) == ids[-3:]
+        assert len(manager.views._final_docs) <= 3
+    assert list(manager.views._final_docs) == ids[-3:]
 
 
 def test_unfinished_and_unknown_tasks_have_no_bytes(manager) -> None:
@@ -161,8 +179,8 @@ def test_queue_status_bytes_are_cached_per_version_and_recent(manager, monkeypat
     _run_to_end(manager, 1)
     manager.submit("PING", {})
     builds = []
-    build = manager._queue_status
-    monkeypatch.setattr(manager, "_queue_status",
+    build = manager.views._queue_status
+    monkeypatch.setattr(manager.views, "_queue_status",
                         lambda *a: builds.append(a) or build(*a))
     encoded = manager.queue_status(10, encoded=True)
     doc = manager.queue_status(10)
@@ -284,7 +302,7 @@ def test_queue_status_bytes_equal_the_dict_path(server, client: Client) -> None:
     client.post("/queue/pause", {"reason": "überprüfen"})
     for _ in range(3):
         client.submit()
-    manager, recent = server.manager, server.app.config.recent_in_status
+    manager, recent = server.manager, server.app.settings.recent_in_status
 
     def same_version_reply() -> tuple[bytes, bytes] | None:
         version = server.events.version

@@ -1,0 +1,66 @@
+"""The task layer's errors: one base class, a stable code and its params, no HTTP.
+
+What a refusal means on the wire (status code, Retry-After) is decided in one place,
+server/errors.py; the task layer only says what went wrong.
+"""
+
+from __future__ import annotations
+
+from i18n import CodedError
+
+
+class TaskError(CodedError):
+    """A request about tasks that cannot be honoured. ``code`` is the catalogue's
+    ``error.<code>``; ``params`` fill its text."""
+
+    # ``code`` by keyword in the subclasses: tests/test_i18n.py finds the codes in use
+    # as ``code="..."`` arguments.
+    def __init__(self, code: str, **params: object) -> None:
+        super().__init__(code, params)
+
+
+class QueueFull(TaskError):
+    """The queue holds ``limit`` unfinished tasks: a new one is refused for now."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(code="queue_full", limit=limit)
+
+
+class TaskNotFound(TaskError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(code="task_not_found", task_id=task_id)
+
+
+class TaskFinished(TaskError):
+    """The task has ended: it can no longer be cancelled."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(code="task_finished", task_id=task_id)
+
+
+class IdempotencyConflict(TaskError):
+    """The Idempotency-Key was used before with a different request body."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(code="idempotency_key_reused", task_id=task_id)
+        self.task_id = task_id
+
+
+class StoreWriteError(TaskError):
+    """A write failed (disk full, read-only, locked): nothing was changed."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(code="not_accepted", detail=detail)
+        # str() stays the store's own words: logs and hold reasons quote it.
+        self.args = (detail,)
+
+
+class StoreError(Exception):
+    """The database cannot be used at all (corrupt, foreign, unreadable): start-up
+    stops with this one line. Not a refusal of a request, so not a TaskError."""
+
+
+class TooManySubscribers(TaskError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(code="too_many_subscribers", limit=limit)
+        self.args = (f"at most {limit} event subscribers",)
