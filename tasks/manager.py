@@ -22,13 +22,14 @@ from typing import Any, Literal, overload
 from tasks.commands import CommandTable, default_table
 from tasks.errors import QueueFull, StoreWriteError, TaskFinished, TaskNotFound
 from tasks.events import EventBus
-from tasks.models import FINAL_STATUSES, Task, TaskStatus, new_task_id
+from tasks.models import Task, TaskStatus, new_task_id
 from tasks.queue_state import NOT_HELD, WAKE, Hold, QueueState
-from tasks.reasons import CANCELLED, failure, pause_text, stored_pause
+from tasks.reasons import CANCELLED, failure, pause_text
+from tasks.recovery import recover
 from tasks.stops import StopReason, StopRecord
 from tasks.store import NewTask, TaskStore
-from tasks.store_rows import UNREADABLE
 from tasks.views import QueueBrief, TaskViews
+from tasks.waiters import FinalWaiters
 
 log = logging.getLogger("tasks")
 
@@ -74,7 +75,7 @@ class TaskManager:
         self.state = QueueState()
         self.views = TaskViews(self.state, store, events)
         self.stops = StopRecord()
-        self._final_events: dict[str, threading.Event] = {}
+        self.waiters = FinalWaiters(self.state.lock)
         self._runnable = threading.Condition(self._lock)
         # Called as on_finish(cmd_type, status, duration_s) when a task that ran ends
         # (metrics); never under a lock, and its errors never fail the task.
@@ -128,41 +129,8 @@ class TaskManager:
 
     # -- start-up -------------------------------------------------------------------------
     def recover(self, now: float | None = None) -> list[str]:
-        """Load state after a (re)start; return the ids of interrupted tasks.
-
-        A task that was `running` when the server died is failed, never re-run:
-        a physical action is not idempotent. The queue then holds, because the
-        robot's state is unknown.
-        """
-        now = time.time() if now is None else now
-        interrupted: list[str] = []
-        for task in self.store.unfinished():
-            if task.status == TaskStatus.RUNNING:
-                items = (task.progress or {}).get("items") or []
-                result = {**failure("interrupted", self.lang),
-                          **self.commands.partial_result(task.cmd_type, items)}
-                self.store.finish(task.task_id, TaskStatus.FAILED, now, result)
-                interrupted.append(task.task_id)
-                log.warning("task %s (%s) was running when the server stopped: marked failed, "
-                            "not re-run", task.task_id, task.cmd_type)
-            elif set(task.params) == {UNREADABLE}:
-                # Never guess what a waiting task was to do: it is failed, not run.
-                self.store.finish(task.task_id, TaskStatus.FAILED, now,
-                                  failure("params_unreadable", self.lang),
-                                  only_if=("pending",))
-                log.error("task %s (%s): its stored parameters cannot be read; failed, not run",
-                          task.task_id, task.cmd_type)
-            else:
-                assert task.seq is not None
-                self.state.add_pending(task.task_id, task.seq, task.cmd_type)
-        self.state.counts.update(self.store.status_counts())
-        self.views.load_durations()
-        if self.store.get_meta("paused") == "1":
-            reason, code = stored_pause(self.store, self.lang)
-            self.state.hold = Hold(True, reason, code)
-        if interrupted and not self.auto_resume:
-            self.pause(code="hold_interrupted", params={"task_ids": ", ".join(interrupted)})
-        return interrupted
+        """Load state after a (re)start (tasks/recovery.py); the interrupted tasks' ids."""
+        return recover(self, time.time() if now is None else now)
 
     # -- submit -----------------------------------------------------------------------
     def submit(self, cmd_type: str, params: dict[str, Any], *,
@@ -203,25 +171,7 @@ class TaskManager:
 
     def wait(self, task_id: str, timeout: float) -> dict[str, Any] | None:
         """The task once final, or its current state after `timeout` seconds."""
-        # The state's lock, not `_lock`: a long-poll must not queue behind a store write.
-        with self.state.lock:
-            event = self._final_events.get(task_id)
-            if event is None:
-                event = self._final_events[task_id] = threading.Event()
-        doc = self.get(task_id)
-        if doc is None or doc["status"] in FINAL_STATUSES:
-            # Set, not just drop: another waiter may hold this event and the
-            # finishing thread may already have looked for it.
-            self._set_final(task_id)
-            return doc
-        event.wait(timeout)
-        return self.get(task_id)
-
-    def _set_final(self, task_id: str) -> None:
-        with self.state.lock:
-            event = self._final_events.pop(task_id, None)
-        if event is not None:
-            event.set()
+        return self.waiters.wait(task_id, self.get, timeout)
 
     # -- operator control ---------------------------------------------------------------
     def request_cancel(self, task_id: str, reason: str = CANCELLED) -> str:
@@ -240,12 +190,12 @@ class TaskManager:
                 # The worker moves a task out of pending under this same lock, so
                 # the row is still pending here.
                 self.store.finish(task_id, TaskStatus.CANCELLED, ended, result,
-                                  only_if=("pending",))
+                                  only_if=(TaskStatus.PENDING,))
                 with self.state.lock:
                     del self.state.pending[task_id]
                     self.state.counts[TaskStatus.PENDING] -= 1
                     self.state.counts[TaskStatus.CANCELLED] += 1
-                self._set_final(task_id)
+                self.waiters.set_final(task_id)
                 log.info("task %s cancelled while pending", task_id)
                 self.events.publish("task", self.get(task_id) or {"task_id": task_id})
                 return "cancelled"
@@ -406,7 +356,7 @@ class TaskManager:
         server's language). Raises StoreWriteError with nothing changed if the state
         cannot be saved."""
         ended = time.time()
-        self.store.finish(task_id, status, ended, result, transcript, only_if=("running",))
+        self.store.finish(task_id, status, ended, result, transcript, only_if=(TaskStatus.RUNNING,))
         with self.state.lock:
             running = self.state.running
             self.state.running = None
@@ -433,7 +383,7 @@ class TaskManager:
                 self.on_finish(running.cmd_type, status.value, duration)
             except Exception:
                 log.exception("on_finish hook failed for task %s", task_id)
-        self._set_final(task_id)
+        self.waiters.set_final(task_id)
         if doc is not None:
             self.events.publish("task", doc)
         return doc

@@ -13,7 +13,7 @@ import queue
 import threading
 from typing import NamedTuple
 
-from tasks.models import Task
+from tasks.models import Task, TaskStatus
 
 # What a worker blocked in take() is woken with: sorts before every task.
 WAKE = (-1, "")
@@ -67,4 +67,4 @@ class QueueState:
         self.fifo.put((seq, task.task_id))
 
     def queue_size(self) -> int:
-        return self.counts.get("pending", 0) + self.counts.get("running", 0)
+        return self.counts.get(TaskStatus.PENDING, 0) + self.counts.get(TaskStatus.RUNNING, 0)

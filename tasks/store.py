@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tasks.errors import StoreWriteError
-from tasks.models import Task, TaskStatus
+from tasks.models import FINAL_STATUSES, Task, TaskStatus
 from tasks.store_commit import GroupCommit, Inserted, NewTask
 from tasks.store_db import connect, immediate, on_read_only_fs, open_database, write_hint
 from tasks.store_rows import COLUMNS, dumps, filters, loads, row_to_task, status_value, with_items
@@ -28,7 +28,7 @@ __all__ = ["IDEMPOTENCY_KEEP_S", "Inserted", "NewTask", "TaskStore", "on_read_on
 
 log = logging.getLogger("tasks.store")
 
-_FINAL = ("completed", "failed", "cancelled")
+_FINAL = tuple(s.value for s in FINAL_STATUSES)
 IDEMPOTENCY_KEEP_S = 24 * 3600.0
 
 

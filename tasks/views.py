@@ -201,14 +201,14 @@ class TaskViews:
             pending = list(itertools.islice(self.state.pending, recent))
             hold = self.state.hold
         finished = sum(counts.get(s.value, 0) for s in FINAL_STATUSES)
-        queue_size = counts.get("pending", 0) + counts.get("running", 0)
+        queue_size = counts.get(TaskStatus.PENDING, 0) + counts.get(TaskStatus.RUNNING, 0)
         return {
             "queue_size": queue_size,
             "total_tasks": finished + queue_size,
-            "completed_tasks": counts.get("completed", 0),
-            "failed_tasks": counts.get("failed", 0),
-            "cancelled_tasks": counts.get("cancelled", 0),
-            "pending_tasks": counts.get("pending", 0),
+            "completed_tasks": counts.get(TaskStatus.COMPLETED, 0),
+            "failed_tasks": counts.get(TaskStatus.FAILED, 0),
+            "cancelled_tasks": counts.get(TaskStatus.CANCELLED, 0),
+            "pending_tasks": counts.get(TaskStatus.PENDING, 0),
             "running_task": running,
             "paused": hold.paused,
             "pause_reason": hold.reason,
