@@ -7,15 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 from robot.codec import CodecLoadError, LineCodec, load_codec
 from robot.driver import CommandOutcome, RobotLink, RobotLinkError
-from robot.factory import RobotSetup, build_robot, make_codec, start_simulator
+from robot.factory import RobotSetup, build_robot, make_codec, open_robot, start_simulator
+from robot.outcome import Fault
 from robot.sim_channels import resolve_transport
 
 if TYPE_CHECKING:
     from robot.simulator import RobotSimulator
 
-__all__ = ["CodecLoadError", "CommandOutcome", "LineCodec", "RobotLink", "RobotLinkError",
-           "RobotSetup", "RobotSimulator", "build_robot", "list_ports", "load_codec", "make_codec",
-           "resolve_transport", "start_simulator"]
+__all__ = ["CodecLoadError", "CommandOutcome", "Fault", "LineCodec", "RobotLink",
+           "RobotLinkError", "RobotSetup", "RobotSimulator", "build_robot", "list_ports",
+           "load_codec", "make_codec", "open_robot", "resolve_transport", "start_simulator"]
 
 
 def __getattr__(name: str) -> Any:

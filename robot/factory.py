@@ -64,6 +64,19 @@ def build_robot(port: str, codec: LineCodec, *, protocol: str = "json",
     return RobotSetup(RobotLink(url, baudrate, codec=codec, **link_options), simulator)
 
 
+def open_robot(port: str, protocol: str, *, wire_forms: dict[str, str] | None = None,
+               commands_with_params: list[str] | tuple[str, ...] = (),
+               baudrate: int = 115200, sim_speed: float = 1.0, sim_transport: str = "auto",
+               sim_options: dict[str, Any] | None = None,
+               **link_options: Any) -> RobotSetup:
+    """``make_codec`` and ``build_robot`` in one call: the robot side on ``port``
+    speaking ``protocol``, its link not started yet. RobotLinkError (one line) if the
+    protocol, the command table's wire forms or the simulator cannot be used."""
+    codec = make_codec(protocol, wire_forms, commands_with_params)
+    return build_robot(port, codec, protocol=protocol, baudrate=baudrate, sim_speed=sim_speed,
+                       sim_transport=sim_transport, sim_options=sim_options, **link_options)
+
+
 def start_simulator(speed: float, transport: str | None = "auto",
                     **options: Any) -> RobotSimulator:
     """Start the built-in simulator on a pty or, where there is none (Windows) or when

@@ -1,6 +1,6 @@
 """What a robot command returns, the transcript of its lines, and one-line errors.
 
-Shared by the link (robot/driver.py) and whoever reads its results; no I/O.
+Shared by the link (robot/driver.py and its parts) and whoever reads its results; no I/O.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 TRANSCRIPT_MAX = 2000
@@ -18,12 +19,25 @@ _SHOWN_BAD_LINE = 200  # characters of an invalid line kept in logs and transcri
 ABORTED_UNSENT = "aborted before it was sent: STOP was requested first"
 
 
+class Fault(str, Enum):
+    """Why a command left the robot in an unknown state. A str: it compares equal to,
+    hashes like and serializes as its value ("timeout" == Fault.TIMEOUT)."""
+
+    TIMEOUT = "timeout"
+    DISCONNECTED = "disconnected"
+    ALARM = "alarm"
+
+    def __str__(self) -> str:
+        # The value, not "Fault.TIMEOUT", in f-strings, str.format and %s on every Python.
+        return self.value
+
+
 @dataclass
 class CommandOutcome:
     success: bool
     message: str  # English, for logs and transcripts
     data: dict[str, Any] = field(default_factory=dict)
-    fault: str | None = None  # "timeout", "disconnected" or "alarm": robot state unknown
+    fault: Fault | None = None  # robot state unknown; None: it is known
     aborted: bool = False  # the robot confirmed an abort (result "aborted" after a STOP)
     items: list[dict[str, Any]] = field(default_factory=list)
     items_dropped: int = 0  # progress items beyond robot/progress.py's bounds, not kept
@@ -33,6 +47,9 @@ class CommandOutcome:
     # server's language. None for a success (its message is the robot's own).
     code: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    # The line went to the port: the robot may have it (a failed write may have put
+    # part of it on the wire). False: the robot cannot have seen this command.
+    sent: bool = False
 
 
 @dataclass(frozen=True)

@@ -294,7 +294,7 @@ class SimEngine:
                     _is_int(x) for x in positions):
                 return "SCAN_QRCODE needs rack (string) and positions (list of integers)"
         if cmd == "DISPENSE":
-            volume = p.get("volume_ul")
+            volume: Any = p.get("volume_ul")
             if not (_is_int(p.get("position")) and _is_number(volume)
                     and math.isfinite(volume) and volume > 0):
                 return DISPENSE_NEEDS

@@ -210,7 +210,7 @@ class TextWire:
         return TEXT_GARBAGE[0][0]
 
 
-WIRES = {"json": JsonWire, "text": TextWire}
+WIRES: dict[str, type[JsonWire] | type[TextWire]] = {"json": JsonWire, "text": TextWire}
 
 
 def make_wire(protocol: str) -> JsonWire | TextWire:

@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from robot.protocol import LineFramer
 from robot.sim_channels import PtyChannel, TcpChannel, open_channel, resolve_transport
@@ -77,7 +77,7 @@ class RobotSimulator(SimEngine):
         self._session: PtyChannel | TcpChannel | None = None
         self._reader: threading.Thread | None = None
         self._garbage_index = 0
-        self._record = None
+        self._record: TextIO | None = None
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> str:

@@ -29,7 +29,8 @@ class Outcome(Protocol):
     success: bool
     message: str  # English (logs)
     data: dict[str, Any]
-    fault: str | None
+    @property
+    def fault(self) -> str | None: ...  # read-only, so robot.Fault (a str) fits
     aborted: bool
     items: list[dict[str, Any]]
     transcript: list[dict[str, Any]]

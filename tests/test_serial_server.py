@@ -79,7 +79,7 @@ def test_scan_through_socket_url(socat, sim, make_server) -> None:
     assert body["robot"]["connected"] is True and body["robot"]["port"] == url
     assert body["robot"]["firmware"] == "robot-sim 1.0"
     # exclusive (flock) is for device files only; a socket URL must not get it.
-    assert server.link._conn.ser.exclusive is None
+    assert server.link._state.conn.ser.exclusive is None
     task_id = client.submit()
     doc = client.wait_final(task_id)
     assert doc["status"] == "completed", doc
@@ -143,7 +143,7 @@ def test_open_options_per_url_kind(monkeypatch) -> None:
     monkeypatch.setattr(serial, "serial_for_url", spy)
     for url in ("socket://127.0.0.1:9", "rfc2217://127.0.0.1:9", "/dev/ttyFAKE0"):
         with pytest.raises(RobotLinkError):
-            RobotLink(url, write_timeout=2.0)._open()
+            RobotLink(url, write_timeout=2.0)._connection.open()
     by_url = {url: (kw["write_timeout"], exclusive) for url, kw, exclusive in opened}
     assert by_url["socket://127.0.0.1:9"] == (2.0, None)
     assert by_url["rfc2217://127.0.0.1:9"] == (None, None)
