@@ -1,15 +1,29 @@
-"""One error type for every refusal; the handler turns it into a JSON reply."""
+"""One error type for every refusal; the handler turns it into a JSON reply. The task
+layer's refusals (tasks/errors.py) become one here, in from_task_error alone."""
 
 from __future__ import annotations
 
 import html
 
 from i18n import CodedError
+from tasks.errors import TaskError
 
 # The stdlib's own refusals (bad request line, header limits), by status: their English
 # texts are replaced by catalogue ones so that every error has a code and a language.
 STDLIB_CODES = {400: "bad_request", 408: "request_timeout", 414: "request_line_too_long",
                 431: "headers_too_large", 505: "http_version_not_supported"}
+
+
+_RETRY_SOON = (("Retry-After", "5"),)
+# What each task-layer refusal means on the wire: its status and headers.
+TASK_REPLIES: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {
+    "queue_full": (503, _RETRY_SOON),
+    "task_not_found": (404, ()),
+    "task_finished": (409, ()),
+    "idempotency_key_reused": (422, ()),
+    "not_accepted": (503, _RETRY_SOON),  # the store could not write: nothing changed
+    "too_many_subscribers": (503, _RETRY_SOON),
+}
 
 
 class ApiError(CodedError):
@@ -47,3 +61,10 @@ def stdlib_error(status: int) -> ApiError:
     if code is None:
         return ApiError("http_error", status, params={"status": status}, close=True)
     return ApiError(code, status, close=True)
+
+
+def from_task_error(exc: TaskError) -> ApiError:
+    """The reply to a task-layer refusal: its code and text, with TASK_REPLIES' status.
+    A code missing there is a bug: 500, still with the refusal's own text."""
+    status, headers = TASK_REPLIES.get(exc.code, (500, ()))
+    return ApiError(exc.code, status, params=exc.params, headers=dict(headers))

@@ -1,4 +1,6 @@
 """The HTTP server: one BaseHTTPRequestHandler dispatching a (method, path) table.
+It frames requests, dispatches them, writes the replies and logs them; who may ask
+is server/access.py's question, how many at once server/listener.py's.
 
 Measured traps this avoids (see ../shared/notes/measured-pitfalls.md): the
 44 ms Nagle/delayed-ACK stall of a response written in two pieces (we set
@@ -8,7 +10,6 @@ from the default listen backlog of 5 (we use 128).
 
 from __future__ import annotations
 
-import hmac
 import io
 import json
 import logging
@@ -17,13 +18,12 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from i18n import negotiate
 from server import crosssite
 from server.app import Application
-from server.errors import ApiError, stdlib_error
-from server.forwarded import Forwarded
+from server.errors import ApiError, from_task_error, stdlib_error
 from server.framing import body_framing, read_chunked
 from server.headers import escape as _escape
 from server.headers import http_date as _http_date
@@ -32,7 +32,8 @@ from server.listener import RobotHTTPServer
 from server.logbatch import AccessLog
 from server.reader import DeadlineReader, DeadlineWriter, HeadBudget
 from server.requesthead import Head, parse_head
-from server.routing import Request, Response, Route, Router, StreamResponse, prefers_html
+from server.routing import Request, Response, Router, StreamResponse, parse_query, prefers_html
+from tasks.errors import TaskError
 
 log = logging.getLogger("server")
 access_log = logging.getLogger("server.access")
@@ -41,9 +42,6 @@ _access_line = AccessLog("server.access").emit
 
 MAX_REQUEST_LINE = 8192  # 414 beyond (the stdlib allows 64 KiB)
 MAX_HEADER_BYTES = 32 * 1024  # all header lines together; 431 beyond
-CORS_ALLOW_HEADERS = ("Authorization, Content-Type, X-API-Key, Idempotency-Key, Last-Event-ID, "
-                      "X-Requested-With")
-CORS_EXPOSE_HEADERS = "Location, Retry-After, Idempotent-Replayed"
 # Status lines built once ("HTTP/1.1 200 OK\r\n"), not through HTTPStatus per response.
 _STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n" for s in HTTPStatus}
 
@@ -53,11 +51,13 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "RobotTaskServer/1.0"
     sys_version = ""
+    timeout = None  # timeouts are the reader's (kernel ones where possible)
     server: RobotHTTPServer
+    # A BufferedReader; a HeadBudget while the stdlib parses a head (handle_one_request).
+    rfile: Any
 
     def setup(self) -> None:
-        config = self.server.app.config
-        self.timeout = None  # timeouts are the reader's (kernel ones where possible)
+        config = self.server.app.settings
         super().setup()
         # Swap the stdlib's reader for one that enforces the request deadline. The
         # old one must be closed, or the socket is never really closed (io refs).
@@ -67,12 +67,9 @@ class Handler(BaseHTTPRequestHandler):
         self.rfile = io.BufferedReader(self._reader, 65536)
         if self._reader.kernel:
             self.wfile = DeadlineWriter(self.connection, config.request_timeout)
-        peer = self.client_address[0]
-        # Behind a trusted proxy the client is known per request (X-Forwarded-For).
-        self._behind_proxy = self.server.is_trusted_proxy(peer)
-        self._client_ok = self._behind_proxy or self.server.client_allowed(peer)
+        self._access = self.server.access
+        self._peer = self._access.peer(self.client_address[0])
         self._reserve = self.server.is_reserve(self.request)
-        self._direct = Forwarded(peer, peer, None, None)  # the request as it came
         self._extra_headers: dict[str, str] = {}
         self._body_pending = False
         self._chunked = False
@@ -80,13 +77,13 @@ class Handler(BaseHTTPRequestHandler):
         self._vary_lang = False
 
     def handle_one_request(self) -> None:
-        config = self.server.app.config
+        config = self.server.app.settings
         # Set before anything can fail, so a refusal is logged and answered sanely.
         self.command = self.request_version = self.requestline = ""
         self._extra_headers = {}
         self._body_pending = self._expect_continue = self._vary_lang = False
         self._chunked = False
-        self._fwd = self._direct
+        self._fwd = self._peer.direct
         try:
             # Idle keep-alive: wait for the first byte of the next request.
             self._reader.arm_idle(config.idle_timeout)
@@ -166,17 +163,13 @@ class Handler(BaseHTTPRequestHandler):
         streaming = False
         response: Response | StreamResponse
         # The head is parsed: from here on every reply speaks the client's language.
-        lang = negotiate(self.headers.get("Accept-Language"), app.config.lang)
+        lang = negotiate(self.headers.get("Accept-Language"), app.settings.lang)
         headers = self.headers
+        access = self._access
         try:
-            # Without X-Forwarded-* a trusted proxy's request is its own (as forwarded()).
-            if self._behind_proxy and ("X-Forwarded-For" in headers
-                                       or "X-Forwarded-Host" in headers
-                                       or "X-Forwarded-Proto" in headers):
-                self._fwd = self.server.forwarded(self.client_address[0], self.headers)
-            if not self._client_ok or (self._behind_proxy
-                                       and not self.server.client_allowed(self._fwd.client)):
-                raise ApiError("client_not_allowed", 403, close=True)
+            # The checks, in order: client, framing, Host, Origin, route, token.
+            self._fwd = access.client(self._peer, headers)
+            access.check_client(self._peer, self._fwd)
             self._check_framing()
             target = self.path
             if target[:1] == "/" and "?" not in target and "#" not in target:
@@ -185,19 +178,22 @@ class Handler(BaseHTTPRequestHandler):
                 url = urlsplit(target)
                 path, raw_query = url.path, url.query
             # Liveness reveals nothing: a monitor may probe it by any name.
-            self._check_host(check_name=path != "/health")
-            cross_origin = self._check_origin()
-            if cross_origin and crosssite.is_preflight(self.command, headers):
-                response = self._preflight()
+            access.check_host(headers, self.request_version, self._fwd,
+                              check_name=path != "/health")
+            cors = access.check_origin(self.command, headers, self._fwd)
+            if cors is not None:
+                self._extra_headers = cors
+            if cors is not None and crosssite.is_preflight(self.command, headers):
+                response = access.preflight()
             else:
                 func, params = self.server.router.match(self.command, path, raw_query)
-                query = self._query(raw_query) if raw_query else {}
+                query = parse_query(raw_query) if raw_query else {}
                 if self._reserve:
                     self.close_connection = True  # one request, then the slot is free
                     if not getattr(func, "emergency", False):
                         raise ApiError("too_many_connections", 503,
                                        headers={"Retry-After": "1"}, close=True)
-                self._authorize(func, path)
+                access.authorize(func, headers)
                 body = self._read_body()
                 request = Request(self.command, path, query, headers, body, app,
                                   self._fwd.client, params, language=lang)
@@ -210,13 +206,10 @@ class Handler(BaseHTTPRequestHandler):
                 finally:
                     self._vary_lang = request.lang_used
         except ApiError as exc:
-            response = Response(exc.status, exc.body(lang), exc.headers)
-            if exc.status in (403, 421) and self._wants_page():
-                response = Response(exc.status, exc.page(lang), exc.headers,
-                                    content_type="text/html; charset=utf-8")
-            self._vary_lang = True
-            if exc.close:
-                self.close_connection = True
+            response = self._refusal(exc, lang)
+        except TaskError as exc:
+            # The task layer says what went wrong; server/errors.py, what it means in HTTP.
+            response = self._refusal(from_task_error(exc), lang)
         except Exception:
             # The log has the traceback; the client gets no path, port or trace.
             log.exception("internal error on %s %s", self.command, _escape(self.path))
@@ -224,7 +217,7 @@ class Handler(BaseHTTPRequestHandler):
             self._vary_lang = True
         if self._body_pending:
             self.close_connection = True  # unread body bytes must not become a request
-        self._reader.disarm(app.config.request_timeout)
+        self._reader.disarm(app.settings.request_timeout)
         try:
             if isinstance(response, StreamResponse):
                 self._stream(response)
@@ -237,77 +230,25 @@ class Handler(BaseHTTPRequestHandler):
             log.debug("%s %s took %.2f ms", self.command, _escape(self.path),
                       (time.perf_counter() - started) * 1000)
 
+    def _refusal(self, exc: ApiError, lang: str) -> Response:
+        self._vary_lang = True
+        if exc.close:
+            self.close_connection = True
+        if exc.status in (403, 421) and self._wants_page():
+            return Response(exc.status, exc.page(lang), exc.headers,
+                            content_type="text/html; charset=utf-8")
+        return Response(exc.status, exc.body(lang), exc.headers)
+
     def _wants_page(self) -> bool:
         """A browser opening a URL (not a script, not the dashboard's fetch)."""
         return self.command in ("GET", "HEAD") and prefers_html(self.headers.get("Accept"))
 
-    @staticmethod
-    def _query(raw: str) -> dict[str, str]:
-        # Which of ?dry_run=no&dry_run=1 counts is a guess nobody should have to make.
-        values = parse_qs(raw, keep_blank_values=True)
-        for name, given in values.items():
-            if len(given) > 1:
-                raise ApiError("query_repeated", 400, params={"name": repr(name[:50])},
-                               extra={"param": name[:50]})
-        return {name: given[0] for name, given in values.items()}
-
-    # -- checks, in order: framing, Host, Origin, token --------------------------------
+    # -- framing ----------------------------------------------------------------------------
     def _check_framing(self) -> None:
         # Exactly one way to find where this request ends, or the connection closes.
         self._body_length, self._chunked = body_framing(self.headers,
-                                                        self.server.app.config.max_body)
+                                                        self.server.app.settings.max_body)
         self._body_pending = self._chunked or self._body_length > 0
-
-    def _check_host(self, *, check_name: bool = True) -> None:
-        hosts = self.headers.get_all("Host") or []
-        if len(hosts) > 1:
-            raise ApiError("duplicate_host", 400, close=True)
-        if not hosts:
-            if self.request_version == "HTTP/1.1":
-                raise ApiError("missing_host", 400, close=True)
-            return
-        # Behind a trusted proxy, the name the browser used is the one to check.
-        host = self._fwd.host or hosts[0]
-        if check_name and not self.server.host_allowed(host):
-            raise ApiError("host_not_allowed", 421, close=True,
-                           params={"host": repr(host[:100])})
-
-    def _check_origin(self) -> str | None:
-        """Refuse what a page on another site could make a browser send unasked
-        (server/crosssite.py); returns the Origin if it is the --cors-origin one."""
-        origin = self.headers.get("Origin")
-        if origin is None:
-            return None  # not a browser's cross-site request (curl, requests, scripts)
-        allowed = crosssite.normalize_origin(self.server.app.config.cors_origin or "")
-        if allowed and crosssite.normalize_origin(origin) == allowed:
-            self._extra_headers = {"Access-Control-Allow-Origin": origin.strip(),
-                                   "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
-                                   "Vary": "Origin"}
-            return origin
-        host = self._fwd.host or self.headers.get("Host")
-        if crosssite.is_same_origin(origin, host, self._fwd.proto, self.headers):
-            return None  # the dashboard, directly or through a proxy that keeps the name
-        if crosssite.refuse_foreign(self.command, self.headers):
-            raise ApiError("cross_origin", 403, close=True,
-                           params={"origin": repr(origin[:100])})
-        return None
-
-    def _preflight(self) -> Response:
-        return Response(204, b"", {"Access-Control-Allow-Methods": "GET, POST, DELETE",
-                                   "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
-                                   "Access-Control-Max-Age": "600"})
-
-    def _authorize(self, func: Route, path: str) -> None:
-        token = self.server.app.config.api_token
-        if not token or getattr(func, "public", False):
-            return
-        given = self.headers.get("X-API-Key")
-        auth = self.headers.get("Authorization") or ""
-        if given is None and auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
-        if given is None or not hmac.compare_digest(given.encode(), token.encode()):
-            raise ApiError("not_authenticated", 401,
-                           headers={"WWW-Authenticate": 'Bearer realm="robot"'})
 
     def _read_body(self) -> bytes:
         # Framing was checked first; every matched request's body is read, even where
@@ -319,7 +260,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             if self._chunked:
-                body = read_chunked(self.rfile, self.server.app.config.max_body)
+                body = read_chunked(self.rfile, self.server.app.settings.max_body)
             else:
                 body = self.rfile.read(length)
         except TimeoutError:
@@ -373,7 +314,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _stream(self, response: StreamResponse) -> None:
         self.close_connection = True
-        self._reader.poll_timeouts(self.server.app.config.request_timeout)
+        self._reader.poll_timeouts(self.server.app.settings.request_timeout)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **response.headers}
         self.server.app.metrics.count_http(200)
         self.wfile.write(self._head(200, headers, response.content_type, None))
@@ -397,9 +338,9 @@ class Handler(BaseHTTPRequestHandler):
     def _refuse_early(self, exc: ApiError) -> None:
         """A refusal before the head is parsed: in the server's language, then close."""
         self.close_connection = True
-        self._reader.disarm(self.server.app.config.request_timeout)
+        self._reader.disarm(self.server.app.settings.request_timeout)
         self._vary_lang = False
-        self._send(Response(exc.status, exc.body(self.server.app.config.lang), exc.headers))
+        self._send(Response(exc.status, exc.body(self.server.app.settings.lang), exc.headers))
 
     def address_string(self) -> str:
         fwd = self._fwd

@@ -1,13 +1,13 @@
-"""The listening socket: who may connect, how many at once, and the refusal when full.
+"""The listening socket: how many connections at once, and the refusal when full.
 
 Admission runs on the accept thread (process_request), so no refusal may block
-there. The request handler (server/http.py) reads and answers; this module only
-admits, counts and refuses connections.
+there. The request handler (server/http.py) reads and answers, and asks
+server/access.py who may talk to us; this module only binds, counts and refuses
+connections.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -18,9 +18,9 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from server.access import Access
 from server.app import Application
 from server.errors import ApiError
-from server.forwarded import Forwarded, forwarded, in_networks
 from server.routing import Router
 
 log = logging.getLogger("server")
@@ -38,13 +38,6 @@ def _busy_response(lang: str) -> bytes:
 
 _REJECT_LINGER_S = 1.0  # a refused socket stays half-closed this long so the 503 is read
 _MAX_LINGERING = 256
-
-
-def parse_networks(spec: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """'10.0.0.0/8,127.0.0.1' (or a sequence of such) -> networks; ValueError if malformed."""
-    items = spec.split(",") if isinstance(spec, str) else list(spec or ())
-    return tuple(ipaddress.ip_network(item.strip(), strict=False)
-                 for item in items if item.strip())
 
 
 class RobotHTTPServer(ThreadingHTTPServer):
@@ -74,16 +67,9 @@ class RobotHTTPServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         self.app = app
         self.router = router
-        config = app.config
-        self.networks = parse_networks(config.allow)
-        self.trusted = parse_networks(config.trusted_proxies)
-        hostname = socket.gethostname().lower()
-        # Names a browser may use for us; anything else (an attacker's DNS name
-        # pointing here: DNS rebinding) is refused. IP literals are always fine.
-        self.host_names = {"localhost", hostname, hostname.split(".")[0],
-                           *(h.strip().lower().rstrip(".") for h in config.allowed_hosts
-                             if h.strip())}
-        self._host_verdicts: dict[str, bool] = {}
+        config = app.settings
+        # Before binding, as ever: a malformed --allow or --trusted-proxy binds nothing.
+        self.access = Access(config)
         self._slots = threading.Lock()
         self._open = 0  # connections that have a handler thread
         self._reserved: set[Any] = set()  # over the cap, for an emergency stop only
@@ -98,59 +84,15 @@ class RobotHTTPServer(ThreadingHTTPServer):
         # The stdlib prints a traceback for every client that hangs up mid-request.
         log.info("connection from %s ended with an error", client_address[0], exc_info=False)
 
-    # -- access control ---------------------------------------------------------------
-    def client_allowed(self, address: str) -> bool:
-        return not self.networks or in_networks(address, self.networks)
-
-    def is_trusted_proxy(self, address: str) -> bool:
-        return in_networks(address, self.trusted)
-
-    def forwarded(self, peer: str, headers: Any) -> Forwarded:
-        return forwarded(peer, headers, self.trusted)
-
-    def host_allowed(self, host: str) -> bool:
-        """Host header check (memoised: a server sees few distinct Host values)."""
-        known = self._host_verdicts.get(host)
-        if known is None:
-            known = self._host_allowed(host)
-            if len(self._host_verdicts) < 256:  # bounded: Host is client-controlled
-                self._host_verdicts[host] = known
-        return known
-
-    def _host_allowed(self, host: str) -> bool:
-        """An IP literal, or a name this server knows it has."""
-        host = host.strip()
-        if host.startswith("["):
-            end = host.find("]")
-            rest = host[end + 1:]
-            if end < 0 or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
-                return False
-            try:
-                ipaddress.IPv6Address(host[1:end])
-            except ValueError:
-                return False
-            return True
-        name, sep, port = host.rpartition(":")
-        if not sep:
-            name = host
-        elif not (port.isascii() and port.isdigit()):
-            return False
-        name = name.lower().rstrip(".")
-        try:
-            ipaddress.IPv4Address(name)
-            return True
-        except ValueError:
-            return name in self.host_names
-
     # -- connection accounting ----------------------------------------------------------
     def process_request(self, request: Any, client_address: Any) -> None:
         # Runs on the accept thread: a refusal must never block here.
         reserve = False
         with self._slots:
-            full = self._open - self._streaming >= self.app.config.max_connections
+            full = self._open - self._streaming >= self.app.settings.max_connections
             if not full:
                 self._open += 1
-            elif len(self._reserved) < self.app.config.stop_reserve:
+            elif len(self._reserved) < self.app.settings.stop_reserve:
                 # Stop must always work: a few connections beyond the cap are kept
                 # for POST /robot/stop alone (anything else on them gets the 503).
                 self._reserved.add(request)
@@ -183,9 +125,9 @@ class RobotHTTPServer(ThreadingHTTPServer):
 
     def enter_stream(self) -> None:
         with self._slots:
-            if self._streaming >= self.app.config.max_streams:
+            if self._streaming >= self.app.settings.max_streams:
                 raise ApiError("too_many_streams", 503,
-                               params={"limit": self.app.config.max_streams},
+                               params={"limit": self.app.settings.max_streams},
                                headers={"Retry-After": "5"}, close=True)
             self._streaming += 1
 
@@ -237,7 +179,7 @@ class RobotHTTPServer(ThreadingHTTPServer):
             self._close_refused(self._lingering.popleft()[1])
         if self._refused and now - self._refused_logged >= 1.0:
             log.warning("refused %d connection(s): limit of %d open connections reached",
-                        self._refused, self.app.config.max_connections)
+                        self._refused, self.app.settings.max_connections)
             self._refused, self._refused_logged = 0, now
 
     def server_close(self) -> None:

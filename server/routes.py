@@ -1,5 +1,6 @@
 """Route functions: each takes a Request and returns data. No robot I/O here
-except through the worker's operator actions."""
+except through the worker's operator actions. The task layer's refusals (TaskError)
+pass through: the handler answers them (server/errors.py from_task_error)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,9 @@ from server.routing import (
     public,
 )
 from server.static_files import serve_static, static_file
-from tasks.commands import CommandError
-from tasks.events import TooManySubscribers
-from tasks.manager import TaskError
+from tasks.commands import CommandError, CommandTable
+from tasks.errors import TaskNotFound
 from tasks.models import ALL_STATUSES, FINAL_STATUSES
-from tasks.store import IdempotencyConflict, StoreWriteError
 
 # The guide's wording, in every language: clients match on it. Its code is "queued";
 # it has no catalogue entry because it is never translated.
@@ -36,46 +35,35 @@ KEEPALIVE_S = 15.0
 
 
 # -- helpers ---------------------------------------------------------------------------
+def _commands(req: Request) -> CommandTable:
+    commands = req.app.commands
+    assert commands is not None  # Application falls back to the manager's table
+    return commands
+
+
 def _command(req: Request) -> tuple[str, dict[str, Any]]:
     if "Content-Length" not in req.headers and "Transfer-Encoding" not in req.headers:
         raise ApiError("length_required", 411)  # chunked is framed too (http.py read it)
     body = req.json_object()
     try:
-        return req.app.commands.validate(body)
+        return _commands(req).validate(body)
     except CommandError as exc:
         raise ApiError(exc.code, 422, params=exc.params, extra={"field": exc.field}) from None
-
-
-def _task_error(exc: TaskError) -> ApiError:
-    # The manager's refusal, in the request's language (its text is error.<code>).
-    return ApiError(exc.code, exc.status, params=exc.params, headers=exc.headers)
-
-
-def _not_found(req: Request) -> ApiError:
-    return ApiError("task_not_found", 404, params={"task_id": req.params["task_id"]})
 
 
 def _get_task(req: Request) -> dict[str, Any]:
     task = req.app.manager.get(req.params["task_id"])
     if task is None:
-        raise _not_found(req)
+        raise TaskNotFound(req.params["task_id"])
     return task
 
 
 def _submit(req: Request, cmd_type: str, params: dict[str, Any], *,
             retry_of: str | None = None, key: str | None = None,
             quiet: bool = False) -> tuple[dict[str, Any], bool]:
-    try:
-        result = req.app.manager.submit(cmd_type, params, retry_of=retry_of,
-                                        idempotency_key=key, quiet=quiet)
-    except TaskError as exc:
-        raise _task_error(exc) from None
-    except IdempotencyConflict as exc:
-        raise ApiError("idempotency_key_reused", 422,
-                       params={"task_id": exc.task_id}) from None
-    except StoreWriteError as exc:
-        raise ApiError("not_accepted", 503, params={"detail": str(exc)},
-                       headers={"Retry-After": "5"}) from None
+    # Refused: QueueFull, IdempotencyConflict or StoreWriteError (nothing was queued).
+    result = req.app.manager.submit(cmd_type, params, retry_of=retry_of,
+                                    idempotency_key=key, quiet=quiet)
     return result.task, result.created
 
 
@@ -111,7 +99,7 @@ def submit(req: Request) -> Response:
     if req.query_flag("dry_run"):
         return validate(req)
     cmd_type, params = _command(req)
-    sync = req.app.config.mode == "sync"
+    sync = req.app.settings.mode == "sync"
     if sync and req.app.manager.paused:
         # A sync client would hang until someone resumes; tell it now, queue nothing.
         raise ApiError("queue_paused", 503, params={"reason": req.app.manager.pause_reason},
@@ -121,7 +109,7 @@ def submit(req: Request) -> Response:
     if not sync:
         return _accepted(req, task, created)
     # Sync mode is queue mode plus a wait: the robot still runs one task at a time.
-    deadline = time.monotonic() + req.app.config.sync_timeout
+    deadline = time.monotonic() + req.app.settings.sync_timeout
     while task["status"] not in FINAL_STATUSES:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -143,7 +131,7 @@ def validate(req: Request) -> Response:
 def _wait_s(req: Request) -> float | None:
     # Longer than max_wait is no error: the reply comes at max_wait with timed_out,
     # and the client asks again (as it must anyway: a proxy may cut a long request).
-    return req.query_number("wait", low=0, high=req.app.config.max_wait, clamp=True)
+    return req.query_number("wait", low=0, high=req.app.settings.max_wait, clamp=True)
 
 
 @long_lived("wait")
@@ -153,7 +141,7 @@ def get_task(req: Request) -> Response:
         # A finished task's reply is encoded once and kept (it never changes).
         doc, encoded = req.app.manager.get_with_json(req.params["task_id"])
         if doc is None:
-            raise _not_found(req)
+            raise TaskNotFound(req.params["task_id"])
         return Response(200, doc if encoded is None else encoded)
     task = _get_task(req)
     if task["status"] not in FINAL_STATUSES:
@@ -174,10 +162,7 @@ def task_transcript(req: Request) -> Response:
 
 def cancel_task(req: Request) -> Response:
     task_id = req.params["task_id"]
-    try:
-        state = req.app.worker.cancel(task_id)
-    except TaskError as exc:
-        raise _task_error(exc) from None
+    state = req.app.worker.cancel(task_id)  # TaskNotFound, TaskFinished
     if state == "cancelled":
         return Response(200, {"success": True, "task_id": task_id, "status": "cancelled",
                               "code": "cancelled", "message": req.t("info.cancelled")})
@@ -226,7 +211,7 @@ def queue_status(req: Request) -> Response:
     wait = _wait_s(req)
     # Checked with or without wait, so a typo shows before it is relied on.
     since = req.query_int("since", default=req.app.events.version, low=0, high=10**12)
-    recent = req.app.config.recent_in_status
+    recent = req.app.settings.recent_in_status
     if wait is None:
         # The reply bytes are cached with the document: a poll between changes encodes nothing.
         return Response(200, req.app.manager.queue_status(recent, encoded=True))
@@ -274,16 +259,16 @@ def health(req: Request) -> Response:
 
 
 def commands(req: Request) -> Response:
-    return Response(200, {"commands": req.app.commands.catalog(req.lang)})
+    return Response(200, {"commands": _commands(req).catalog(req.lang)})
 
 
 @public  # the page shell must load before it can ask for a token
 def service(req: Request) -> Response:
     # Browsers rank text/html first; scripts send */* or nothing and get JSON.
-    if req.app.config.static_dir and req.prefers_html():
+    if req.app.static_dir and req.prefers_html():
         return serve_static(req, "index.html")
     return Response(200, {
-        "service": "robot task server", "mode": req.app.config.mode,
+        "service": "robot task server", "mode": req.app.settings.mode,
         "submit": "POST / with a JSON command", "task": "GET /task/<task_id>",
         "queue": "GET /queue/status", "tasks": "GET /tasks", "events": "GET /events",
         "commands": "GET /commands", "health": "GET /health", "openapi": "GET /openapi.json",
@@ -311,10 +296,7 @@ def _sse(event_id: int | None, kind: str, data: Any) -> bytes:
 def events(req: Request) -> StreamResponse:
     raw = req.headers.get("Last-Event-ID") or req.query.get("last_event_id")
     last_id = int(raw) if raw and raw.isascii() and raw.isdigit() and len(raw) < 19 else None
-    try:
-        sub = req.app.events.subscribe(last_id)
-    except TooManySubscribers:
-        raise ApiError("too_many_subscribers", 503, headers={"Retry-After": "5"}) from None
+    sub = req.app.events.subscribe(last_id)  # TooManySubscribers
 
     def chunks() -> Iterator[bytes]:
         try:
@@ -322,7 +304,7 @@ def events(req: Request) -> StreamResponse:
             # data that some clients (and proxies' buffering) handle badly.
             yield b"retry: 2000\n" + _sse(None, "snapshot", {
                 "queue": req.app.manager.queue_status(), "robot": req.app.robot_info(),
-                "mode": req.app.config.mode})
+                "mode": req.app.settings.mode})
             while True:
                 event = sub.get(KEEPALIVE_S)
                 if event is None:

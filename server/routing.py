@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from i18n import t
 from server.app import Application
@@ -22,6 +22,17 @@ FLAG_FALSE = ("false", "0", "no", "off")
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 # What a Location header may carry as is; the rest of a client's path is %-escaped.
 _URL_SAFE = "/%:@!$&'()*+,;=-._~?"
+
+
+def parse_query(raw: str) -> dict[str, str]:
+    """A query string's parameters; each may be given once."""
+    # Which of ?dry_run=no&dry_run=1 counts is a guess nobody should have to make.
+    values = parse_qs(raw, keep_blank_values=True)
+    for name, given in values.items():
+        if len(given) > 1:
+            raise ApiError("query_repeated", 400, params={"name": repr(name[:50])},
+                           extra={"param": name[:50]})
+    return {name: given[0] for name, given in values.items()}
 
 
 @dataclass

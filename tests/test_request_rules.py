@@ -10,10 +10,10 @@ from email.message import Message
 import pytest
 
 from server import crosssite
+from server.access import parse_networks
 from server.errors import ApiError
 from server.forwarded import forwarded
 from server.framing import MAX_TRAILER_BYTES, body_framing, read_chunked
-from server.listener import parse_networks
 
 LOOPBACK = parse_networks("127.0.0.0/8,::1")
 
