@@ -1,4 +1,4 @@
-"""tasks/client.py (in process) and `main.py submit/status/cancel/tasks` (as subprocesses)
+"""client/api.py (in process) and `main.py submit/status/cancel/tasks` (as subprocesses)
 against a real server with the simulator robot."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tasks.client import (
+from client.api import (
     LONG_POLL_S,
     RobotClient,
     RobotConnectionError,
@@ -42,7 +42,7 @@ def _main_has_client_commands() -> bool:
 needs_cli = pytest.mark.skipif(
     not _main_has_client_commands(),
     reason="main.py does not have the submit/status/cancel/tasks subcommands yet "
-           "(the lead's cli.py wiring patch is not applied)")
+           "(the lead's client/cli.py wiring patch is not applied)")
 
 
 def cli(*args: str, env: dict[str, str] | None = None,
@@ -468,7 +468,7 @@ def test_wait_adapts_to_a_server_with_a_lower_max_wait(make_server) -> None:
     waiter.join(30)
     assert result["status"] == "completed" and "timed_out" not in result
     assert client.long_poll is True and client.max_wait == LONG_POLL_S and sleeps == []
-    assert all(w > server.app.config.max_wait for w in waits)  # asked long, answered at 0.5
+    assert all(w > server.app.settings.max_wait for w in waits)  # asked long, answered at 0.5
 
 
 class _RefusingOldServer(BaseHTTPRequestHandler):

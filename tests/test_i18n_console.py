@@ -358,8 +358,8 @@ def test_cli_shows_the_servers_message_in_its_language_and_the_code(server, tmp_
 def test_a_chinese_client_waits_through_the_servers_long_poll_clamp(make_server) -> None:
     """The server clamps ?wait= to its max_wait and says so in a field (timed_out), not
     in text: a client asking in Chinese keeps long-polling until the task is final."""
-    from cli import LocalizedClient
-    from tasks.client import LONG_POLL_S
+    from client.api import LONG_POLL_S
+    from client.cli import LocalizedClient
     from tests.conftest import SCAN
 
     server = make_server(max_wait=0.5)

@@ -19,7 +19,7 @@ import pytest
 import requests
 import serial
 
-import cli
+import main
 from robot import driver as robot_driver
 from robot import list_ports
 from server import console
@@ -225,10 +225,10 @@ def test_stale_lock_from_a_killed_process_is_taken_over(tmp_path) -> None:
 def test_default_database_is_in_the_project_folder_whatever_the_cwd(tmp_path,
                                                                     monkeypatch) -> None:
     expected = os.path.join(ROOT, "data", "tasks.db")
-    assert cli.db_path(None, "data/tasks.db") == expected
+    assert main.db_path(None, "data/tasks.db") == expected
     monkeypatch.chdir(tmp_path)
-    assert cli.db_path(None, "data/tasks.db") == expected
-    assert cli.db_path("mine.db", "data/tasks.db") == str(tmp_path / "mine.db")
+    assert main.db_path(None, "data/tasks.db") == expected
+    assert main.db_path("mine.db", "data/tasks.db") == str(tmp_path / "mine.db")
 
 
 def test_check_from_another_directory_names_the_project_database(tmp_path) -> None:

@@ -57,7 +57,7 @@ def test_log_file_has_the_tasks_life_and_access_lines(tmp_path) -> None:
 # -- main.py check -------------------------------------------------------------------------
 needs_check = pytest.mark.skipif(
     not _main_has_client_commands(),
-    reason="main.py does not have the check subcommand yet (the lead's cli.py wiring patch "
+    reason="main.py does not have the check subcommand yet (the lead's check wiring patch "
            "is not applied)")
 
 

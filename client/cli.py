@@ -1,10 +1,11 @@
-"""Command-line client and operations commands of main.py (standard library only).
+"""main.py's client commands: they talk HTTP to a running server (standard library only).
 
     python main.py submit FILE.json [--wait] [--timeout S]   # queue a command file
     python main.py status [TASK_ID]                          # one task, or the queue
     python main.py cancel TASK_ID
     python main.py tasks [--status S]
-    python main.py check [--robot PORT] [--db PATH] [--port N]   # before starting a service
+
+(`python main.py check`, run on the lab PC before a first start, is server/check.py.)
 
 Server address: --url, else $ROBOT_SERVER_URL, else http://127.0.0.1:8090.
 API token: --token, else $ROBOT_API_TOKEN.
@@ -29,6 +30,14 @@ from typing import Any, TextIO
 
 import constants
 import i18n
+from client.api import (
+    DEFAULT_URL,
+    RobotClient,
+    RobotClientError,
+    RobotConnectionError,
+    RobotHTTPError,
+    RobotTimeoutError,
+)
 from console_text import (
     console_language,
     fit,
@@ -38,17 +47,8 @@ from console_text import (
     warn_if_not_shown,
 )
 from i18n import Translator
-from tasks.client import (
-    DEFAULT_URL,
-    RobotClient,
-    RobotClientError,
-    RobotConnectionError,
-    RobotHTTPError,
-    RobotTimeoutError,
-)
 
-COMMANDS = ("submit", "status", "cancel", "tasks", "check")
-PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
+COMMANDS = ("submit", "status", "cancel", "tasks")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -59,16 +59,6 @@ EXIT_CONNECTION = 5
 EXIT_HTTP = 6
 EXIT_BY_STATUS = {"completed": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-
-
-def db_path(given: str | None, default: str) -> str:
-    """The task database as an absolute path. A --db given by the user is relative to
-    the working directory, as usual; the default lives in the project folder (next to
-    main.py), so a server started from a shortcut, a service or an IDE with another
-    working directory still finds its history."""
-    if given:
-        return os.path.abspath(given)
-    return os.path.normpath(os.path.join(PROJECT_DIR, default))
 
 
 class LocalizedClient(RobotClient):
@@ -95,7 +85,7 @@ def _client_flags(p: argparse.ArgumentParser, tr: Translator) -> None:
 
 
 def add_parsers(sub: Any, tr: Translator | None = None) -> None:
-    """Add the client and check subcommands to main.py's subparsers."""
+    """Add the client subcommands (COMMANDS) to main.py's subparsers."""
     tr = tr or Translator("en")
     submit = sub.add_parser("submit", help=tr("args.submit"),
                             description=tr("args.submit_exit_codes"))
@@ -124,27 +114,11 @@ def add_parsers(sub: Any, tr: Translator | None = None) -> None:
     tasks.add_argument("--json", action="store_true", help="print the server's JSON")
     _client_flags(tasks, tr)
 
-    # SUPPRESS: a flag given before `check` (main.py's global flags) keeps its value.
-    check = sub.add_parser("check", argument_default=argparse.SUPPRESS,
-                           help=tr("args.check"), description=tr("args.check"))
-    check.add_argument("--robot", help="serial port or URL, or 'sim'")
-    check.add_argument("--baud", type=int, help="baud rate")
-    check.add_argument("--robot-protocol", help="json, text or package.module:ClassName")
-    check.add_argument("--commands", help="command table JSON (default tasks/commands.json)")
-    check.add_argument("--db", help="task database file")
-    check.add_argument("--host", help="listen address")
-    check.add_argument("--port", help="listen port")  # text: a bad value gets our one line
-    check.add_argument("--sim-speed", type=float, help="simulator speed factor")
-    check.add_argument("--sim-transport", choices=("auto", "pty", "tcp"),
-                       help="how the simulator is reached")
-    check.add_argument("--robot-timeout", type=float, help="seconds to wait for PING")
-    check.add_argument("--log-level", help="show this much logging while checking")
-    lang_flag(check, tr)
-
 
 def build_parser() -> argparse.ArgumentParser:
-    """Standalone parser (`python cli.py ...`), the same subcommands as main.py's."""
-    parser = argparse.ArgumentParser(prog="cli.py", description=__doc__,
+    """Standalone parser (`python -m client.cli ...`), the same client subcommands as
+    main.py's."""
+    parser = argparse.ArgumentParser(prog="python -m client.cli", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_parsers(parser.add_subparsers(dest="command", required=True))
     return parser
@@ -153,15 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run one of COMMANDS; returns the exit code."""
     lang = getattr(args, "console_lang", None)
-    if lang is None:  # `python cli.py`: main.py has not chosen it
+    if lang is None:  # `python -m client.cli`: main.py has not chosen it
         chosen = i18n.choose_language(getattr(args, "lang", None), configured=constants.LANG)
         lang = console_language(chosen)
         warn_if_not_shown(chosen, lang)
     tr = Translator(lang)
-    if args.command == "check":
-        from cli_check import check
-
-        return check(args, tr)
     client = LocalizedClient(args.url or os.environ.get("ROBOT_SERVER_URL") or DEFAULT_URL,
                              token=args.token or os.environ.get("ROBOT_API_TOKEN") or None,
                              timeout=args.request_timeout,

@@ -1,6 +1,9 @@
 """A small Python client for the robot task server (standard library only).
 
-    from tasks.client import RobotClient
+One self-contained file: it imports nothing from this project, so copy it alone to a
+client PC (as robot_client.py, say) and import it from there.
+
+    from client.api import RobotClient     # copied alone: from robot_client import ...
     client = RobotClient("http://127.0.0.1:8090", token=None)
     task = client.submit({"cmd_type": "SCAN_QRCODE", "params": {...}}, wait=True)
     print(task["status"], task["result"])

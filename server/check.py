@@ -1,5 +1,9 @@
 """`python main.py check`: validate what `serve` would use (listen port, task database,
-command table, robot link), one line per check and one line on failure, then exit."""
+command table, robot link), one line per check and one line on failure.
+
+It is given the Settings that `serve` would get (main.py: the flags over the defaults)
+and answers with a bool; the exit code is the CLI's (client/cli.py).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,9 @@ import socket
 import sys
 from typing import Any
 
-import constants
-from cli import EXIT_FAILED, EXIT_OK, db_path
-from console_text import error_text
+import i18n
 from i18n import Translator
+from settings import Settings
 
 ENGLISH = Translator("en")
 
@@ -23,37 +26,52 @@ class CheckFailed(Exception):
     pass
 
 
-def check(args: argparse.Namespace, tr: Translator = ENGLISH) -> int:
-    """Validate what `serve` would use; one line per check, one line on failure."""
-    def opt(name: str, default: Any) -> Any:
-        value = getattr(args, name, None)
-        return default if value is None else value
+def add_parser(sub: Any, tr: Translator | None = None) -> None:
+    """Add the `check` subcommand to main.py's subparsers."""
+    tr = tr or ENGLISH
+    # SUPPRESS: a flag given before `check` (main.py's global flags) keeps its value.
+    check = sub.add_parser("check", argument_default=argparse.SUPPRESS,
+                           help=tr("args.check"), description=tr("args.check"))
+    check.add_argument("--robot", help="serial port or URL, or 'sim'")
+    check.add_argument("--baud", type=int, help="baud rate")
+    check.add_argument("--robot-protocol", help="json, text or package.module:ClassName")
+    check.add_argument("--commands", help="command table JSON (default tasks/commands.json)")
+    check.add_argument("--db", help="task database file")
+    check.add_argument("--host", help="listen address")
+    check.add_argument("--port", help="listen port")  # text: a bad value gets our one line
+    check.add_argument("--sim-speed", type=float, help="simulator speed factor")
+    check.add_argument("--sim-transport", choices=("auto", "pty", "tcp"),
+                       help="how the simulator is reached")
+    check.add_argument("--robot-timeout", type=float, help="seconds to wait for PING")
+    check.add_argument("--log-level", help="show this much logging while checking")
+    # As console_text.lang_flag, which sits above this layer.
+    check.add_argument("--lang", choices=i18n.LANGS, help=tr("args.lang"))
 
-    level = opt("log_level", None)
-    # Quiet by default: the robot layer logs its retries; the answer is our one line.
-    logging.basicConfig(level=(level or "CRITICAL").upper(),
+
+def check(settings: Settings, tr: Translator = ENGLISH, *, ping_timeout: float = 5.0,
+          log_level: str | None = None) -> bool:
+    """Validate what `serve` would use; one line per check, one line on failure.
+    `ping_timeout`: how long the robot has to answer PING; `log_level`: None is quiet
+    (the robot layer logs its retries; the answer is our one line)."""
+    logging.basicConfig(level=(log_level or "CRITICAL").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        host = opt("host", constants.HTTP_SERVER_HOST)
-        port = check_port(host, opt("port", constants.HTTP_SERVER_PORT), tr)
+        host = settings.host
+        # check's --port is text (from_args keeps it as given): a bad value gets our line.
+        port = check_port(host, settings.port, tr)
         print(tr("check.port_free", address=f"{host}:{port}"), flush=True)
-        db = db_path(opt("db", None), constants.DB_PATH)
-        print(tr("check.ok", detail=check_db(db, tr)), flush=True)
-        table = check_commands(opt("commands", constants.COMMANDS_FILE), tr)
+        print(tr("check.ok", detail=check_db(settings.db, tr)), flush=True)
+        table = check_commands(settings.commands_file, tr)
         print(tr("check.commands", source=table.source, count=len(table)), flush=True)
-        robot = check_robot(opt("robot", constants.ROBOT_PORT),
-                            opt("baud", constants.ROBOT_BAUDRATE),
-                            sim_speed=opt("sim_speed", constants.SIM_SPEED),
-                            sim_transport=opt("sim_transport", constants.SIM_TRANSPORT),
-                            timeout=opt("robot_timeout", 5.0),
-                            protocol=opt("robot_protocol", constants.ROBOT_PROTOCOL),
-                            table=table, tr=tr)
+        robot = check_robot(settings.robot, settings.baudrate, sim_speed=settings.sim_speed,
+                            sim_transport=settings.sim_transport, timeout=ping_timeout,
+                            protocol=settings.robot_protocol, table=table, tr=tr)
         print(tr("check.ok", detail=robot), flush=True)
     except CheckFailed as exc:
         print(tr("check.failed", reason=exc), file=sys.stderr, flush=True)
-        return EXIT_FAILED
+        return False
     print(tr("check.all_ok"), flush=True)
-    return EXIT_OK
+    return True
 
 
 def check_port(host: str, raw: Any, tr: Translator = ENGLISH) -> int:
@@ -76,8 +94,9 @@ def check_port(host: str, raw: Any, tr: Translator = ENGLISH) -> int:
 
 
 def check_db(path: str, tr: Translator = ENGLISH) -> str:
+    from tasks.errors import StoreError
     from tasks.instance_lock import InstanceLock, InstanceLockHeld
-    from tasks.store import StoreError, TaskStore
+    from tasks.store import TaskStore, on_read_only_fs
 
     full = os.path.abspath(path)
     if os.path.isdir(full):
@@ -87,8 +106,6 @@ def check_db(path: str, tr: Translator = ENGLISH) -> str:
     existing = directory
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
-    from tasks.store import on_read_only_fs
-
     if on_read_only_fs(existing):
         # Checked first: as root every access() test below passes or fails for the
         # wrong reason, and "no permission" would send the operator to chmod.
@@ -106,7 +123,7 @@ def check_db(path: str, tr: Translator = ENGLISH) -> str:
     try:
         lock.acquire()  # a running server holds it: `serve` would be refused too
     except InstanceLockHeld as exc:
-        raise CheckFailed(tr("check.db_error", error=error_text(exc, tr.lang))) from None
+        raise CheckFailed(tr("check.db_error", error=_error_text(exc, tr))) from None
     except OSError as exc:
         raise CheckFailed(tr("check.db_cannot_lock", path=lock.path,
                              error=exc.strerror or exc)) from None
@@ -115,7 +132,7 @@ def check_db(path: str, tr: Translator = ENGLISH) -> str:
         store.open()
         counts = store.status_counts()
     except StoreError as exc:
-        raise CheckFailed(tr("check.db_error", error=error_text(exc, tr.lang))) from None
+        raise CheckFailed(tr("check.db_error", error=_error_text(exc, tr))) from None
     finally:
         store.close()
         lock.release()
@@ -128,35 +145,39 @@ def check_commands(path: str | None, tr: Translator = ENGLISH) -> Any:
     try:
         return load_commands(path)
     except CommandsFileError as exc:
-        raise CheckFailed(error_text(exc, tr.lang)) from None
+        raise CheckFailed(_error_text(exc, tr)) from None
 
 
 def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float,
                 sim_transport: str = "auto", protocol: str = "json",
                 table: Any = None, tr: Translator = ENGLISH) -> str:
     try:
-        from robot import RobotLinkError, build_robot, make_codec
+        from robot import RobotLinkError, open_robot
     except ImportError as exc:  # pyserial missing from this Python
         raise CheckFailed(tr("check.robot_layer_missing", error=exc)) from None
     if port == "sim" and sim_speed <= 0:
         raise CheckFailed(tr("check.robot_sim_speed"))
     try:
-        codec = make_codec(protocol, table.wire_forms() if table else None,
-                           table.with_params() if table else ())
-        robot = build_robot(port, codec, protocol=protocol,
-                            baudrate=baudrate, sim_speed=sim_speed, sim_transport=sim_transport,
-                            robot_timeout=timeout, handshake_timeout=min(timeout, 5.0),
-                            reconnect_min=60.0)
+        robot = open_robot(port, protocol, wire_forms=table.wire_forms() if table else None,
+                           commands_with_params=table.with_params() if table else (),
+                           baudrate=baudrate, sim_speed=sim_speed, sim_transport=sim_transport,
+                           robot_timeout=timeout, handshake_timeout=min(timeout, 5.0),
+                           reconnect_min=60.0)
     except RobotLinkError as exc:
-        raise CheckFailed(tr("check.robot_error", error=error_text(exc, tr.lang))) from None
+        raise CheckFailed(tr("check.robot_error", error=_error_text(exc, tr))) from None
     url = robot.link.url
     try:
         robot.link.start(require_connection=True)  # opens the port and PINGs
         info = robot.link.info()
     except RobotLinkError as exc:
-        raise CheckFailed(tr("check.robot_error", error=error_text(exc, tr.lang))) from None
+        raise CheckFailed(tr("check.robot_error", error=_error_text(exc, tr))) from None
     finally:
         robot.stop()
     where = tr("check.simulator", url=url) if port == "sim" else port
     return tr("check.robot_ok", where=where, protocol=info.get("protocol"),
               firmware=info.get("firmware") or tr("check.firmware_unknown"))
+
+
+def _error_text(exc: BaseException, tr: Translator) -> str:
+    # As console_text.error_text (above this layer): a coded error in the console's language.
+    return exc.text(tr.lang) if isinstance(exc, i18n.CodedError) else str(exc)
