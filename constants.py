@@ -1,7 +1,8 @@
-"""Defaults for the robot task server.
+"""Defaults for the robot task server: every one is written here, and only here.
 
-Only values live here. main.py reads them once at start-up and passes them
-into constructors; deeper layers never import this module.
+Only values live here. settings.py makes them the defaults of `Settings`, the one
+settings object that the flags, the menus and the server share; code reads that,
+not this module.
 """
 
 # --- HTTP -------------------------------------------------------------------
@@ -14,6 +15,20 @@ RECENT_TASKS_IN_STATUS = 10  # /queue/status lists this many newest tasks
 MAX_WAIT_S = 55.0  # ?wait= long-polls are clamped to this: under a proxy's 60 s read timeout
 TRUSTED_PROXIES = ("127.0.0.0/8", "::1")  # peers whose X-Forwarded-* headers count
 SYNC_WAIT_TIMEOUT_S = 3600.0  # a sync request never waits longer than this
+MAX_CONNECTIONS = 200  # ordinary connections served at once; beyond: 503 at accept
+# Connections beyond MAX_CONNECTIONS kept for POST /robot/stop: a full server can still stop.
+STOP_RESERVE = 8
+MAX_STREAMS = 1000  # long-polls (?wait=) and /events, counted apart from MAX_CONNECTIONS
+REQUEST_TIMEOUT_S = 10.0  # per read or write while a request is in progress
+REQUEST_DEADLINE_S = 15.0  # the whole head and body, from the first byte (slowloris)
+IDLE_TIMEOUT_S = 30.0  # a keep-alive connection with no new request is closed
+EVENT_QUEUE = 500  # events buffered per /events subscriber before it is dropped
+
+# --- Access -------------------------------------------------------------------------
+API_TOKEN = None  # --api-token and env ROBOT_API_TOKEN win; None: no token is asked for
+ALLOW = ()  # client networks (CIDR) that may connect; empty: everyone
+ALLOWED_HOSTS = ()  # DNS names accepted in the Host header besides IPs, localhost, hostname
+CORS_ORIGIN = None  # the one other web origin allowed to call the API from a browser
 
 # --- Language -----------------------------------------------------------------
 # The console's and the server's language when no --lang is given: "zh" or "en".
@@ -25,6 +40,7 @@ AUTO_RESUME = False  # after a fault or an interrupted task the queue holds unti
 SHUTDOWN_GRACE_S = 10.0  # on SIGTERM the running task gets this long, then STOP
 KEEP_DAYS = 30  # finished tasks older than this are pruned
 DB_PATH = "data/tasks.db"  # relative: under the project folder, whatever the working dir
+DB_BUSY_TIMEOUT_S = 5.0  # how long the store waits for SQLite's lock before it gives up
 # The command table, with per-command silence timeouts (timeout_s) and wire forms.
 COMMANDS_FILE = None  # None: tasks/commands.json
 
@@ -46,8 +62,10 @@ SIM_SPEED = 1.0  # 1 = realistic durations; 50 = fifty times faster
 # port), "tcp" (socket://127.0.0.1:PORT, like a serial device server), or "auto":
 # pty where the system has them, tcp elsewhere (Windows).
 SIM_TRANSPORT = "auto"
+REQUIRE_ROBOT = False  # True: start-up fails if the robot does not answer; False: it retries
 
 # --- Logging --------------------------------------------------------------------
 LOG_LEVEL = "INFO"
+LOG_FILE = None  # None: stderr only; a path: also this file, rotated
 LOG_FILE_MAX_BYTES = 5 * 1024 * 1024
 LOG_FILE_BACKUPS = 5

@@ -3,7 +3,7 @@
     python main.py                      # interactive menus (as in the user guide)
     python main.py serve --mode queue   # no questions: for scripts and services
     python main.py run FILE.json        # run one command file on the robot, print the result
-    python main.py submit FILE.json --wait   # client of a running server (see cli.py)
+    python main.py submit FILE.json --wait   # client of a running server (see client/cli.py)
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-import cli
 import constants
 import i18n
 from banner import print_banner
+from client import cli
 from console_text import console_language, error_text, lang_flag, say, warn_if_not_shown
 from i18n import Translator
 from menus import SERVE_HINT, MenuExit, fill_from_menus
+from settings import DEFAULTS, from_args
 
 if TYPE_CHECKING:
     from server.logbatch import LogBatch
@@ -33,45 +34,45 @@ console_lang = i18n.DEFAULT_LANG
 
 # -- flags ------------------------------------------------------------------------------
 def _robot_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--robot", help=f"serial port or URL, or 'sim' (default {constants.ROBOT_PORT})")
-    p.add_argument("--baud", type=int, help=f"baud rate (default {constants.ROBOT_BAUDRATE})")
+    p.add_argument("--robot", help=f"serial port or URL, or 'sim' (default {DEFAULTS.robot})")
+    p.add_argument("--baud", type=int, help=f"baud rate (default {DEFAULTS.baudrate})")
     p.add_argument("--robot-protocol", metavar="NAME",
                    help="what the robot's firmware speaks: json (this project's), text, or a "
                         "lab's own codec as package.module:ClassName (default "
-                        f"{constants.ROBOT_PROTOCOL}; see docs/robot-adapters.md)")
+                        f"{DEFAULTS.robot_protocol}; see docs/robot-adapters.md)")
     p.add_argument("--sim-speed", type=float,
-                   help=f"simulator speed factor (default {constants.SIM_SPEED})")
+                   help=f"simulator speed factor (default {DEFAULTS.sim_speed})")
     p.add_argument("--sim-transport", choices=("auto", "pty", "tcp"),
                    help="how the simulator is reached: pty, tcp (loopback socket://), or "
                         f"auto = pty where the system has them (default "
-                        f"{constants.SIM_TRANSPORT})")
+                        f"{DEFAULTS.sim_transport})")
     p.add_argument("--robot-timeout", type=float,
                    help=f"seconds of robot silence that fail a command "
-                        f"(default {constants.ROBOT_TIMEOUT_S:g})")
+                        f"(default {DEFAULTS.robot_timeout:g})")
     p.add_argument("--commands", metavar="FILE",
                    help="command table JSON (default: the shipped tasks/commands.json); "
                         "see docs/commands.md")
-    p.add_argument("--log-level", help=f"logging level (default {constants.LOG_LEVEL})")
+    p.add_argument("--log-level", help=f"logging level (default {DEFAULTS.log_level})")
     p.add_argument("--log-file", help="also log to this file (rotated)")
 
 
 def _server_flags(p: argparse.ArgumentParser, *, with_mode: bool = True) -> None:
     if with_mode:
         p.add_argument("--mode", choices=("sync", "queue"), help="execution mode")
-    p.add_argument("--host", help=f"listen address (default {constants.HTTP_SERVER_HOST})")
-    p.add_argument("--port", type=int, help=f"listen port (default {constants.HTTP_SERVER_PORT})")
-    p.add_argument("--db", help=f"task database file (default {constants.DB_PATH} in the "
+    p.add_argument("--host", help=f"listen address (default {DEFAULTS.host})")
+    p.add_argument("--port", type=int, help=f"listen port (default {DEFAULTS.port})")
+    p.add_argument("--db", help=f"task database file (default {DEFAULTS.db} in the "
                                 "project folder; a path given here is relative to the "
                                 "working directory)")
     p.add_argument("--auto-resume", action="store_true", default=None,
                    help="do not hold the queue after a fault or an interrupted task")
     p.add_argument("--max-queue", type=int,
-                   help=f"most unfinished tasks accepted (default {constants.MAX_QUEUE_SIZE})")
+                   help=f"most unfinished tasks accepted (default {DEFAULTS.max_queue})")
     p.add_argument("--keep-days", type=float,
-                   help=f"days finished tasks are kept (default {constants.KEEP_DAYS})")
+                   help=f"days finished tasks are kept (default {DEFAULTS.keep_days})")
     p.add_argument("--shutdown-grace", type=float,
                    help=f"seconds the running task may finish at shutdown before STOP "
-                        f"(default {constants.SHUTDOWN_GRACE_S:g})")
+                        f"(default {DEFAULTS.shutdown_grace:g})")
     p.add_argument("--api-token",
                    help="require this token (Authorization: Bearer or X-API-Key) on every "
                         "endpoint but /health; default: env ROBOT_API_TOKEN")
@@ -82,12 +83,14 @@ def _server_flags(p: argparse.ArgumentParser, *, with_mode: bool = True) -> None
                         "and the hostname always work)")
     p.add_argument("--trusted-proxy", type=_networks, metavar="CIDR,...",
                    help="reverse proxies whose X-Forwarded-For/-Host/-Proto count (default "
-                        "this machine: 127.0.0.0/8,::1; '' trusts none); see docs/deploy.md")
+                        f"this machine: {','.join(DEFAULTS.trusted_proxies)}; '' trusts none); "
+                        "see docs/deploy.md")
     p.add_argument("--cors-origin", metavar="ORIGIN",
                    help="one other web origin allowed to call the API from a browser, "
                         "e.g. http://lims.lab:8080")
     p.add_argument("--max-connections", type=int,
-                   help="ordinary connections served at once; beyond: 503 (default 200)")
+                   help="ordinary connections served at once; beyond: 503 (default "
+                        f"{DEFAULTS.max_connections})")
 
 
 def _networks(text: str) -> tuple[str, ...]:
@@ -129,7 +132,10 @@ def build_parser(lang: str = "en") -> argparse.ArgumentParser:
     lang_flag(run, tr)
     ports = sub.add_parser("ports", help=tr("args.ports"), description=tr("args.ports"))
     lang_flag(ports, tr)
-    cli.add_parsers(sub, tr)  # submit, status, cancel, tasks, check
+    cli.add_parsers(sub, tr)  # submit, status, cancel, tasks
+    from server.check import add_parser as add_check_parser
+
+    add_check_parser(sub, tr)
     return parser
 
 
@@ -147,6 +153,16 @@ def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+def db_path(given: str | None, default: str) -> str:
+    """The task database as an absolute path. A --db given by the user is relative to
+    the working directory, as usual; the default lives in the project folder (next to
+    main.py), so a server started from a shortcut, a service or an IDE with another
+    working directory still finds its history."""
+    if given:
+        return os.path.abspath(given)
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), default))
+
+
 # -- logging -----------------------------------------------------------------------------
 def setup_logging(level: str | None, log_file: str | None) -> LogBatch:
     """stderr plus, with a log file, a rotating one, through server.logbatch: request
@@ -154,9 +170,8 @@ def setup_logging(level: str | None, log_file: str | None) -> LogBatch:
     ~35 % of a GET's time in profiles)."""
     from server import logbatch
 
-    return logbatch.setup(level or constants.LOG_LEVEL, log_file,
-                          max_bytes=constants.LOG_FILE_MAX_BYTES,
-                          backups=constants.LOG_FILE_BACKUPS)
+    return logbatch.setup(level or DEFAULTS.log_level, log_file,
+                          max_bytes=DEFAULTS.log_max_bytes, backups=DEFAULTS.log_backups)
 
 
 def tune_interpreter() -> None:
@@ -171,51 +186,13 @@ def tune_interpreter() -> None:
 def serve(args: argparse.Namespace) -> int:
     from robot import RobotLinkError
     from server.console import install_shutdown_handlers
-    from server.runtime import RobotServer, ServerSettings
+    from server.runtime import RobotServer
     from tasks.commands import CommandsFileError
+    from tasks.errors import StoreError
     from tasks.instance_lock import InstanceLockHeld
-    from tasks.store import StoreError
 
     tr = Translator(args.console_lang)
-    settings = ServerSettings(
-        mode=_pick(args.mode, constants.DEFAULT_MODE),
-        host=_pick(args.host, constants.HTTP_SERVER_HOST),
-        port=_pick(args.port, constants.HTTP_SERVER_PORT),
-        robot=_pick(args.robot, constants.ROBOT_PORT),
-        robot_protocol=_pick(args.robot_protocol, constants.ROBOT_PROTOCOL),
-        baudrate=_pick(args.baud, constants.ROBOT_BAUDRATE),
-        db=cli.db_path(args.db, constants.DB_PATH),
-        sim_speed=_pick(args.sim_speed, constants.SIM_SPEED),
-        sim_transport=_pick(args.sim_transport, constants.SIM_TRANSPORT),
-        robot_timeout=_pick(args.robot_timeout, constants.ROBOT_TIMEOUT_S),
-        # As resolve_timeouts: an explicit --robot-timeout is for every command; without
-        # one the server takes each command's timeout_s from the table it loads.
-        command_timeouts=None if args.robot_timeout is None else {},
-        commands_file=_pick(args.commands, constants.COMMANDS_FILE),
-        write_timeout=constants.ROBOT_WRITE_TIMEOUT_S,
-        reconnect_min=constants.ROBOT_RECONNECT_MIN_S,
-        reconnect_max=constants.ROBOT_RECONNECT_MAX_S,
-        progress_interval=constants.PROGRESS_INTERVAL_S,
-        auto_resume=_pick(args.auto_resume, constants.AUTO_RESUME),
-        max_queue=_pick(args.max_queue, constants.MAX_QUEUE_SIZE),
-        max_body=constants.MAX_BODY_BYTES,
-        max_wait=constants.MAX_WAIT_S,
-        sync_timeout=constants.SYNC_WAIT_TIMEOUT_S,
-        recent_in_status=constants.RECENT_TASKS_IN_STATUS,
-        shutdown_grace=_pick(args.shutdown_grace, constants.SHUTDOWN_GRACE_S),
-        keep_days=_pick(args.keep_days, constants.KEEP_DAYS),
-        backlog=constants.LISTEN_BACKLOG,
-        # An empty --api-token "" means none, so a unit file can switch it off.
-        api_token=_pick(args.api_token, os.environ.get("ROBOT_API_TOKEN")) or None,
-        allow=_pick(args.allow, ()),
-        allowed_hosts=_pick(args.allowed_host, ()),
-        trusted_proxies=_pick(args.trusted_proxy, constants.TRUSTED_PROXIES),
-        cors_origin=args.cors_origin,
-        max_connections=_pick(args.max_connections, ServerSettings.max_connections),
-        # What the operator chose, even where this console cannot show it: the API's
-        # clients and the dashboard are not limited by this console's code page.
-        lang=args.lang,
-    )
+    settings = from_args(args, db=db_path(args.db, DEFAULTS.db))
     if settings.sim_speed <= 0:
         print(tr("start.sim_speed"), file=sys.stderr)
         return 2
@@ -264,13 +241,14 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def run_local(args: argparse.Namespace) -> int:
-    from robot import RobotLinkError, build_robot, make_codec
-    from tasks.commands import CommandsFileError, load_commands, resolve_timeouts
+    from robot import RobotLinkError, open_robot
+    from tasks.commands import CommandsFileError, load_commands
     from tasks.reasons import failure, outcome_code
 
     tr = Translator(args.console_lang)
+    s = from_args(args)
     try:
-        table = load_commands(_pick(args.commands, constants.COMMANDS_FILE))
+        table = load_commands(s.commands_file)
     except CommandsFileError as exc:
         print(tr("start.cannot_start", error=error_text(exc, tr.lang)), file=sys.stderr)
         return 1
@@ -281,16 +259,12 @@ def run_local(args: argparse.Namespace) -> int:
         print(tr("run.cannot_use", file=args.file, error=error_text(exc, tr.lang)),
               file=sys.stderr)
         return 2
-    robot_timeout, command_timeouts = resolve_timeouts(args.robot_timeout, table,
-                                                       constants.ROBOT_TIMEOUT_S)
-    protocol = _pick(args.robot_protocol, constants.ROBOT_PROTOCOL)
     try:
-        codec = make_codec(protocol, table.wire_forms(), table.with_params())
-        robot = build_robot(_pick(args.robot, constants.ROBOT_PORT), codec, protocol=protocol,
-                            baudrate=_pick(args.baud, constants.ROBOT_BAUDRATE),
-                            sim_speed=_pick(args.sim_speed, constants.SIM_SPEED),
-                            sim_transport=_pick(args.sim_transport, constants.SIM_TRANSPORT),
-                            robot_timeout=robot_timeout, command_timeouts=command_timeouts)
+        robot = open_robot(s.robot, s.robot_protocol, wire_forms=table.wire_forms(),
+                           commands_with_params=table.with_params(), baudrate=s.baudrate,
+                           sim_speed=s.sim_speed, sim_transport=s.sim_transport,
+                           robot_timeout=s.robot_timeout,
+                           command_timeouts=s.command_timeouts_for(table.timeouts()))
     except RobotLinkError as exc:
         print(tr("start.cannot_start", error=error_text(exc, tr.lang)), file=sys.stderr)
         return 1
@@ -324,6 +298,17 @@ def list_ports_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_command(args: argparse.Namespace) -> int:
+    """`check`: the settings `serve` would use, from the flags given before or after it."""
+    from server.check import check
+
+    settings = from_args(args, db=db_path(getattr(args, "db", None), DEFAULTS.db))
+    ok = check(settings, Translator(args.console_lang),
+               ping_timeout=_pick(getattr(args, "robot_timeout", None), 5.0),
+               log_level=getattr(args, "log_level", None))
+    return cli.EXIT_OK if ok else cli.EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     from server.console import make_console_safe
 
@@ -334,9 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     console_lang = console_language(lang)
     args = build_parser(console_lang).parse_args(argv)
     args.lang, args.console_lang = lang, console_lang
-    if args.command in cli.COMMANDS:
+    if args.command in (*cli.COMMANDS, "check"):
         warn_if_not_shown(lang, console_lang)
-        return cli.run(args)  # no menus, and quiet: their output is the answer
+        # No menus, and quiet: their output is the answer.
+        return check_command(args) if args.command == "check" else cli.run(args)
     setup_logging(getattr(args, "log_level", None), getattr(args, "log_file", None))
     warn_if_not_shown(lang, console_lang)
     try:
@@ -349,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interactive(argv: list[str]) -> bool:
     """Started without a command (menus): likely a double-clicked window."""
-    return not any(arg in ("serve", "run", "ports", *cli.COMMANDS) for arg in argv)
+    return not any(arg in ("serve", "run", "ports", "check", *cli.COMMANDS) for arg in argv)
 
 
 if __name__ == "__main__":

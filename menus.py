@@ -3,8 +3,9 @@
     选择模式 1（HTTP服务器模式）
     选择执行模式 2（队列模式）
 
-They ask only what no flag gave, in the console's language; end of input exits
-naming the command that asks nothing.
+They ask only what no flag gave, in the console's language, and offer the defaults
+of settings.py; what they fill in becomes the Settings as a flag would (settings.from_args).
+End of input exits naming the command that asks nothing.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
-import constants
 from i18n import Translator
+from settings import DEFAULTS
 
 SERVE_HINT = "python main.py serve --mode queue"
 RUN_HINT = "python main.py run FILE.json"
@@ -47,13 +48,13 @@ def ask_robot_port(read: Callable[[str], str] = input, tr: Translator | None = N
     tr = tr or Translator("en")
     ports = list_ports()
     if not ports:
-        return constants.ROBOT_PORT
+        return DEFAULTS.robot
     print(tr("menu.port_title"))
-    choices = {"": constants.ROBOT_PORT, "0": "sim"}
+    choices = {"": DEFAULTS.robot, "0": "sim"}
     for n, port in enumerate(ports, 1):
         print(f"  {n}) {port['device']}  {port.get('description') or ''}")
         choices[str(n)] = port["device"]
-    return ask(tr("menu.port_prompt", default=constants.ROBOT_PORT), choices, read=read, tr=tr)
+    return ask(tr("menu.port_prompt", default=DEFAULTS.robot), choices, read=read, tr=tr)
 
 
 def ask_robot_protocol(read: Callable[[str], str] = input,
@@ -61,8 +62,8 @@ def ask_robot_protocol(read: Callable[[str], str] = input,
     """Asked with the port: a lab robot's firmware rarely speaks this project's JSON."""
     tr = tr or Translator("en")
     print(tr("menu.protocol_title"))
-    choices = {"": constants.ROBOT_PROTOCOL, "1": "json", "2": "text"}
-    return ask(tr("menu.protocol_prompt", default=constants.ROBOT_PROTOCOL), choices,
+    choices = {"": DEFAULTS.robot_protocol, "1": "json", "2": "text"}
+    return ask(tr("menu.protocol_prompt", default=DEFAULTS.robot_protocol), choices,
                read=read, tr=tr)
 
 

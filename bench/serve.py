@@ -28,7 +28,7 @@ ROOT = os.environ.get("BENCH_SERVER_ROOT") or os.path.dirname(
 sys.path.insert(0, ROOT)
 
 import main as server_main  # noqa: E402
-from server.runtime import RobotServer, ServerSettings  # noqa: E402
+from server.runtime import RobotServer  # noqa: E402
 
 
 def install_hooks(server: RobotServer, marks: list[list[Any]], lock: threading.Lock) -> None:
@@ -60,6 +60,17 @@ def install_hooks(server: RobotServer, marks: list[list[Any]], lock: threading.L
     store.finish = hooked_finish  # type: ignore[method-assign]
 
 
+def make_server(**settings: Any) -> RobotServer:
+    """A server without the dashboard (GET / is JSON), in this checkout or an older one."""
+    try:
+        from settings import Settings
+    except ImportError:  # BENCH_SERVER_ROOT: a checkout from before settings.py
+        from server.runtime import ServerSettings  # type: ignore[attr-defined]
+
+        return RobotServer(ServerSettings(**settings, static_dir=None))
+    return RobotServer(Settings(**settings), static_dir=None)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--db", required=True)
@@ -81,10 +92,9 @@ def main() -> None:
     else:
         sys.setswitchinterval(0.001)
     server_main.setup_logging(args.log_level, args.log_file)
-    settings = ServerSettings(host="127.0.0.1", port=0, robot="sim", sim_speed=args.sim_speed,
-                              db=args.db, max_queue=args.max_queue, static_dir=None,
-                              reconnect_min=0.05, reconnect_max=0.5)
-    server = RobotServer(settings)
+    server = make_server(host="127.0.0.1", port=0, robot="sim", sim_speed=args.sim_speed,
+                         db=args.db, max_queue=args.max_queue,
+                         reconnect_min=0.05, reconnect_max=0.5)
     t0 = time.monotonic()
     server.start()
     start_s = time.monotonic() - t0

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.metrics import Metrics
+from settings import Settings
 from tasks.commands import CommandTable
 from tasks.events import EventBus
 from tasks.manager import TaskManager
@@ -64,39 +65,17 @@ class StoreHealth:
 
 
 @dataclass
-class ServerConfig:
-    mode: str = "queue"  # "sync" or "queue"
-    lang: str = "en"  # replies to requests without a usable Accept-Language
-    max_body: int = 64 * 1024
-    max_wait: float = 55.0  # long-polls are clamped to it: under a proxy's 60 s timeout
-    sync_timeout: float = 3600.0
-    recent_in_status: int = 10
-    request_timeout: float = 10.0  # per read or write while a request is in progress
-    request_deadline: float = 15.0  # whole head and body, from the first byte (slowloris)
-    idle_timeout: float = 30.0  # a keep-alive connection with no new request is closed
-    max_connections: int = 200  # ordinary connections; beyond: 503 at accept
-    max_streams: int = 1000  # long-polls (?wait=) and /events, counted apart
-    stop_reserve: int = 8  # connections beyond the cap, for POST /robot/stop only
-    api_token: str | None = None
-    allow: tuple[str, ...] = ()  # client networks (CIDR); empty: everyone
-    allowed_hosts: tuple[str, ...] = ()  # extra names accepted in the Host header
-    # Peers whose X-Forwarded-For/-Host/-Proto count (server/forwarded.py): this machine.
-    trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1")
-    cors_origin: str | None = None  # the one cross-origin site allowed to call the API
-    static_dir: str | None = None
-
-
-@dataclass
 class Application:
     manager: TaskManager
     worker: Worker
     link: Any  # robot.RobotLink (typed loosely so tests may pass a double)
     events: EventBus
-    config: ServerConfig
+    settings: Settings  # the server's, read as they are (limits, access, mode, language)
     metrics: Metrics = field(default_factory=Metrics)
     # What this server accepts and documents; None: the manager's (they must agree).
     commands: CommandTable | None = None
     store_health: StoreHealth | None = None
+    static_dir: str | None = None  # the dashboard's files; None: GET / is always JSON
 
     def __post_init__(self) -> None:
         if self.commands is None:
@@ -119,7 +98,7 @@ class Application:
         # the robot is not connected, tasks still queue.
         if not alive or not writable:
             status = "down"
-        body = {"status": status, "mode": self.config.mode, "worker_alive": alive,
+        body = {"status": status, "mode": self.settings.mode, "worker_alive": alive,
                 "robot": {k: robot.get(k) for k in ("connected", "port", "last_seen",
                                                      "firmware", "error")},
                 "store": {"writable": writable, "error": store_error},

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.app import ServerConfig
 from server.openapi_schemas import (
     ACCEPT_LANGUAGE,
     JSON,
@@ -22,6 +21,7 @@ from server.openapi_schemas import (
     schemas,
 )
 from server.routing import FLAG_FALSE, FLAG_TRUE, Request, Response, public
+from settings import Settings
 from tasks.commands import CommandTable, default_table
 from tasks.models import ALL_STATUSES
 
@@ -48,7 +48,7 @@ def _operation(summary: str, responses: dict[str, Any], *, params: list[Any] | N
     return op
 
 
-def build_openapi(config: ServerConfig, commands: CommandTable | None = None) -> dict[str, Any]:
+def build_openapi(config: Settings, commands: CommandTable | None = None) -> dict[str, Any]:
     """The document for a server with this config and command table (None: the shipped)."""
     commands = default_table() if commands is None else commands
     task_id = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -222,4 +222,4 @@ def build_openapi(config: ServerConfig, commands: CommandTable | None = None) ->
 
 @public  # tooling reads the document before it has a token; it names no data
 def openapi_document(req: Request) -> Response:
-    return Response(200, build_openapi(req.app.config, req.app.commands))
+    return Response(200, build_openapi(req.app.settings, req.app.commands))

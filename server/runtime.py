@@ -1,9 +1,11 @@
 """Start-up and shutdown of one server: store, queue, robot link, worker, HTTP.
 
-Start-up order is explicit and shutdown runs in reverse: HTTP stops accepting
-(httpd.shutdown() from a thread other than serve_forever's), then the worker
-(the running task gets a grace period, then STOP), then the robot link and the
-simulator, then the store.
+Start-up order is explicit: the command table and the robot's protocol (checked
+before anything is touched), the instance lock, the store, the queue state, the
+robot (the simulator, the link), the worker, HTTP. Shutdown runs in reverse:
+HTTP stops accepting (httpd.shutdown() from a thread other than serve_forever's),
+then the worker (the running task gets a grace period, then STOP), then the robot
+link and the simulator, then the store, the lock last.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
-from robot import RobotLink, RobotSetup, RobotSimulator, build_robot, make_codec
-from server.app import Application, ServerConfig
+from robot import RobotLink, RobotSetup, RobotSimulator, make_codec, open_robot
+from server.app import Application
 from server.http import RobotHTTPServer, make_server
 from server.routes import build_router
+from settings import Settings
 from tasks.commands import CommandTable, load_commands
 from tasks.events import EventBus
 from tasks.housekeeping import Pruner
@@ -29,59 +31,16 @@ from tasks.worker import Worker
 log = logging.getLogger("server.runtime")
 
 
-@dataclass
-class ServerSettings:
-    mode: str = "queue"
-    lang: str = "en"  # what the console, stored failure reasons and replies speak by default
-    host: str = "0.0.0.0"
-    port: int = 8090
-    robot: str = "sim"
-    robot_protocol: str = "json"  # "json", "text" or a lab's "package.module:ClassName"
-    baudrate: int = 115200
-    db: str = "data/tasks.db"
-    db_busy_timeout: float = 5.0
-    event_queue: int = 500  # events buffered per SSE subscriber before it is dropped
-    sim_speed: float = 1.0
-    sim_transport: str = "auto"  # "pty", "tcp", or "auto": pty where one exists (not Windows)
-    robot_timeout: float = 30.0
-    # None: each command's timeout_s from the command table; a dict (even empty) wins,
-    # which is how an explicit --robot-timeout applies to every command.
-    command_timeouts: dict[str, float] | None = None
-    commands_file: str | None = None  # command table JSON; None: tasks/commands.json
-    write_timeout: float = 2.0
-    reconnect_min: float = 1.0
-    reconnect_max: float = 30.0
-    progress_interval: float = 0.2  # most often progress is recorded (s)
-    auto_resume: bool = False
-    max_queue: int = 1000
-    max_body: int = 64 * 1024
-    max_wait: float = 55.0
-    sync_timeout: float = 3600.0
-    recent_in_status: int = 10
-    shutdown_grace: float = 10.0
-    keep_days: float = 30.0
-    backlog: int = 128
-    request_timeout: float = 10.0
-    request_deadline: float = 15.0
-    idle_timeout: float = 30.0
-    max_connections: int = 200
-    max_streams: int = 1000
-    api_token: str | None = None
-    allow: tuple[str, ...] = ()
-    allowed_hosts: tuple[str, ...] = ()
-    trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1")
-    cors_origin: str | None = None
-    static_dir: str | None = field(
-        default_factory=lambda: os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                             "static"))
-    require_robot: bool = False  # fail start-up if the robot does not answer
+# The dashboard's files, shipped with this package.
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
 
 class RobotServer:
     """One running server; `start()` and `stop()` are the whole life cycle."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: Settings, *, static_dir: str | None = STATIC_DIR) -> None:
         self.settings = settings
+        self.static_dir = static_dir  # None: no dashboard, GET / is always JSON
         self.lock: InstanceLock | None = None
         self.store: TaskStore | None = None
         self.commands: CommandTable | None = None
@@ -136,11 +95,11 @@ class RobotServer:
         # The command table first: a mistake in it is the operator's to fix, and
         # nothing (lock, database, robot) should have been touched when it is reported.
         self.commands = load_commands(s.commands_file)
-        command_timeouts = self.commands.timeouts() if s.command_timeouts is None \
-            else dict(s.command_timeouts)
+        wire_forms, with_params = self.commands.wire_forms(), self.commands.with_params()
         # So is the robot's protocol: a lab codec that does not load is reported first.
-        codec = make_codec(s.robot_protocol, self.commands.wire_forms(),
-                           self.commands.with_params())
+        # Only checked here; open_robot (step 3) builds the codec the link uses, and
+        # starts no simulator before the lock is ours.
+        make_codec(s.robot_protocol, wire_forms, with_params)
         # 0. One server per database, decided before anything reads or writes it:
         # a second server's recovery would fail the first one's running task.
         lock = InstanceLock(s.db)
@@ -158,31 +117,23 @@ class RobotServer:
         self.pruner = Pruner(self.store, s.keep_days)
         self.pruner.start()
         # 3. The robot: its protocol, the simulator (pty or loopback TCP) or the real port.
-        self.robot = build_robot(s.robot, codec, protocol=s.robot_protocol, baudrate=s.baudrate,
-                                 sim_speed=s.sim_speed, sim_transport=s.sim_transport,
-                                 robot_timeout=s.robot_timeout,
-                                 command_timeouts=command_timeouts,
-                                 write_timeout=s.write_timeout, reconnect_min=s.reconnect_min,
-                                 reconnect_max=s.reconnect_max,
-                                 progress_interval=s.progress_interval,
-                                 on_link_event=self._on_link_event)
+        self.robot = open_robot(s.robot, s.robot_protocol, wire_forms=wire_forms,
+                                commands_with_params=with_params, baudrate=s.baudrate,
+                                sim_speed=s.sim_speed, sim_transport=s.sim_transport,
+                                robot_timeout=s.robot_timeout,
+                                command_timeouts=s.command_timeouts_for(self.commands.timeouts()),
+                                write_timeout=s.write_timeout, reconnect_min=s.reconnect_min,
+                                reconnect_max=s.reconnect_max,
+                                progress_interval=s.progress_interval,
+                                on_link_event=self._on_link_event)
         self.link, self.simulator = self.robot.link, self.robot.simulator
         self.link.start(require_connection=s.require_robot)
         # 4. The worker, then 5. HTTP.
         self.worker = Worker(self.manager, self.link, shutdown_grace=s.shutdown_grace,
                              commands=self.commands)
         self.worker.start()
-        config = ServerConfig(mode=s.mode, lang=s.lang, max_body=s.max_body, max_wait=s.max_wait,
-                              sync_timeout=s.sync_timeout, recent_in_status=s.recent_in_status,
-                              request_timeout=s.request_timeout,
-                              request_deadline=s.request_deadline, idle_timeout=s.idle_timeout,
-                              max_connections=s.max_connections, max_streams=s.max_streams,
-                              api_token=s.api_token, allow=tuple(s.allow),
-                              allowed_hosts=tuple(s.allowed_hosts),
-                              trusted_proxies=tuple(s.trusted_proxies), cors_origin=s.cors_origin,
-                              static_dir=s.static_dir)
-        self.app = Application(self.manager, self.worker, self.link, self.events, config,
-                               commands=self.commands)
+        self.app = Application(self.manager, self.worker, self.link, self.events, s,
+                               commands=self.commands, static_dir=self.static_dir)
         self.manager.on_finish = self.app.metrics.observe_task
         self.httpd = make_server(s.host, s.port, self.app, build_router(), backlog=s.backlog)
 

@@ -70,7 +70,7 @@ def _not_modified(req: Request, etag: str, mtime: float) -> bool:
 
 
 def serve_static(req: Request, name: str) -> Response:
-    static_dir = req.app.config.static_dir
+    static_dir = req.app.static_dir
     if not static_dir or name not in _allowed(static_dir):
         raise ApiError("no_such_file", 404, params={"name": name})
     path = os.path.join(static_dir, name)

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,7 +22,8 @@ os.environ["ROBOT_I18N_STRICT"] = "1"
 # The suite speaks English whatever the developer's locale; tests of Chinese ask for it.
 os.environ["ROBOT_LANG"] = "en"
 
-from server.runtime import RobotServer, ServerSettings  # noqa: E402
+from server.runtime import STATIC_DIR, RobotServer  # noqa: E402
+from settings import Settings  # noqa: E402
 
 SCAN = {"cmd_type": "SCAN_QRCODE", "params": {"rack": "A", "positions": [1, 2, 3]}}
 
@@ -87,7 +89,7 @@ def make_server(tmp_path) -> Iterator[Callable[..., RobotServer]]:
     """Start servers with overridable settings; all are stopped at teardown."""
     started: list[RobotServer] = []
 
-    def factory(**overrides: Any) -> RobotServer:
+    def factory(*, static_dir: str | None = STATIC_DIR, **overrides: Any) -> RobotServer:
         # One server per database (the instance lock): a server started while another
         # one runs gets its own file; one started after a stop reuses the first.
         in_use = {s.settings.db for s in started if s.lock is not None}
@@ -95,12 +97,10 @@ def make_server(tmp_path) -> Iterator[Callable[..., RobotServer]]:
         while db in in_use:
             n += 1
             db = str(tmp_path / f"tasks-{n}.db")
-        settings = ServerSettings(host="127.0.0.1", port=0, robot="sim", sim_speed=200.0,
-                                  db=db, robot_timeout=5.0, command_timeouts={},
-                                  shutdown_grace=2.0, reconnect_min=0.05, reconnect_max=0.5)
-        for key, value in overrides.items():
-            setattr(settings, key, value)
-        server = RobotServer(settings)
+        settings = Settings(host="127.0.0.1", port=0, robot="sim", sim_speed=200.0, db=db,
+                            robot_timeout=5.0, command_timeouts={}, shutdown_grace=2.0,
+                            reconnect_min=0.05, reconnect_max=0.5)
+        server = RobotServer(replace(settings, **overrides), static_dir=static_dir)
         server.start()
         started.append(server)
         return server

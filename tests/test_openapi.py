@@ -12,9 +12,9 @@ import sys
 import pytest
 import requests
 
-from server.app import ServerConfig
 from server.openapi import build_openapi
 from server.routes import build_router
+from settings import Settings
 
 HAVE_VALIDATOR = importlib.util.find_spec("openapi_spec_validator") is not None
 HAVE_SCHEMATHESIS = importlib.util.find_spec("schemathesis") is not None
@@ -25,7 +25,7 @@ HAVE_SCHEMATHESIS = importlib.util.find_spec("schemathesis") is not None
 def test_document_is_valid_openapi_3_1() -> None:
     from openapi_spec_validator import validate
 
-    doc = build_openapi(ServerConfig())
+    doc = build_openapi(Settings())
     assert doc["openapi"].startswith("3.1")
     validate(doc)
 
@@ -34,13 +34,13 @@ def test_every_route_is_documented_and_nothing_else() -> None:
     routes = {(method.lower(), re.sub(r"<(\w+)>", r"{\1}", regex.pattern[1:-1]
                                       .replace("(?P", "").replace(">[^/]+)", ">")))
               for method, regex, _ in build_router()._routes}
-    doc = build_openapi(ServerConfig())
+    doc = build_openapi(Settings())
     documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}
     assert documented == routes
 
 
 def test_document_states_this_servers_limits() -> None:
-    doc = build_openapi(ServerConfig(max_wait=7.5, max_body=1234))
+    doc = build_openapi(Settings(max_wait=7.5, max_body=1234))
     for path in ("/task/{task_id}", "/queue/status"):
         wait = next(p for p in doc["paths"][path]["get"]["parameters"] if p["name"] == "wait")
         # Clamped, not refused: no maximum, but the description says where it is.
@@ -57,7 +57,7 @@ def test_served_document_is_public_and_matches(make_server) -> None:
     server = make_server(api_token="openapi-test-token-1234", max_wait=3.0)
     r = requests.get(server.url + "/openapi.json", timeout=5)
     assert r.status_code == 200
-    assert r.json() == build_openapi(server.app.config)
+    assert r.json() == build_openapi(server.app.settings)
 
 
 # Loaded by schemathesis (SCHEMATHESIS_HOOKS). Generated Idempotency-Keys repeat (short

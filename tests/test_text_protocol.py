@@ -87,7 +87,6 @@ def test_cancel_while_running_sends_stop_keeps_bottles(make_server) -> None:
     assert len(doc["result"]["scanned_bottles"]) == doc["result"]["scanned_count"]
     assert "note" not in doc["result"], "ERR ABORTED confirms the abort"
     assert client.status()["paused"] is False
-    server.settings.sim_speed = 200.0
     server.simulator.speed = 200.0
     _next_completes(client)
 
