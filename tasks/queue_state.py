@@ -44,16 +44,17 @@ class QueueState:
 
     def add_pending(self, task_id: str, seq: int, cmd_type: str) -> int:
         """Queue a committed task (lock held); its 1-based position."""
-        last = next(reversed(self.pending.values()), None)
-        self.pending[task_id] = (seq, cmd_type)
         self.fifo.put((seq, task_id))
-        if last is None or last[0] < seq:
-            return len(self.pending)
-        # Out of seq order (rare: a submit committed in the same batch as a later one
-        # got here first): restore the order, then find the place.
-        ordered = sorted(self.pending.items(), key=lambda item: item[1][0])
-        self.pending = collections.OrderedDict(ordered)
-        return next(n for n, tid in enumerate(self.pending, 1) if tid == task_id)
+        # Out of seq order only when a submit committed in the same batch as a later
+        # one got here second: step back over those few, not over the whole queue.
+        later: list[tuple[str, tuple[int, str]]] = []
+        while self.pending and next(reversed(self.pending.values()))[0] > seq:
+            later.append(self.pending.popitem())
+        self.pending[task_id] = (seq, cmd_type)
+        position = len(self.pending)
+        for entry in reversed(later):
+            self.pending[entry[0]] = entry[1]
+        return position
 
     def put_back(self, task_id: str) -> None:
         """A task taken but not started keeps its place (lock held; it is pending)."""
