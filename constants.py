@@ -51,6 +51,7 @@ ROBOT_BAUDRATE = 115200
 # docs/robot-adapters.md) or a lab's own codec, "package.module:ClassName".
 ROBOT_PROTOCOL = "json"
 ROBOT_TIMEOUT_S = 30.0  # silence (no ack/progress/heartbeat/result) that fails a command
+CHECK_PING_TIMEOUT_S = 5.0  # `check` waits this long for the robot's PING reply
 ROBOT_WRITE_TIMEOUT_S = 2.0
 ROBOT_RECONNECT_MIN_S = 1.0
 # Progress reaches the task (store, events) at most this often, however fast the robot

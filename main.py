@@ -304,7 +304,8 @@ def check_command(args: argparse.Namespace) -> int:
 
     settings = from_args(args, db=db_path(getattr(args, "db", None), DEFAULTS.db))
     ok = check(settings, Translator(args.console_lang),
-               ping_timeout=_pick(getattr(args, "robot_timeout", None), 5.0),
+               ping_timeout=_pick(getattr(args, "robot_timeout", None),
+                                  constants.CHECK_PING_TIMEOUT_S),
                log_level=getattr(args, "log_level", None))
     return cli.EXIT_OK if ok else cli.EXIT_FAILED
 

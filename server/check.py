@@ -48,7 +48,7 @@ def add_parser(sub: Any, tr: Translator | None = None) -> None:
     check.add_argument("--lang", choices=i18n.LANGS, help=tr("args.lang"))
 
 
-def check(settings: Settings, tr: Translator = ENGLISH, *, ping_timeout: float = 5.0,
+def check(settings: Settings, tr: Translator = ENGLISH, *, ping_timeout: float,
           log_level: str | None = None) -> bool:
     """Validate what `serve` would use; one line per check, one line on failure.
     `ping_timeout`: how long the robot has to answer PING; `log_level`: None is quiet

@@ -22,6 +22,7 @@ TASK_REPLIES: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {
     "task_finished": (409, ()),
     "idempotency_key_reused": (422, ()),
     "not_accepted": (503, _RETRY_SOON),  # the store could not write: nothing changed
+    "not_saved": (503, _RETRY_SOON),  # alike, for a change other than a submit
     "too_many_subscribers": (503, _RETRY_SOON),
 }
 

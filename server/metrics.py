@@ -20,10 +20,12 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from tasks.models import TaskStatus
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # 0.1 s (a PING-like command) to 10 min (a full rack scan at real speed).
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-TASK_STATUSES = ("completed", "failed", "cancelled")
+TASK_STATUSES = tuple(s.value for s in TaskStatus if s.is_final)
 HTTP_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 

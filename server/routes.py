@@ -25,7 +25,7 @@ from server.routing import (
 from server.static_files import serve_static, static_file
 from tasks.commands import CommandError, CommandTable
 from tasks.errors import TaskNotFound
-from tasks.models import ALL_STATUSES, FINAL_STATUSES
+from tasks.models import ALL_STATUSES, FINAL_STATUSES, TaskStatus
 
 # The guide's wording, in every language: clients match on it. Its code is "queued";
 # it has no catalogue entry because it is never translated.
@@ -154,7 +154,7 @@ def task_transcript(req: Request) -> Response:
     task_id = task["task_id"]
     # A running task's lines live in the link until it ends: show them as they come,
     # which is when an operator debugging a silent robot needs them.
-    live = req.app.worker.live_transcript(task_id) if task["status"] == "running" else None
+    live = req.app.worker.live_transcript(task_id) if task["status"] == TaskStatus.RUNNING else None
     lines = live if live is not None else req.app.manager.transcript(task_id)
     return Response(200, {"task_id": task_id, "status": task["status"],
                           "live": live is not None, "transcript": lines or []})
@@ -164,15 +164,17 @@ def cancel_task(req: Request) -> Response:
     task_id = req.params["task_id"]
     state = req.app.worker.cancel(task_id)  # TaskNotFound, TaskFinished
     if state == "cancelled":
-        return Response(200, {"success": True, "task_id": task_id, "status": "cancelled",
+        return Response(200, {"success": True, "task_id": task_id,
+                              "status": TaskStatus.CANCELLED.value,
                               "code": "cancelled", "message": req.t("info.cancelled")})
-    return Response(202, {"success": True, "task_id": task_id, "status": "running",
+    return Response(202, {"success": True, "task_id": task_id,
+                          "status": TaskStatus.RUNNING.value,
                           "code": "cancel_requested", "message": req.t("info.cancel_requested")})
 
 
 def retry_task(req: Request) -> Response:
     old = _get_task(req)
-    if old["status"] not in ("failed", "cancelled"):
+    if old["status"] not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         raise ApiError("task_not_retryable", 409,
                        params={"task_id": old["task_id"], "status": old["status"]})
     task, created = _submit(req, old["cmd_type"], old["params"], retry_of=old["task_id"],

@@ -50,8 +50,16 @@ class StoreWriteError(TaskError):
     """A write failed (disk full, read-only, locked): nothing was changed."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(code="not_accepted", detail=detail)
+        super().__init__(code="not_saved", detail=detail)
         # str() stays the store's own words: logs and hold reasons quote it.
+        self.args = (detail,)
+
+
+class NotAccepted(StoreWriteError):
+    """A submit whose task could not be stored: the task does not exist."""
+
+    def __init__(self, detail: str) -> None:
+        TaskError.__init__(self, code="not_accepted", detail=detail)
         self.args = (detail,)
 
 

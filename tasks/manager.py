@@ -17,10 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, overload
+from typing import Any
 
 from tasks.commands import CommandTable, default_table
-from tasks.errors import QueueFull, StoreWriteError, TaskFinished, TaskNotFound
+from tasks.errors import NotAccepted, QueueFull, StoreWriteError, TaskFinished, TaskNotFound
 from tasks.events import EventBus
 from tasks.models import Task, TaskStatus, new_task_id
 from tasks.queue_state import NOT_HELD, WAKE, Hold, QueueState
@@ -28,7 +28,7 @@ from tasks.reasons import CANCELLED, failure, pause_text
 from tasks.recovery import recover
 from tasks.stops import StopReason, StopRecord
 from tasks.store import NewTask, TaskStore
-from tasks.views import QueueBrief, TaskViews
+from tasks.views import TaskViews
 from tasks.waiters import FinalWaiters
 
 log = logging.getLogger("tasks")
@@ -74,38 +74,20 @@ class TaskManager:
         self._lock = threading.RLock()
         self.state = QueueState()
         self.views = TaskViews(self.state, store, events)
+        # What clients read is the views' (tasks/views.py); offered here too, because
+        # a caller holding the manager asks it.
+        self.get = self.views.get
+        self.get_with_json = self.views.get_with_json
+        self.list_page = self.views.list_page
+        self.count = self.views.count
+        self.queue_brief = self.views.queue_brief
+        self.queue_status = self.views.queue_status
         self.stops = StopRecord()
         self.waiters = FinalWaiters(self.state.lock)
         self._runnable = threading.Condition(self._lock)
         # Called as on_finish(cmd_type, status, duration_s) when a task that ran ends
         # (metrics); never under a lock, and its errors never fail the task.
         self.on_finish: Callable[[str, str, float], None] | None = None
-
-    # -- what clients read (tasks/views.py) ----------------------------------------------
-    def get(self, task_id: str) -> dict[str, Any] | None:
-        return self.views.get(task_id)
-
-    def get_with_json(self, task_id: str) -> tuple[dict[str, Any] | None, bytes | None]:
-        return self.views.get_with_json(task_id)
-
-    def list_page(self, **filters: Any) -> tuple[list[dict[str, Any]], int | None]:
-        return self.views.list_page(**filters)
-
-    def count(self, *, status: str | None = None, cmd_type: str | None = None) -> int:
-        return self.views.count(status=status, cmd_type=cmd_type)
-
-    def queue_brief(self) -> QueueBrief:
-        return self.views.queue_brief()
-
-    @overload
-    def queue_status(self, recent: int = ..., *,
-                     encoded: Literal[False] = ...) -> dict[str, Any]: ...
-
-    @overload
-    def queue_status(self, recent: int = ..., *, encoded: Literal[True]) -> bytes: ...
-
-    def queue_status(self, recent: int = 10, *, encoded: bool = False) -> dict[str, Any] | bytes:
-        return self.views.queue_status(recent, encoded=encoded)  # type: ignore[call-overload]
 
     def transcript(self, task_id: str) -> list[dict[str, Any]] | None:
         return self.store.transcript(task_id)
@@ -152,7 +134,10 @@ class TaskManager:
                       idempotency_key=idempotency_key,
                       body_hash=body_hash(cmd_type, params) if idempotency_key else None)
         # The row is committed (durably) before anything is queued or answered.
-        inserted = self.store.insert(new)
+        try:
+            inserted = self.store.insert(new)
+        except StoreWriteError as exc:
+            raise NotAccepted(str(exc)) from None
         if not inserted.created:
             task = self.get(inserted.task_id)
             assert task is not None

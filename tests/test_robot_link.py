@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import serial
 
-from robot import CommandOutcome, RobotLink, RobotLinkError, RobotSimulator, list_ports
+from robot import CommandOutcome, Fault, RobotLink, RobotLinkError, RobotSimulator, list_ports
 from robot.driver import _Transcript
 from robot.simulator import qr_code
 from tests.conftest import wait_until
@@ -98,6 +98,7 @@ def test_ping_home_and_status(link: RobotLink) -> None:
     assert out.success and out.fault is None and out.data["firmware"] == "robot-sim 1.0"
     out = link.execute("HOME")
     assert (out.success, out.message, out.fault, out.aborted) == (True, "HOME完成", None, False)
+    assert out.sent
     out = link.execute("MOVE_TO", {"x": 1, "y": 2.5, "z": 3})
     assert out.success
     out = link.execute("GET_STATUS")
@@ -244,6 +245,11 @@ def test_not_ready_returns_at_once_without_writing(link: RobotLink, sim: RobotSi
     assert time.monotonic() - t0 < 0.1
     assert out.fault == "disconnected" and out.message == "disconnected: robot link not connected"
     assert len(sim.commands()) == before
+    # Not sent: the worker puts such a task back at the head of the queue.
+    assert out.sent is False and out.fault is Fault.DISCONNECTED
+    # A str Enum, shown as its value wherever a fault is formatted or encoded.
+    assert (f"{out.fault}", str(out.fault), json.dumps(out.fault)) == (
+        "disconnected", "disconnected", '"disconnected"')
 
 
 def test_garbage_is_skipped_and_counted(link: RobotLink, sim: RobotSimulator) -> None:
@@ -276,6 +282,7 @@ def test_unplug_during_command_then_replug(link: RobotLink, sim: RobotSimulator,
     out = job.join()
     assert out.fault == "disconnected" and "disconnected" in out.message and not out.success
     assert len(out.items) >= 1
+    assert out.sent  # it reached the robot: failed and held, never re-run
     assert not link.ready
     assert sim.replug() == sim.path
     assert sim.pty_path != old or os.path.realpath(sim.path) == sim.pty_path
@@ -393,4 +400,5 @@ def test_a_stop_before_the_command_keeps_it_off_the_wire(link: RobotLink,
     assert out.aborted and not out.success and out.fault is None
     assert out.message.startswith("aborted")
     assert not [c for c in sim.commands() if c.get("cmd") == "HOME"]
+    assert out.sent is False
     assert link.execute("HOME", stop_epoch=link.stop_epoch).success

@@ -266,3 +266,26 @@ def test_a_link_that_dropped_while_waiting_leaves_the_task_first(rig: Any) -> No
     assert worker.run_once() is True
     assert _status(manager, first)["status"] == "completed"
     assert _status(manager, second)["status"] == "pending"
+
+
+def test_a_write_that_fails_changes_nothing_and_says_which_kind(rig: Any) -> None:
+    from server.errors import from_task_error
+    from tasks.errors import NotAccepted, StoreWriteError
+
+    manager, port, worker = rig
+    task_id = _submit(manager)
+    manager.pause("for the test")
+    manager.store.close()  # every write now fails as on a broken disk
+    with pytest.raises(NotAccepted) as refused:
+        manager.submit("HOME", {})
+    assert refused.value.code == "not_accepted" and isinstance(refused.value, StoreWriteError)
+    with pytest.raises(StoreWriteError) as failed:
+        manager.resume()
+    assert failed.value.code == "not_saved" and manager.paused  # still held
+    with pytest.raises(StoreWriteError):
+        manager.request_cancel(task_id)
+    assert list(manager.state.pending) == [task_id]  # still queued
+    for exc, code in ((refused.value, "not_accepted"), (failed.value, "not_saved")):
+        reply = from_task_error(exc)
+        assert (reply.status, reply.code, reply.headers) == (503, code, {"Retry-After": "5"})
+        assert str(exc) in reply.text("en")
