@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import os
 import shutil
 import subprocess
 import sys
@@ -26,3 +28,42 @@ def test_mypy_is_clean() -> None:
     out = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+# Which project packages each layer may import (docs/architecture.md): downward only.
+LAYERS = {"robot": {"robot", "i18n"}, "tasks": {"robot", "tasks", "i18n"},
+          "client": {"client", "i18n", "console_text", "constants"}}
+
+
+def _project_imports(path: str) -> set[str]:
+    """Top-level names of everything the module imports, at any depth (lazy imports too)."""
+    with open(path, encoding="utf-8") as fh:
+        tree = ast.parse(fh.read(), path)
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_layers_import_downward_only(layer: str) -> None:
+    project = {name.removesuffix(".py") for name in os.listdir(ROOT)
+               if name.endswith(".py") or os.path.isfile(os.path.join(ROOT, name, "__init__.py"))}
+    wrong = {}
+    for folder, _, files in os.walk(os.path.join(ROOT, layer)):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                bad = (_project_imports(path) & project) - LAYERS[layer]
+                if bad:
+                    wrong[os.path.relpath(path, ROOT)] = sorted(bad)
+    assert not wrong, f"{layer}/ imports above its layer: {wrong}"
+
+
+def test_the_api_client_is_one_file_with_only_the_standard_library() -> None:
+    # A user copies client/api.py alone to a client PC: nothing of this project, no pip.
+    imports = _project_imports(os.path.join(ROOT, "client", "api.py"))
+    assert imports <= set(sys.stdlib_module_names) | {"__future__"}, imports
