@@ -26,7 +26,7 @@ from tasks.models import Task, TaskStatus, new_task_id
 from tasks.queue_state import NOT_HELD, WAKE, Hold, QueueState
 from tasks.reasons import CANCELLED, failure, pause_text
 from tasks.recovery import recover
-from tasks.stops import StopReason, StopRecord
+from tasks.stops import StopRecord
 from tasks.store import NewTask, TaskStore
 from tasks.views import TaskViews
 from tasks.waiters import FinalWaiters
@@ -191,8 +191,9 @@ class TaskManager:
             raise TaskNotFound(task_id)
         raise TaskFinished(task_id)
 
-    def stop_reason(self, run: Run) -> StopReason | None:
-        """Why the task of ``run`` is being stopped (cancel, emergency stop, shutdown)."""
+    def stop_reason(self, run: Run) -> str | None:
+        """Why the task of ``run`` is being stopped: CANCELLED, EMERGENCY_STOP or SHUTDOWN
+        (tasks/stops.py), or None."""
         return self.stops.reason(run.task.task_id, run.stop_mark)
 
     def pause(self, reason: str | None = None, *, code: str = "paused_by_operator",

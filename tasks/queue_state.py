@@ -62,10 +62,10 @@ class QueueState:
 
     def requeue_first(self, task: Task) -> None:
         """A started task goes back to pending, at the head (lock held)."""
-        seq = task.seq if task.seq is not None else -1
-        self.pending[task.task_id] = (seq, task.cmd_type)
+        assert task.seq is not None  # every stored task read back has its seq
+        self.pending[task.task_id] = (task.seq, task.cmd_type)
         self.pending.move_to_end(task.task_id, last=False)
-        self.fifo.put((seq, task.task_id))
+        self.fifo.put((task.seq, task.task_id))
 
     def queue_size(self) -> int:
         return self.counts.get(TaskStatus.PENDING, 0) + self.counts.get(TaskStatus.RUNNING, 0)

@@ -10,7 +10,6 @@ Recording never waits behind a store write: an emergency stop must not be delaye
 from __future__ import annotations
 
 import threading
-from typing import NamedTuple
 
 from tasks.reasons import CANCELLED, EMERGENCY_STOP
 
@@ -18,19 +17,10 @@ from tasks.reasons import CANCELLED, EMERGENCY_STOP
 SHUTDOWN = "shutdown"
 
 
-class StopReason(NamedTuple):
-    code: str  # CANCELLED, EMERGENCY_STOP (tasks/reasons.py) or SHUTDOWN
-    task_id: str | None  # the task it was aimed at; None: whatever was running
-
-    @property
-    def is_shutdown(self) -> bool:
-        return self.code == SHUTDOWN
-
-
 class StopRecord:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._count = 0
+        self._count = 0  # untargeted stops so far: a mark is where a task's begin
         self._cancels: dict[str, str] = {}  # running task id -> its first cancel reason
         self._since_mark: list[tuple[int, str]] = []  # (count, code) of untargeted stops
 
@@ -43,7 +33,6 @@ class StopRecord:
     def cancel(self, task_id: str, code: str = CANCELLED) -> None:
         """Stop ``task_id`` (it is running); the first reason given is kept."""
         with self._lock:
-            self._count += 1
             self._cancels.setdefault(task_id, code)
 
     def stop_all(self, code: str) -> None:
@@ -52,20 +41,17 @@ class StopRecord:
             self._count += 1
             self._since_mark.append((self._count, code))
 
-    def reason(self, task_id: str, mark: int) -> StopReason | None:
-        """Why ``task_id`` (started at ``mark``) is being stopped, or None.
+    def reason(self, task_id: str, mark: int) -> str | None:
+        """Why ``task_id`` (started at ``mark``) is being stopped: a code, or None.
 
         An operator's cancel or an emergency stop decides how the task is recorded
-        (cancelled, with that reason) even if the server then went down too."""
+        (cancelled, with that code) even if the server then went down too."""
         with self._lock:
             code = self._cancels.get(task_id)
             if code is not None:
-                return StopReason(code, task_id)
+                return code
             codes = [c for count, c in self._since_mark if count > mark]
-        for code in codes:
-            if code != SHUTDOWN:
-                return StopReason(code, None)
-        return StopReason(SHUTDOWN, None) if codes else None
+        return next((c for c in codes if c != SHUTDOWN), SHUTDOWN if codes else None)
 
     def forget(self, task_id: str) -> None:
         """The task has ended (or went back to the queue): its cancel is spent."""
@@ -73,4 +59,4 @@ class StopRecord:
             self._cancels.pop(task_id, None)
 
 
-__all__ = ["CANCELLED", "EMERGENCY_STOP", "SHUTDOWN", "StopReason", "StopRecord"]
+__all__ = ["CANCELLED", "EMERGENCY_STOP", "SHUTDOWN", "StopRecord"]

@@ -235,8 +235,8 @@ class Worker:
                                           **data}, None
         stop = self.manager.stop_reason(run)
         unknown = fault_hold(outcome.fault, task_id, cmd_type) if outcome.fault else None
-        if stop is not None and not stop.is_shutdown:
-            result = {**failure(stop.code, self.lang), **data}
+        if stop is not None and stop != SHUTDOWN:
+            result = {**failure(stop, self.lang), **data}
             if not outcome.aborted:
                 result["note"] = t("info.abort_not_confirmed", self.lang,
                                    reason=self._failure_text(outcome))
