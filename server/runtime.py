@@ -15,7 +15,7 @@ import os
 import threading
 from typing import Any
 
-from robot import RobotLink, RobotSetup, RobotSimulator, make_codec, open_robot
+from robot import RobotLink, RobotSetup, RobotSimulator, build_robot, make_codec
 from server.app import Application
 from server.http import RobotHTTPServer, make_server
 from server.routes import build_router
@@ -95,11 +95,10 @@ class RobotServer:
         # The command table first: a mistake in it is the operator's to fix, and
         # nothing (lock, database, robot) should have been touched when it is reported.
         self.commands = load_commands(s.commands_file)
-        wire_forms, with_params = self.commands.wire_forms(), self.commands.with_params()
         # So is the robot's protocol: a lab codec that does not load is reported first.
-        # Only checked here; open_robot (step 3) builds the codec the link uses, and
-        # starts no simulator before the lock is ours.
-        make_codec(s.robot_protocol, wire_forms, with_params)
+        # (open_robot would also start the simulator, which waits for the lock: step 3.)
+        codec = make_codec(s.robot_protocol, self.commands.wire_forms(),
+                           self.commands.with_params())
         # 0. One server per database, decided before anything reads or writes it:
         # a second server's recovery would fail the first one's running task.
         lock = InstanceLock(s.db)
@@ -117,15 +116,14 @@ class RobotServer:
         self.pruner = Pruner(self.store, s.keep_days)
         self.pruner.start()
         # 3. The robot: its protocol, the simulator (pty or loopback TCP) or the real port.
-        self.robot = open_robot(s.robot, s.robot_protocol, wire_forms=wire_forms,
-                                commands_with_params=with_params, baudrate=s.baudrate,
-                                sim_speed=s.sim_speed, sim_transport=s.sim_transport,
-                                robot_timeout=s.robot_timeout,
-                                command_timeouts=s.command_timeouts_for(self.commands.timeouts()),
-                                write_timeout=s.write_timeout, reconnect_min=s.reconnect_min,
-                                reconnect_max=s.reconnect_max,
-                                progress_interval=s.progress_interval,
-                                on_link_event=self._on_link_event)
+        self.robot = build_robot(s.robot, codec, protocol=s.robot_protocol, baudrate=s.baudrate,
+                                 sim_speed=s.sim_speed, sim_transport=s.sim_transport,
+                                 robot_timeout=s.robot_timeout,
+                                 command_timeouts=s.command_timeouts_for(self.commands.timeouts()),
+                                 write_timeout=s.write_timeout, reconnect_min=s.reconnect_min,
+                                 reconnect_max=s.reconnect_max,
+                                 progress_interval=s.progress_interval,
+                                 on_link_event=self._on_link_event)
         self.link, self.simulator = self.robot.link, self.robot.simulator
         self.link.start(require_connection=s.require_robot)
         # 4. The worker, then 5. HTTP.

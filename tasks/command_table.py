@@ -166,16 +166,6 @@ class CommandTable:
         return tuple(c.name for c in self._commands.values() if c.params)
 
 
-def resolve_timeouts(explicit: float | None, table: CommandTable,
-                     default: float) -> tuple[float, dict[str, float]]:
-    """(silence timeout, per-command timeouts): an operator's explicit timeout is
-    meant for every command, so it overrides the table; without one, each command's
-    own timeout_s applies and `default` covers the rest."""
-    if explicit is not None:
-        return explicit, {}
-    return default, table.timeouts()
-
-
 def check_params(command: Command, params: Any) -> dict[str, Any]:
     """The command's params, checked and normalised (e.g. 3.0 -> 3 for integers)."""
     cmd_type = command.name

@@ -18,7 +18,6 @@ from tasks.command_table import (
     CommandError,
     CommandTable,
     Param,
-    resolve_timeouts,
 )
 from tasks.commands_file import SHIPPED_FILE, CommandsFileError, load_commands, parse_commands
 
@@ -26,7 +25,7 @@ from tasks.commands_file import SHIPPED_FILE, CommandsFileError, load_commands, 
 __all__ = [
     "PARAM_TYPES", "SHIPPED_FILE", "Command", "CommandError", "CommandTable",
     "CommandsFileError", "Param", "command_catalog", "default_table", "known_commands",
-    "load_commands", "parse_commands", "partial_result", "resolve_timeouts", "result_data",
+    "load_commands", "parse_commands", "partial_result", "result_data",
     "validate_command",
 ]
 

@@ -20,7 +20,6 @@ from tasks.commands import (
     CommandTable,
     command_catalog,
     load_commands,
-    resolve_timeouts,
     validate_command,
 )
 from tests.conftest import ROOT, SCAN, Client
@@ -178,16 +177,23 @@ def test_unreadable_file_names_it(tmp_path) -> None:
 
 
 # -- timeouts -----------------------------------------------------------------------------
-def test_resolve_timeouts_precedence(lab_file) -> None:
+def test_timeout_precedence(lab_file) -> None:
+    import argparse
+
+    from settings import DEFAULTS, from_args
+
     table = load_commands(lab_file)
+    flags = dict.fromkeys(("robot_timeout", "commands", "lang"))
     # 1. An explicit --robot-timeout is for every command: the table's values do not apply.
-    assert resolve_timeouts(7.0, table, 30.0) == (7.0, {})
+    given = from_args(argparse.Namespace(**{**flags, "robot_timeout": 7.0}))
+    assert (given.robot_timeout, given.command_timeouts_for(table.timeouts())) == (7.0, {})
     # 2. Otherwise each command's own timeout_s; 3. the default covers the rest.
-    robot_timeout, per_command = resolve_timeouts(None, table, 30.0)
-    assert robot_timeout == 30.0
+    default = from_args(argparse.Namespace(**flags))
+    assert default.robot_timeout == DEFAULTS.robot_timeout == 30.0
+    per_command = default.command_timeouts_for(table.timeouts())
     assert per_command == {"HOME": 60.0, "SCAN_QRCODE": 60.0, "DISPENSE": 45.0}
     assert "PICK" not in per_command
-    assert resolve_timeouts(None, CommandTable([]), 12.0) == (12.0, {})
+    assert default.command_timeouts_for(CommandTable([]).timeouts()) == {}
 
 
 def test_server_takes_timeouts_from_its_table_unless_given(make_server, lab_file) -> None:
