@@ -35,14 +35,9 @@ from robot.outcome import (
     CommandOutcome,
     LinkFailure,
     RobotLinkError,
-    Transcript,
-    describe_open_error,
 )
 from robot.replies import ReplyRouter
 
-# Re-exported: tests and older callers import these from here.
-_Transcript = Transcript
-_describe_open_error = describe_open_error
 __all__ = ["ABORTED_UNSENT", "CommandOutcome", "RobotLink", "RobotLinkError"]
 
 log = logging.getLogger("robot.link")

@@ -20,8 +20,8 @@ import requests
 import serial
 
 import main
-from robot import driver as robot_driver
 from robot import list_ports
+from robot.outcome import describe_open_error
 from server import console
 from tasks.instance_lock import InstanceLock, InstanceLockHeld
 from tests.conftest import ROOT, wait_until
@@ -247,11 +247,11 @@ def test_windows_access_denied_is_a_busy_port() -> None:
     # pyserial's exact text on Windows when another program has the port open.
     exc = serial.SerialException(
         "could not open port 'COM3': PermissionError(13, 'Access is denied.', None, 5)")
-    message = robot_driver._describe_open_error("COM3", exc)
+    message = describe_open_error("COM3", exc)
     assert message.startswith("cannot open COM3: port is busy or not permitted")
     missing = serial.SerialException("could not open port 'COM9': FileNotFoundError(2, "
                                      "'The system cannot find the file specified.', None, 2)")
-    assert "no such port" in robot_driver._describe_open_error("COM9", missing)
+    assert "no such port" in describe_open_error("COM9", missing)
 
 
 def test_ports_sort_naturally(monkeypatch) -> None:

@@ -14,7 +14,7 @@ import pytest
 import serial
 
 from robot import CommandOutcome, Fault, RobotLink, RobotLinkError, RobotSimulator, list_ports
-from robot.driver import _Transcript
+from robot.outcome import Transcript
 from robot.simulator import qr_code
 from tests.conftest import wait_until
 
@@ -376,7 +376,7 @@ def test_simulator_busy_and_idle_stop(sim: RobotSimulator) -> None:
 
 
 def test_transcript_is_bounded() -> None:
-    t = _Transcript(limit=10)
+    t = Transcript(limit=10)
     for i in range(25):
         t.add("rx", str(i))
     out = t.export()
