@@ -1,6 +1,6 @@
 """What the console speaks, for main.py, its menus, banner and the CLI: the language
-(--lang, ROBOT_LANG, the system; English where the console cannot show Chinese), error
-texts by machine code, task statuses for people, and text laid out by display width."""
+(--lang, ROBOT_LANG, the system; English where the console cannot show Chinese), task
+statuses for people, and text laid out by display width."""
 
 from __future__ import annotations
 
@@ -48,12 +48,6 @@ def warn_if_not_shown(lang: str, shown: str) -> None:
         log.warning("the console (encoding %s) cannot show language %r: speaking %r "
                     "(set PYTHONIOENCODING=utf-8 or use a UTF-8 terminal)",
                     getattr(sys.stdout, "encoding", None), lang, shown)
-
-
-def error_text(exc: BaseException, lang: str) -> str:
-    """An error with a machine code (CommandError, TaskError...) in ``lang``, as ApiError
-    renders it; other errors as they are."""
-    return exc.text(lang) if isinstance(exc, i18n.CodedError) else str(exc)
 
 
 def status_text(tr: Translator, status: Any) -> str:

@@ -20,8 +20,8 @@ import constants
 import i18n
 from banner import print_banner
 from client import cli
-from console_text import console_language, error_text, lang_flag, say, warn_if_not_shown
-from i18n import Translator
+from console_text import console_language, lang_flag, say, warn_if_not_shown
+from i18n import Translator, error_text
 from menus import SERVE_HINT, MenuExit, fill_from_menus
 from settings import DEFAULTS, from_args
 

@@ -122,6 +122,12 @@ class CodedError(Exception):
         return t(f"error.{self.code}", lang, **self.params)
 
 
+def error_text(exc: BaseException, lang: str) -> str:
+    """An error with a machine code (CommandError, TaskError...) in ``lang``, as ApiError
+    renders it; other errors as they are."""
+    return exc.text(lang) if isinstance(exc, CodedError) else str(exc)
+
+
 class Translator:
     """``t`` bound to one language, for code that speaks to one operator."""
 

@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 import i18n
-from i18n import Translator
+from i18n import Translator, error_text
 from settings import Settings
 
 ENGLISH = Translator("en")
@@ -123,7 +123,7 @@ def check_db(path: str, tr: Translator = ENGLISH) -> str:
     try:
         lock.acquire()  # a running server holds it: `serve` would be refused too
     except InstanceLockHeld as exc:
-        raise CheckFailed(tr("check.db_error", error=_error_text(exc, tr))) from None
+        raise CheckFailed(tr("check.db_error", error=error_text(exc, tr.lang))) from None
     except OSError as exc:
         raise CheckFailed(tr("check.db_cannot_lock", path=lock.path,
                              error=exc.strerror or exc)) from None
@@ -132,7 +132,7 @@ def check_db(path: str, tr: Translator = ENGLISH) -> str:
         store.open()
         counts = store.status_counts()
     except StoreError as exc:
-        raise CheckFailed(tr("check.db_error", error=_error_text(exc, tr))) from None
+        raise CheckFailed(tr("check.db_error", error=error_text(exc, tr.lang))) from None
     finally:
         store.close()
         lock.release()
@@ -145,7 +145,7 @@ def check_commands(path: str | None, tr: Translator = ENGLISH) -> Any:
     try:
         return load_commands(path)
     except CommandsFileError as exc:
-        raise CheckFailed(_error_text(exc, tr)) from None
+        raise CheckFailed(error_text(exc, tr.lang)) from None
 
 
 def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float,
@@ -164,20 +164,15 @@ def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float,
                            robot_timeout=timeout, handshake_timeout=min(timeout, 5.0),
                            reconnect_min=60.0)
     except RobotLinkError as exc:
-        raise CheckFailed(tr("check.robot_error", error=_error_text(exc, tr))) from None
+        raise CheckFailed(tr("check.robot_error", error=error_text(exc, tr.lang))) from None
     url = robot.link.url
     try:
         robot.link.start(require_connection=True)  # opens the port and PINGs
         info = robot.link.info()
     except RobotLinkError as exc:
-        raise CheckFailed(tr("check.robot_error", error=_error_text(exc, tr))) from None
+        raise CheckFailed(tr("check.robot_error", error=error_text(exc, tr.lang))) from None
     finally:
         robot.stop()
     where = tr("check.simulator", url=url) if port == "sim" else port
     return tr("check.robot_ok", where=where, protocol=info.get("protocol"),
               firmware=info.get("firmware") or tr("check.firmware_unknown"))
-
-
-def _error_text(exc: BaseException, tr: Translator) -> str:
-    # As console_text.error_text (above this layer): a coded error in the console's language.
-    return exc.text(tr.lang) if isinstance(exc, i18n.CodedError) else str(exc)
