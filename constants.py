@@ -51,6 +51,12 @@ ROBOT_BAUDRATE = 115200
 # docs/robot-adapters.md) or a lab's own codec, "package.module:ClassName".
 ROBOT_PROTOCOL = "json"
 ROBOT_TIMEOUT_S = 30.0  # silence (no ack/progress/heartbeat/result) that fails a command
+# Robots whose replies carry no id (text, G-code): before a handshake, after a STOP and
+# after a start that found an interrupted task, the robot must send nothing for this long
+# (it sends BUSY about every second while working), and may keep working this long
+# before the handshake fails and is retried (robot/handshake.py).
+ROBOT_SETTLE_S = 2.5
+ROBOT_SETTLE_TIMEOUT_S = 60.0
 CHECK_PING_TIMEOUT_S = 5.0  # `check` waits this long for the robot's PING reply
 ROBOT_WRITE_TIMEOUT_S = 2.0
 ROBOT_RECONNECT_MIN_S = 1.0

@@ -63,6 +63,8 @@ class Settings:
     reconnect_min: float = constants.ROBOT_RECONNECT_MIN_S
     reconnect_max: float = constants.ROBOT_RECONNECT_MAX_S
     progress_interval: float = constants.PROGRESS_INTERVAL_S
+    robot_settle: float = constants.ROBOT_SETTLE_S
+    robot_settle_timeout: float = constants.ROBOT_SETTLE_TIMEOUT_S
     sim_speed: float = constants.SIM_SPEED
     sim_transport: str = constants.SIM_TRANSPORT
     require_robot: bool = constants.REQUIRE_ROBOT
@@ -89,6 +91,7 @@ FLAG_FIELDS = {
     "max_connections": "max_connections", "robot": "robot", "baud": "baudrate",
     "robot_protocol": "robot_protocol", "sim_speed": "sim_speed",
     "sim_transport": "sim_transport", "robot_timeout": "robot_timeout",
+    "robot_settle": "robot_settle",
     "commands": "commands_file", "log_level": "log_level", "log_file": "log_file",
 }
 

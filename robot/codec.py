@@ -19,8 +19,10 @@ from typing import Any
 MAX_LINE = 64 * 1024
 
 # What a received line can be. "invalid" lines are skipped, counted and shown in
-# the transcript, never attributed to a command.
-REPLY_KINDS = ("ack", "progress", "result", "heartbeat", "log", "alarm", "invalid")
+# the transcript, never attributed to a command. "stray": a well-formed reply that
+# is not the command in flight's (a result for another verb, a stale handshake
+# answer, a reply with nothing in flight): the robot is out of step or still working.
+REPLY_KINDS = ("ack", "progress", "result", "heartbeat", "log", "alarm", "stray", "invalid")
 
 
 @dataclass
@@ -31,7 +33,8 @@ class Reply:
     per-item datum ``item`` (e.g. one scanned bottle), kept as the partial result if
     the command ends early. result: the command ended; ``success`` and ``message``,
     ``data`` for its result. heartbeat / log: the robot is alive (log text in
-    ``message``). alarm: the robot stopped itself, its state is unknown. invalid:
+    ``message``). alarm: the robot stopped itself, its state is unknown. stray: a
+    reply that belongs to no command in flight, the reason in ``error``. invalid:
     the reason in ``error``.
 
     ``id`` is the command id for codecs whose replies carry one (``uses_ids``).
@@ -68,6 +71,11 @@ def invalid(reason: str) -> Reply:
     return Reply(kind="invalid", error=reason)
 
 
+def stray(reason: str) -> Reply:
+    """A real reply, but not to the command in flight (see REPLY_KINDS)."""
+    return Reply(kind="stray", error=reason)
+
+
 class CodecError(ValueError):
     """A command this codec cannot put on the wire (e.g. no wire form for it)."""
 
@@ -85,6 +93,11 @@ class LineCodec:
         in flight (the driver sends one command at a time either way).
     handshake_command: sent after every open and after a silence timeout; its
         successful result proves the robot is there, ``data["firmware"]`` names it.
+        A codec whose handshake echoes a nonce sets ``data["echo"]`` (True: this
+        handshake's own answer; False: a firmware that does not echo).
+    status_command: for no-id codecs, a command whose result says whether the robot
+        is idle (``says_idle``), asked before the handshake once the robot is quiet;
+        None: the quiet wait alone decides.
     newline: the line terminator for ``encode_*`` helpers; received lines may end in
         ``\\n`` or ``\\r\\n`` whatever it is.
     """
@@ -94,6 +107,7 @@ class LineCodec:
     # True: every command with parameters needs a wire form (checked at start-up).
     needs_wire_forms = False
     handshake_command = "PING"
+    status_command: str | None = None
     newline = b"\n"
     max_line = MAX_LINE
 
@@ -115,6 +129,11 @@ class LineCodec:
         """Decode one line (without its terminator). Must never raise: a line it
         cannot use is ``invalid(reason)``. ``sent`` is the command in flight."""
         raise NotImplementedError
+
+    def says_idle(self, success: bool, message: str, data: dict[str, Any]) -> bool | None:
+        """Whether the result of ``status_command`` says the robot is idle (None: it
+        does not say)."""
+        return None
 
     def decode_overlong(self, head: bytes, sent: Sent | None) -> Reply:
         """A line longer than ``max_line`` was dropped; ``head`` is its start. A codec

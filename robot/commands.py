@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from robot.bounds import MAX_DEPTH
 from robot.codec import CodecError, Reply, Sent
+from robot.fit import FitCheck
 from robot.link_state import LinkSettings, LinkState, Pending
 from robot.outcome import CommandOutcome, Fault, LinkFailure, Transcript
 from robot.protocol import IdGenerator
@@ -42,7 +43,7 @@ def shown(line: bytes) -> str:
 
 
 class Commands:
-    """Runs the command in flight (one at a time, under ``_exec_lock``) and STOP."""
+    """Runs the command in flight (one at a time, under ``exec_lock``) and STOP."""
 
     def __init__(self, settings: LinkSettings, state: LinkState, *, write: Write,
                  event: Callable[..., None]) -> None:
@@ -51,7 +52,8 @@ class Commands:
         self._write = write
         self._event = event
         self._ids = IdGenerator()
-        self._exec_lock = threading.Lock()
+        # One command (or handshake) on the wire at a time.
+        self.exec_lock = threading.Lock()
 
     # -- STOP ------------------------------------------------------------------------------
     @property
@@ -59,7 +61,7 @@ class Commands:
         with self.state.write_lock:
             return self.state.stop_epoch
 
-    def _send_stop(self, pending: Pending | None) -> bool:
+    def send_stop(self, pending: Pending | None) -> bool:
         state, codec = self.state, self.settings.codec
         with state.write_lock:
             state.stop_epoch += 1  # even when the robot is away: it must not run later
@@ -88,13 +90,39 @@ class Commands:
                 pending.transcript.add("note", "STOP could not be written")
         return ok
 
-    def abort(self) -> bool:
+    def abort(self, confirm_within: float | None = None) -> bool:
         with self.state.cond:
             pending = self.state.pending
-        ok = self._send_stop(pending)
+            if pending is not None and confirm_within is not None:
+                deadline = time.monotonic() + confirm_within
+                if pending.confirm_by is None or deadline < pending.confirm_by:
+                    pending.confirm_by = deadline
+                    pending.inbox.put(("tick", None))  # re-reads the deadline
+        ok = self.send_stop(pending)
+        if pending is None:
+            self._resettle()
         log.warning("abort: STOP %s (command in flight: %s)", "sent" if ok else "NOT sent",
                     pending.cmd if pending else None)
         return ok
+
+    def _resettle(self) -> None:
+        """No ids: after a STOP the robot must be quiet again, and answer a fresh
+        handshake, before the next command (a late line must not be taken for its)."""
+        if self.settings.codec.uses_ids:
+            return
+        with self.state.cond:
+            self.state.synced = False
+            self.state.cond.notify_all()
+
+    def give_up(self) -> bool:
+        """Stop waiting for the command in flight now (a second shutdown signal): it
+        ends unconfirmed, the robot's state unknown. True if a command was in flight."""
+        with self.state.cond:
+            pending = self.state.pending
+        if pending is None or pending.handshake:
+            return False
+        pending.inbox.put(("given_up", None))
+        return True
 
     def live_transcript(self) -> list[dict[str, Any]] | None:
         with self.state.cond:
@@ -108,9 +136,8 @@ class Commands:
                 on_progress: OnProgress | None, timeout: float,
                 stop_epoch: int | None) -> CommandOutcome:
         state = self.state
-        with self._exec_lock:
+        with self.exec_lock:
             with state.cond:
-                self._settle_stop_replies_locked()
                 ready = state.ready_locked()
                 connected = state.conn is not None
             if not ready:
@@ -120,38 +147,16 @@ class Commands:
                 return CommandOutcome(False, "disconnected: robot link not synchronized "
                                       "(waiting for the robot to answer PING)",
                                       fault=Fault.DISCONNECTED, code="robot_not_synchronized")
-            outcome = self._transact(cmd, params, on_progress, timeout,
-                                     stop_epoch=stop_epoch)
+            outcome = self.transact(cmd, params, on_progress, timeout,
+                                    stop_epoch=stop_epoch)
         if outcome.fault in (Fault.TIMEOUT, Fault.ALARM):
             self._event("fault", error=outcome.message, cmd=cmd)
         return outcome
 
-    def ping(self) -> CommandOutcome:
-        """The handshake command, run as the command in flight (no STOP on silence)."""
-        with self._exec_lock:
-            return self._transact(self.settings.codec.handshake_command, None, None,
-                                  self.settings.handshake_timeout, handshake=True)
-
-    def _settle_stop_replies_locked(self) -> None:
-        """No ids: wait for the replies of STOPs sent so far before a new command goes
-        out, or a late bare "ok" would be read as the new command's result. A robot
-        that never answers leaves the link unsynchronized (flush + PING first)."""
-        state = self.state
-        if self.settings.codec.uses_ids or not state.stop_replies_due:
-            return
-        state.cond.wait_for(lambda: not state.stop_replies_due or state.conn is None
-                            or state.stopping.is_set(), self.settings.handshake_timeout)
-        if state.stop_replies_due:
-            log.warning("robot did not answer %d STOP(s) within %g s: resynchronizing",
-                        state.stop_replies_due, self.settings.handshake_timeout)
-            state.stop_replies_due = 0
-            state.synced = False
-            state.cond.notify_all()
-
-    def _transact(self, cmd: str, params: dict[str, Any] | None,
+    def transact(self, cmd: str, params: dict[str, Any] | None,
                   on_progress: OnProgress | None, timeout: float, *,
                   handshake: bool = False, stop_epoch: int | None = None) -> CommandOutcome:
-        """Write ``cmd`` and collect its replies. Caller holds ``_exec_lock``."""
+        """Write ``cmd`` and collect its replies. Caller holds ``exec_lock``."""
         state = self.state
         with state.cond:
             conn = state.conn
@@ -167,6 +172,8 @@ class Commands:
                                   params={"cmd": cmd, "error": str(exc)})
         pending = Pending(Sent(msg_id, cmd, dict(params or {}), line), Transcript(),
                           handshake=handshake)
+        if not handshake:
+            pending.fit = FitCheck(self.settings.reply_rules.get(cmd), pending.sent.params)
         with state.cond:
             # Checked under the same lock stop() uses to wake the command in flight.
             if state.stopping.is_set():
@@ -193,6 +200,8 @@ class Commands:
         finally:
             with state.cond:
                 state.pending = None
+            if pending.stop_sent:
+                self._resettle()
 
     def _collect(self, pending: Pending, on_progress: OnProgress | None,
                  timeout: float) -> CommandOutcome:
@@ -203,8 +212,13 @@ class Commands:
         while True:
             now = time.monotonic()
             remaining = last + timeout - now
+            confirm_by = pending.confirm_by
+            if confirm_by is not None and now >= confirm_by:
+                return self._unconfirmed(pending)
             if remaining <= 0:
                 return self._on_silence(pending, timeout)
+            if confirm_by is not None:
+                remaining = min(remaining, confirm_by - now)
             with self.state.cond:
                 fresh = on_progress is not None and pending.progress.fresh
             if fresh and now >= due:
@@ -220,6 +234,10 @@ class Commands:
             if kind == "tick":
                 with self.state.cond:
                     pending.tick_queued = False
+            elif kind == "out_of_step":
+                return self._out_of_step(pending, *payload)
+            elif kind == "given_up":
+                return self._unconfirmed(pending)
             elif kind == "disconnected":
                 failure: LinkFailure = payload
                 return self._outcome(pending, False, failure.message,
@@ -284,18 +302,45 @@ class Commands:
         # Its outcome is never a task's, so it needs no code.
         code: str | None = None
         if not pending.handshake:
-            sent = self._send_stop(pending)
+            sent = self.send_stop(pending)
             message += "; STOP sent" if sent else "; STOP could NOT be sent"
             code = "robot_timeout" if sent else "robot_timeout_stop_failed"
         return self._outcome(pending, False, message, fault=Fault.TIMEOUT, code=code,
                              params={"seconds": seconds})
 
+    def _out_of_step(self, pending: Pending, reason: str, line: str) -> CommandOutcome:
+        """A reply that cannot be this command's: the robot is doing something else.
+        STOP it, forget what this command seemed to get (it may be another's), and
+        resynchronize (STOP, quiet, handshake) before anything else goes out."""
+        with self.state.cond:
+            self.state.synced = False
+            self.state.cond.notify_all()
+        if not self.send_stop(pending):
+            with self.state.cond:
+                self.state.stop_before_sync = True  # then at the next handshake
+        return self._outcome(pending, False, f"robot out of step: {reason} (line {line!r})",
+                             fault=Fault.OUT_OF_STEP, code="robot_out_of_step",
+                             params={"reason": reason, "line": line}, keep_items=False)
+
+    def _unconfirmed(self, pending: Pending) -> CommandOutcome:
+        """The robot did not confirm a STOP in time (or the wait was given up): its
+        state is unknown, so the link must resynchronize before anything else goes out."""
+        with self.state.cond:
+            self.state.synced = False
+            self.state.cond.notify_all()
+        pending.transcript.add("note", "STOP not confirmed: stopped waiting for the robot")
+        return self._outcome(pending, False, "abort not confirmed: the robot did not answer "
+                             "STOP in time", fault=Fault.TIMEOUT, code="abort_not_confirmed")
+
     def _outcome(self, pending: Pending, success: bool, message: str, *,
                  data: dict[str, Any] | None = None, fault: Fault | None = None,
                  aborted: bool = False, code: str | None = None,
-                 params: dict[str, Any] | None = None) -> CommandOutcome:
+                 params: dict[str, Any] | None = None,
+                 keep_items: bool = True) -> CommandOutcome:
         with self.state.cond:
             items, dropped = list(pending.progress.items), pending.progress.dropped
+        if not keep_items:
+            items, dropped = [], 0
         return CommandOutcome(success=success, message=message, data=dict(data or {}),
                               fault=fault, aborted=aborted, items=items, items_dropped=dropped,
                               transcript=pending.transcript.export(), code=code,

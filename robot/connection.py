@@ -110,11 +110,11 @@ class Connection:
         self.set_error(error)
         raise RobotLinkError(error)
 
-    def handshake(self) -> str | None:
-        """Flush input and PING; on success mark the link ready. Returns an error or None."""
-        state = self.state
-        with state.cond:
-            conn = state.conn
+    def flush_input(self) -> str | None:
+        """Discard what the robot sent so far (port buffer and framer); an error or None.
+        The handshake calls it as the command on the wire (robot/handshake.py)."""
+        with self.state.cond:
+            conn = self.state.conn
         if conn is None:
             return "disconnected"
         try:
@@ -124,9 +124,16 @@ class Connection:
                                         "robot_flush_failed", {"error": str(exc)}))
             return f"disconnected: {exc}"
         conn.flush_framer.set()
+        return None
+
+    def handshake(self) -> str | None:
+        """Flush, settle and PING (robot/handshake.py); on success mark the link ready.
+        Returns an error or None."""
+        state = self.state
         with state.cond:
-            # Whatever the robot still owed us was flushed with its input.
-            state.stop_replies_due = 0
+            conn = state.conn
+        if conn is None:
+            return "disconnected"
         outcome = self._ping()
         codec = self.settings.codec
         if outcome.success:
@@ -140,6 +147,8 @@ class Connection:
                 state.cond.notify_all()
             self._event("connected", firmware=state.firmware)
             return None
+        if outcome.code == "robot_not_settled" or outcome.fault is None and not outcome.sent:
+            return outcome.message
         if outcome.fault == Fault.TIMEOUT:
             return (f"robot did not answer {codec.handshake_command} within "
                     f"{self.settings.handshake_timeout:g} s (protocol {codec.name})")
@@ -196,6 +205,9 @@ class Connection:
             state.synced = False
             state.error = reason
             pending = state.pending
+            if pending is not None and pending.written and not pending.handshake:
+                # The robot may still be running it: STOP it once it is back.
+                state.stop_before_sync = True
             state.cond.notify_all()
         conn.closing.set()
         if pending is not None:

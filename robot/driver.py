@@ -8,7 +8,9 @@
   resynchronizes (flush + PING) after a silence timeout;
 * robot/replies.py decodes each received line and routes it to the command in
   flight or to the log;
-* robot/commands.py runs one command at a time against its replies, and STOP.
+* robot/commands.py runs one command at a time against its replies, and STOP;
+* robot/handshake.py proves the robot there, idle and in step (flush, STOP if due,
+  settle, PING) before the link is ready.
 
 Threads (all started by ``start()``, joined by ``stop()``): one reader per open
 connection, one supervisor. Writes go through one lock held only for the write
@@ -22,13 +24,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from robot.codec import LineCodec
 from robot.codec_json import JsonCodec
 from robot.commands import Commands
 from robot.connection import Connection
+from robot.fit import ReplyRule, rules_from
+from robot.handshake import Handshake
 from robot.link_state import LinkState
 from robot.outcome import (
     ABORTED_UNSENT,
@@ -51,6 +55,8 @@ class RobotLink:
                  reconnect_min: float = 1.0, reconnect_max: float = 30.0,
                  exclusive: bool = True, handshake_timeout: float = 5.0,
                  codec: LineCodec | None = None, progress_interval: float = 0.2,
+                 settle_time: float = 2.5, settle_timeout: float = 60.0,
+                 reply_rules: Mapping[str, ReplyRule | Mapping[str, Any]] | None = None,
                  on_link_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.url = url
         self.baudrate = baudrate
@@ -65,6 +71,12 @@ class RobotLink:
         self.codec = codec if codec is not None else JsonCodec()
         # The most often on_progress is called: its caller persists each call.
         self.progress_interval = progress_interval
+        # No-id protocols: how long the robot must be quiet before a handshake, and
+        # how long it may keep working before the handshake fails (robot/handshake.py).
+        self.settle_time = settle_time
+        self.settle_timeout = max(settle_timeout, settle_time)
+        # What each command's replies must look like (robot/fit.py), by command name.
+        self.reply_rules = rules_from(reply_rules)
         self.on_link_event = on_link_event
 
         # The parts read the settings above from this object when they use them.
@@ -75,18 +87,23 @@ class RobotLink:
                                       event=self._event)
         self._commands = Commands(self, self._state, write=self._connection.write,
                                   event=self._event)
+        self._handshake = Handshake(self, self._state, self._commands,
+                                    flush=self._connection.flush_input, event=self._event)
         self._supervisor: threading.Thread | None = None
         self._started = False
 
     # -- life cycle ------------------------------------------------------------------------
-    def start(self, require_connection: bool = True) -> None:
+    def start(self, require_connection: bool = True, *, stop_first: bool = False) -> None:
         """Open the port and PING; with ``require_connection`` a failure raises.
 
         Without it, a failure is logged and the supervisor keeps retrying.
+        ``stop_first``: the robot may still be running a command from before (a start
+        that found an interrupted task): STOP it, and let it settle, before the PING.
         """
         if self._started:
             raise RuntimeError("RobotLink.start() called twice")
         self._state.stopping.clear()
+        self._state.stop_before_sync = stop_first
         try:
             self._connection.connect()
         except RobotLinkError as exc:
@@ -140,6 +157,9 @@ class RobotLink:
             seen = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.last_seen))
                     if state.last_seen is not None else None)
             return {"connected": state.conn is not None, "ready": state.ready_locked(),
+                    # No ids: waiting for the robot to be quiet before the handshake.
+                    "settling": state.settling, "out_of_step": state.out_of_step,
+                    "unsolicited_lines": state.unsolicited,
                     "port": self.url, "last_seen": seen, "firmware": state.firmware,
                     "error": state.error, "lines_in": state.lines_in,
                     "lines_out": state.lines_out, "skipped_lines": state.skipped,
@@ -151,7 +171,8 @@ class RobotLink:
 
     def _event(self, kind: str, **details: Any) -> None:
         info = {"port": self.url, **details}
-        level = logging.INFO if kind in ("connected", "resynchronized") else logging.WARNING
+        level = logging.INFO if kind in ("connected", "resynchronized", "settling") \
+            else logging.WARNING
         log.log(level, "robot link %s: %s", kind, details or "")
         if self.on_link_event is not None:
             try:
@@ -165,9 +186,18 @@ class RobotLink:
         """Pass to execute(stop_epoch=...) to refuse the command if STOP comes first."""
         return self._commands.stop_epoch
 
-    def abort(self) -> bool:
-        """Write STOP now, from the calling thread. True if it reached the port."""
-        return self._commands.abort()
+    def abort(self, confirm_within: float | None = None) -> bool:
+        """Write STOP now, from the calling thread. True if it reached the port.
+
+        With ``confirm_within``, the command in flight waits at most that long for the
+        robot to confirm the STOP; then it ends with the code ``abort_not_confirmed``
+        (a fault: the robot's state is unknown)."""
+        return self._commands.abort(confirm_within)
+
+    def give_up(self) -> bool:
+        """Stop waiting for the command in flight now; it ends ``abort_not_confirmed``.
+        True if a command was in flight."""
+        return self._commands.give_up()
 
     def live_transcript(self) -> list[dict[str, Any]] | None:
         """The lines of the command in flight so far (None when no command runs)."""
@@ -187,4 +217,4 @@ class RobotLink:
         return self._commands.execute(cmd, params, on_progress, timeout, stop_epoch)
 
     def _ping(self) -> CommandOutcome:
-        return self._commands.ping()
+        return self._handshake.run()

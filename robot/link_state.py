@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from robot.codec import LineCodec, Sent
+from robot.fit import FitCheck, ReplyRule
 from robot.outcome import Transcript
 from robot.progress import ProgressLog
 
@@ -33,6 +34,9 @@ class LinkSettings(Protocol):
     reconnect_min: float
     reconnect_max: float
     progress_interval: float
+    settle_time: float
+    settle_timeout: float
+    reply_rules: dict[str, ReplyRule]
     codec: LineCodec
 
 
@@ -54,6 +58,11 @@ class Pending:
     tick_queued: bool = False
     # Its line went to the port (CommandOutcome.sent).
     written: bool = False
+    # Its replies against what the command table says they must look like.
+    fit: FitCheck = field(default_factory=lambda: FitCheck(None, {}))
+    # Monotonic time by which the robot must have confirmed a STOP (abort with
+    # ``confirm_within``): a shutdown must not wait the command's whole silence limit.
+    confirm_by: float | None = None
 
     @property
     def cmd(self) -> str:
@@ -80,6 +89,17 @@ class LinkState:
         self.stop_ids: deque[int] = deque(maxlen=64)
         # No-id protocols: STOP replies still expected (they are not stray lines).
         self.stop_replies_due = 0
+        # STOP the robot before the next handshake: it may still be running something
+        # (a start that found an interrupted task, a reply that was out of step).
+        self.stop_before_sync = False
+        # No-id protocols: monotonic time of the last line showing the robot at work
+        # (BUSY, a BOTTLE, a result, a stray reply); the handshake waits for quiet.
+        self.last_activity = 0.0
+        self.settling = False
+        # The firmware echoed a handshake's nonce once: a PONG without one is stale.
+        self.echoes_nonce = False
+        self.out_of_step = 0
+        self.unsolicited = 0
 
         self.firmware: str | None = None
         self.error: str | None = None

@@ -26,6 +26,9 @@ class Fault(str, Enum):
     TIMEOUT = "timeout"
     DISCONNECTED = "disconnected"
     ALARM = "alarm"
+    # A reply did not fit its command (robot/fit.py): the robot is doing something
+    # other than what the host thinks.
+    OUT_OF_STEP = "out_of_step"
 
     def __str__(self) -> str:
         # The value, not "Fault.TIMEOUT", in f-strings, str.format and %s on every Python.
@@ -76,11 +79,15 @@ class Transcript:
         self._omitted = 0
         self._lock = threading.Lock()
 
-    def add(self, direction: str, line: str, *, skipped: str | None = None) -> None:
-        """One line; ``skipped``: why a received line was not used."""
+    def add(self, direction: str, line: str, *, skipped: str | None = None,
+            out_of_step: str | None = None) -> None:
+        """One line; ``skipped``: why a received line was not used; ``out_of_step``: why
+        it could not be the command's own (it failed the command)."""
         entry: dict[str, Any] = {"t": time.time(), "dir": direction, "line": line}
         if skipped is not None:
             entry["skipped"] = skipped
+        if out_of_step is not None:
+            entry["out_of_step"] = out_of_step
         with self._lock:
             if len(self._head) < self._head_max:
                 self._head.append(entry)

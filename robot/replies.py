@@ -3,9 +3,13 @@ thread (robot/connection.py) hands every line to.
 
 A line is decoded against the command in flight and routed: to that command
 (its result, alarm or progress), as proof of life only (heartbeats, logs, the
-replies to our own STOPs), or skipped (invalid, stale, unasked). Skipped lines
-and robot log lines are logged through ``LineReport`` so a noisy robot cannot
-flood the log.
+replies to our own STOPs), or skipped (invalid, stale, unasked). A reply that
+decodes as the command's but does not fit it (robot/fit.py: a position it did not
+ask for, a wrong count, a result for another verb) fails the command as out of
+step. With no ids on the wire, work lines arriving with no command in flight mean
+the robot is still busy: the link resynchronizes (waits for quiet) before the next
+command. Skipped, unsolicited and robot log lines are logged through ``LineReport``
+so a noisy robot cannot flood the log.
 """
 
 from __future__ import annotations
@@ -35,16 +39,20 @@ class ReplyRouter:
         # A noisy line (wrong baud rate, debug firmware) must not flood the log.
         self._skip_report = LineReport(log, logging.WARNING, "skipped robot line")
         self._log_report = LineReport(log, logging.INFO, "robot log", burst=20)
+        self._busy_report = LineReport(log, logging.WARNING,
+                                       "robot still working with no command in flight")
 
     def tick(self) -> None:
         """Summaries of report intervals that are over (the reader calls it per read)."""
         self._skip_report.tick()
         self._log_report.tick()
+        self._busy_report.tick()
 
     def flush(self) -> None:
         """Summaries of the intervals so far, now (the link is closing)."""
         self._skip_report.flush()
         self._log_report.flush()
+        self._busy_report.flush()
 
     def _decode(self, raw: bytes, pending: Pending | None) -> Reply:
         codec = self.settings.codec
@@ -74,6 +82,7 @@ class ReplyRouter:
             text = (f"<over-long line discarded (> {self.settings.codec.max_line} bytes)> "
                     f"{short(text)}")
         now = time.time()
+        unfit: str | None = None
         with state.cond:
             # Decoded under the lock: a no-id reply is read against the command in
             # flight, which must not change in between.
@@ -81,26 +90,53 @@ class ReplyRouter:
             pending = state.pending
             reply = self._decode(raw, pending)
             route = self._route_locked(reply, pending)
+            if route == "mine":
+                unfit = self._unfit_locked(reply, pending)
+                if unfit is not None:
+                    route = "out_of_step"
+            self._note_activity_locked(reply, route, pending)
             if route == "skip":
                 state.skipped += 1
             else:
                 state.last_seen = now
+            if route == "out_of_step":
+                assert pending is not None
+                pending.ended = True  # nothing after it is this command's
+                state.out_of_step += 1
+                unfit = unfit or reply.error or "reply out of step"
+            elif route == "busy":
+                state.unsolicited += 1
             # Progress, heartbeats, logs and STOP replies (proof of life only) go to the
             # pending command's log, with one wake-up token at most.
             wake = False
-            if pending is not None and route != "skip" and (
+            if pending is not None and route in ("mine", "alive") and (
                     route != "mine" or reply.kind == "progress"):
                 if route == "mine":
                     pending.progress.add(reply, len(raw))
                 wake = not pending.tick_queued
                 pending.tick_queued = True
+        self._report(route, reply, pending, text, unfit, wake)
+
+    def _report(self, route: str, reply: Reply, pending: Pending | None, text: str,
+                unfit: str | None, wake: bool) -> None:
+        """Outside the lock: transcript, log and the command's inbox."""
         if route == "skip":
-            reason = reply.error if reply.kind == "invalid" else \
+            reason = reply.error if reply.kind in ("invalid", "stray") else \
                 (f"stale or unknown id {reply.id}" if reply.id is not None
                  else "no command in flight")
             if pending is not None:
                 pending.transcript.add("rx", short(text), skipped=reason)
             self._skip_report.report(reason or "", text)
+            return
+        if route == "busy":
+            self._busy_report.report(reply.error or reply.kind, text)
+            return
+        if route == "out_of_step":
+            assert pending is not None
+            pending.transcript.add("rx", short(text), out_of_step=unfit)
+            log.warning("robot out of step during %s: %s (line %r)", pending.cmd, unfit,
+                        short(text))
+            pending.inbox.put(("out_of_step", (unfit, short(text))))
             return
         if pending is not None:
             pending.transcript.add("rx", text)
@@ -117,12 +153,38 @@ class ReplyRouter:
         elif wake:
             pending.inbox.put(("tick", None))
 
+    @staticmethod
+    def _unfit_locked(reply: Reply, pending: Pending | None) -> str | None:
+        """Why a reply routed to the command in flight cannot be its own, or None."""
+        if pending is None:
+            return None
+        if reply.kind == "progress":
+            return pending.fit.item(reply.item)
+        if reply.kind == "result" and reply.rejected is None:
+            return pending.fit.result(bool(reply.success), reply.data)
+        return None
+
+    def _note_activity_locked(self, reply: Reply, route: str, pending: Pending | None) -> None:
+        """No ids: remember when the robot last showed it was working. The handshake's
+        own answers do not count; anything unsolicited makes the link resynchronize."""
+        state = self.state
+        if self.settings.codec.uses_ids or reply.kind in ("invalid", "log"):
+            return
+        if route == "mine" and pending is not None and pending.handshake:
+            return
+        state.last_activity = time.monotonic()
+        if route == "busy" and state.synced and not state.settling:
+            state.synced = False
+        state.cond.notify_all()
+
     def _route_locked(self, reply: Reply, pending: Pending | None) -> str:
-        """"mine" (for the command in flight), "alive" (proof of life only) or "skip"."""
+        """"mine" (for the command in flight), "alive" (proof of life only), "skip",
+        "out_of_step" (a reply, but another command's) or "busy" (no ids: work with
+        no command in flight)."""
         state = self.state
         if reply.kind == "invalid":
             return "skip"
-        if reply.kind in ("heartbeat", "log"):
+        if reply.kind == "log":
             return "alive"
         if reply.kind == "alarm":
             if pending is None:
@@ -130,7 +192,7 @@ class ReplyRouter:
             pending.ended = True  # it ends the command: a result after it is not its own
             return "mine"
         if self.settings.codec.uses_ids:
-            if reply.id is None:
+            if reply.kind == "heartbeat" or reply.id is None:
                 return "alive"
             if pending is not None and reply.id == pending.sent.msg_id:
                 return "mine"
@@ -145,7 +207,12 @@ class ReplyRouter:
             state.cond.notify_all()
             return "alive"
         if pending is None:
-            return "skip"
+            return "busy"
+        if reply.kind == "heartbeat":
+            return "alive"
+        if reply.kind == "stray":
+            # A stale answer during a handshake is skipped: the handshake waits for its own.
+            return "skip" if pending.handshake else "out_of_step"
         if reply.kind == "result":
             pending.ended = True
         return "mine"

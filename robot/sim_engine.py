@@ -23,7 +23,10 @@ log = logging.getLogger("robot.simulator")
 
 FIRMWARE = "robot-sim 1.0"
 FAULT_MODES = (None, "garbage", "hang_after_ack", "no_ack", "fail", "heartbeat_only", "alarm",
-               "flood", "noise", "deep_result")
+               "flood", "noise", "deep_result", *("foreign_item", "repeat_item", "short_count"))
+# Scans out of step with their command (robot/fit.py must catch each): an extra bottle
+# at a position not asked for, the first bottle twice, the last one missing.
+OUT_OF_STEP_MODES = ("foreign_item", "repeat_item", "short_count")
 MOTION = ("HOME", "MOVE_TO", "PICK", "PLACE", "SCAN_QRCODE", "DISPENSE")
 # Seconds at speed 1.
 DURATIONS = {"HOME": 3.0, "MOVE_TO": 2.0, "PICK": 4.0, "PLACE": 4.0, "DISPENSE": 3.0}
@@ -230,8 +233,10 @@ class SimEngine:
     def _dispatch(self, job: _Job) -> None:
         cmd, p, msg_id = job.cmd, job.params, job.msg_id
         if cmd == "PING":
-            self._result(msg_id, True, "PING完成", {"firmware": FIRMWARE, "speed": self.speed},
-                         job=job)
+            data = {"firmware": FIRMWARE, "speed": self.speed}
+            if isinstance(p.get("nonce"), str):
+                data["nonce"] = p["nonce"]
+            self._result(msg_id, True, "PING完成", data, job=job)
             return
         if cmd == "GET_STATUS":
             with self._cond:
@@ -308,6 +313,8 @@ class SimEngine:
         per_bottle = SCAN_PER_BOTTLE / self.speed
         if job.mode == "heartbeat_only":
             per_bottle = max(per_bottle, 10 * self.heartbeat_s / max(total, 1))
+        if job.mode == "short_count":
+            positions = positions[:-1]
         for done, position in enumerate(positions, start=1):
             if not self._wait(job, per_bottle):
                 self._result(job.msg_id, False, ABORTED,
@@ -322,6 +329,13 @@ class SimEngine:
                            job=job)
             if job.mode == "alarm":
                 break
+            if done == 1 and job.mode in ("foreign_item", "repeat_item"):
+                extra = dict(item)
+                if job.mode == "foreign_item":
+                    extra["position"] = max(positions) + 1
+                    extra["code"] = bottle_code(rack, extra["position"])
+                self._send({"id": job.msg_id, "type": "progress", "done": done,
+                            "total": total, "message": "out of step", "item": extra}, job=job)
         if job.mode == "alarm":
             self._alarm(job)
             return

@@ -30,15 +30,15 @@ JSON_GARBAGE = [
 ]
 
 # Text junk, each with the command it would validly answer (never sent while that
-# command runs: it would end it). No "ERR": any ERR ends the command in flight.
+# command runs: it would end it). No "ERR": any ERR ends the command in flight. No
+# well-formed reply to another command either ("OK HOME" during a SCAN): the host
+# takes that as the robot being out of step (robot/fit.py), as it must.
 TEXT_GARBAGE: list[tuple[bytes, str | None]] = [
     (b"hello world\r\n", None),
     (b"OK\r\n", None),
-    (b"OK PICK\r\n", "PICK"),
     (b"BOTTLE x\r\n", None),
-    (b"PONG stale\r\n", "PING"),
     (b"\xff\xfe\xfd\r\n", None),
-    (b"OK HOME\r\n", "HOME"),
+    (b"PONGO\r\n", None),
     (b"BOTTLE 3\r\n", None),
 ]
 
@@ -126,6 +126,8 @@ def _text_params(cmd: str, verb: str, args: list[str]) -> dict[str, Any]:
         # volume_ul > 0 is the engine's rule, checked there for both protocols.
         return {"position": _int(args[0], DISPENSE_NEEDS),
                 "volume_ul": _number(args[1], DISPENSE_NEEDS)}
+    if cmd == "PING" and len(args) == 1:
+        return {"nonce": args[0]}  # echoed in the PONG: the host's handshake names itself
     if args and cmd != "STOP":  # a STOP is never refused, whatever follows it
         raise _BadParams(f"{verb} takes no arguments")
     return {}
@@ -191,6 +193,8 @@ class TextWire:
         data = event.get("data") or {}
         verb = VERBS.get(cmd or "", cmd or "")
         if verb == "PING":
+            if data.get("nonce"):
+                return f"PONG {data['nonce']} {data.get('firmware')}"
             return f"PONG {data.get('firmware')}"
         if verb == "SCAN":
             return f"OK SCAN {data.get('scanned_count', 0)}"

@@ -122,7 +122,7 @@ def check_db(path: str, tr: Translator = ENGLISH) -> str:
     lock = InstanceLock(path)
     try:
         lock.acquire()  # a running server holds it: `serve` would be refused too
-    except InstanceLockHeld as exc:
+    except (InstanceLockHeld, StoreError) as exc:  # StoreError: a file with several names
         raise CheckFailed(tr("check.db_error", error=error_text(exc, tr.lang))) from None
     except OSError as exc:
         raise CheckFailed(tr("check.db_cannot_lock", path=lock.path,
@@ -162,7 +162,8 @@ def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float,
                            commands_with_params=table.with_params() if table else (),
                            baudrate=baudrate, sim_speed=sim_speed, sim_transport=sim_transport,
                            robot_timeout=timeout, handshake_timeout=min(timeout, 5.0),
-                           reconnect_min=60.0)
+                           reconnect_min=60.0,
+                           reply_rules=table.reply_rules() if table else None)
     except RobotLinkError as exc:
         raise CheckFailed(tr("check.robot_error", error=error_text(exc, tr.lang))) from None
     url = robot.link.url

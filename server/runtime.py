@@ -123,9 +123,14 @@ class RobotServer:
                                  write_timeout=s.write_timeout, reconnect_min=s.reconnect_min,
                                  reconnect_max=s.reconnect_max,
                                  progress_interval=s.progress_interval,
+                                 settle_time=s.robot_settle,
+                                 settle_timeout=s.robot_settle_timeout,
+                                 reply_rules=self.commands.reply_rules(),
                                  on_link_event=self._on_link_event)
         self.link, self.simulator = self.robot.link, self.robot.simulator
-        self.link.start(require_connection=s.require_robot)
+        # A task interrupted on the robot: the robot may still be running it, so it is
+        # stopped, and must settle, before anything else is sent.
+        self.link.start(require_connection=s.require_robot, stop_first=bool(self.interrupted))
         # 4. The worker, then 5. HTTP.
         self.worker = Worker(self.manager, self.link, shutdown_grace=s.shutdown_grace,
                              commands=self.commands)

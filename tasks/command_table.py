@@ -53,6 +53,17 @@ class Param:
 
 
 @dataclass(frozen=True)
+class ReplyShape:
+    """What a command's progress items must be (docs/commands.md, "reply"): one per
+    member of the list parameter ``item_per``, named by the item's ``item_key``, each
+    repeating ``item_params`` as the command had them."""
+
+    item_per: str | None = None
+    item_key: str | None = None
+    item_params: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Command:
     name: str
     description: str  # English (or the one text for every language)
@@ -64,6 +75,7 @@ class Command:
     count_key: str | None = None
     timeout_s: float | None = None  # silence limit for this command; None: the link's default
     wire: str | None = None  # line template for line-protocol robots, e.g. "PICK {position}"
+    reply: ReplyShape | None = None
     descriptions: dict[str, str] = field(default_factory=dict, compare=False)
 
     def describe(self, lang: str = "en") -> str:
@@ -160,6 +172,19 @@ class CommandTable:
     def wire_forms(self) -> dict[str, str]:
         """Per-command line templates (only the commands that set wire)."""
         return {c.name: c.wire for c in self._commands.values() if c.wire is not None}
+
+    def reply_rules(self) -> dict[str, dict[str, Any]]:
+        """Per command, what its replies must look like, in the terms of the robot
+        layer's ``ReplyRule`` (robot/fit.py): checked against every reply line."""
+        rules: dict[str, dict[str, Any]] = {}
+        for c in self._commands.values():
+            shape = c.reply or ReplyShape()
+            rule = {"items_param": shape.item_per, "item_field": shape.item_key,
+                    "echoed": shape.item_params, "count_key": c.count_key,
+                    "items_key": c.items_key}
+            if any(rule.values()):
+                rules[c.name] = rule
+        return rules
 
     def with_params(self) -> tuple[str, ...]:
         """Commands that take parameters (a line protocol cannot guess their wire form)."""

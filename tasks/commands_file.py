@@ -22,6 +22,7 @@ from tasks.command_table import (
     CommandError,
     CommandTable,
     Param,
+    ReplyShape,
     check_params,
 )
 
@@ -33,7 +34,8 @@ RESERVED = {"STOP": "STOP is reserved: the server sends it itself to abort a com
 
 TOP_KEYS = ("commands",)
 COMMAND_KEYS = ("name", "description", "params", "example", "timeout_s", "wire", "items_key",
-                "count_key")
+                "count_key", "reply")
+REPLY_KEYS = ("item_per", "item_key", "item_params")
 PARAM_KEYS = ("name", "type", "description", "required", "minimum", "maximum", "max_length")
 BOUNDED_TYPES = ("number", "integer", "integer_list")
 LENGTH_TYPES = ("string", "integer_list")
@@ -151,6 +153,7 @@ def _command(entry: Any, where: str) -> Command:
     command = Command(name, description, tuple(params), descriptions=descriptions,
                       items_key=keys["items_key"],
                       count_key=keys["count_key"],
+                      reply=_reply(entry.get("reply"), params, where),
                       timeout_s=None if timeout is None else float(timeout),
                       wire=_wire(entry.get("wire"), params, where))
     example = entry.get("example", {})
@@ -163,6 +166,27 @@ def _command(entry: Any, where: str) -> Command:
         field = (exc.field or "").removeprefix("params.")
         raise _Problem(where, f"example{'.' + field if field else ''}: {exc.message}") from None
     return dataclasses.replace(command, example=dict(example))
+
+
+def _reply(raw: Any, params: list[Param], where: str) -> ReplyShape | None:
+    """What the robot's replies to the command must look like (docs/commands.md)."""
+    if raw is None:
+        return None
+    _keys(raw, REPLY_KEYS, f"{where}: reply", "a reply description")
+    kinds = {p.name: p.kind for p in params}
+    item_per, item_key = raw.get("item_per"), raw.get("item_key")
+    if item_per is not None and kinds.get(item_per) != "integer_list":
+        raise _Problem(where, f"reply.item_per: {_shown(item_per)} is not an integer_list "
+                              "parameter of this command")
+    if (item_per is None) != (item_key is None):
+        raise _Problem(where, "reply: item_per and item_key go together")
+    if item_key is not None and (not isinstance(item_key, str) or not item_key):
+        raise _Problem(where, "reply.item_key: must be a non-empty string")
+    echoed = raw.get("item_params", [])
+    if not isinstance(echoed, list) or any(name not in kinds for name in echoed):
+        raise _Problem(where, "reply.item_params: must be a list of this command's "
+                              "parameter names")
+    return ReplyShape(item_per, item_key, tuple(echoed))
 
 
 def _param(raw: Any, command_where: str, where: str) -> Param:

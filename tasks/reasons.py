@@ -22,7 +22,7 @@ INFO_PAUSES = frozenset({"emergency_stop", "paused_by_operator"})
 
 # The hold after a command that left the robot in an unknown state, by its fault.
 FAULT_HOLDS = {"timeout": "hold_timeout", "disconnected": "hold_disconnected",
-               "alarm": "hold_alarm"}
+               "alarm": "hold_alarm", "out_of_step": "hold_out_of_step"}
 # A fault another RobotPort may report that the table above does not know.
 OTHER_FAULT_HOLD = "hold_fault"
 

@@ -99,7 +99,7 @@ def make_server(tmp_path) -> Iterator[Callable[..., RobotServer]]:
             db = str(tmp_path / f"tasks-{n}.db")
         settings = Settings(host="127.0.0.1", port=0, robot="sim", sim_speed=200.0, db=db,
                             robot_timeout=5.0, command_timeouts={}, shutdown_grace=2.0,
-                            reconnect_min=0.05, reconnect_max=0.5)
+                            reconnect_min=0.05, reconnect_max=0.5, robot_settle=0.2)
         server = RobotServer(replace(settings, **overrides), static_dir=static_dir)
         server.start()
         started.append(server)

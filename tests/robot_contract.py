@@ -12,6 +12,10 @@ returning a started-able simulator with this surface:
   started with;
 * ``commands() -> list[dict]`` what it received, each with the canonical ``"cmd"``
   (``"STOP"``, ``"SCAN_QRCODE"``, ...);
+* ``set_fault`` also takes ``"foreign_item"`` (an extra progress item, after the first,
+  for a position the scan did not ask for), ``"repeat_item"`` (the first item twice)
+  and ``"short_count"`` (the last position neither reported nor counted): replies out
+  of step with their command, which the link must catch whatever the codec;
 * ``SCAN_QRCODE`` with ``rack``/``positions``, one progress item per position with
   ``position``, ``code`` and ``rack``, slow enough at its speed (about 20 ms a bottle)
   that a STOP lands in the middle of a 10-position scan.
@@ -40,6 +44,8 @@ SCAN10 = {"rack": "B", "positions": list(range(1, 11))}
 class RobotContract:
     protocol = "json"
     timeout = 2.0
+    # No-id protocols: longer than the simulator's BUSY interval (robot/handshake.py).
+    settle_time = 0.2
 
     def make_simulator(self, tmp_path: Path) -> Any:
         """A simulator (not started); ``tmp_path`` is the test's own folder."""
@@ -57,9 +63,11 @@ class RobotContract:
     def link(self, sim: Any) -> Iterator[RobotLink]:
         codec = load_codec(self.protocol)
         codec.set_wire_forms(load_commands(None).wire_forms())
+        table = load_commands(None)
         lk = RobotLink(str(sim.path), codec=codec,
                        robot_timeout=self.timeout, reconnect_min=0.05, reconnect_max=0.2,
-                       handshake_timeout=1.0)
+                       handshake_timeout=1.0, settle_time=self.settle_time,
+                       reply_rules=table.reply_rules())
         lk.start()
         yield lk
         lk.stop()
@@ -85,6 +93,7 @@ class RobotContract:
     def _in_step(link: RobotLink) -> None:
         """The next command gets its own replies: a late reply to an earlier one (a
         STOP's bare "ok") taken as its result would end it at once with no bottles."""
+        assert link.wait_ready(10), link.info()  # no ids: a STOP is followed by a settle
         outcome = link.execute("SCAN_QRCODE", dict(SCAN3))
         assert outcome.success, outcome
         assert [i["position"] for i in outcome.items] == [1, 2, 3], outcome
@@ -156,3 +165,20 @@ class RobotContract:
         assert link.info()["skipped_lines"] > 0
         rx = [e["line"] for e in outcome.transcript if e["dir"] == "rx"]
         assert len(rx) > 4, "the skipped lines are shown in the transcript"
+
+    @pytest.mark.parametrize("mode", ["foreign_item", "repeat_item", "short_count"])
+    def test_a_reply_that_does_not_fit_its_command_fails_out_of_step(
+            self, link: RobotLink, sim: Any, mode: str) -> None:
+        """robot/fit.py: a bottle not asked for, one reported twice, or a count short of
+        the positions asked fails the command; nothing of it is kept as its bottles."""
+        sim.set_fault(mode)
+        outcome = link.execute("SCAN_QRCODE", dict(SCAN3))
+        assert not outcome.success and outcome.fault == "out_of_step", outcome
+        assert outcome.code == "robot_out_of_step" and outcome.params["line"], outcome
+        assert outcome.items == [] and not outcome.data, "no partial result is kept"
+        marked = [e for e in outcome.transcript if e.get("out_of_step")]
+        assert len(marked) == 1 and marked[0]["dir"] == "rx", outcome.transcript
+        wait_until(lambda: self._stops(sim) >= 1, 5, message="STOP after the out-of-step line")
+        sim.set_fault(None)
+        self._in_step(link)
+        assert link.info()["out_of_step"] == 1

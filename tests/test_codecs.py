@@ -25,7 +25,8 @@ def sent(codec: TextCodec, cmd: str, params: dict | None = None) -> Sent:
 
 
 def test_text_encodes_from_the_wire_forms(text: TextCodec) -> None:
-    assert text.encode_command(1, "PING", None) == b"PING\r\n"
+    # The handshake carries a nonce the firmware echoes (robot/codec_text.py).
+    assert text.encode_command(1, "PING", None) == b"PING 00000001\r\n"
     assert text.encode_command(1, "GET_STATUS", {}) == b"STATUS\r\n"
     assert text.encode_command(1, "SCAN_QRCODE", {"rack": "A", "positions": [1, 2, 3]}) \
         == b"SCAN A 1,2,3\r\n"
@@ -73,21 +74,47 @@ def test_text_err_alarm_pong_stop(text: TextCodec) -> None:
     assert stop.to_stop and stop.success
     assert text.decode(b"OK STOP", None).to_stop  # also when idle
     pong = text.decode(b"PONG acme-arm 4.2 build 7", sent(text, "PING"))
-    assert pong.success and pong.data == {"firmware": "acme-arm 4.2 build 7"}
+    # A firmware that does not echo the nonce: accepted, with the weaker guarantee.
+    assert pong.success and pong.data == {"firmware": "acme-arm 4.2 build 7", "echo": False}
+
+
+def test_text_handshake_names_itself(text: TextCodec) -> None:
+    ping = Sent(0x7F3A, "PING", {}, text.encode_command(0x7F3A, "PING", None))
+    assert ping.line == b"PING 00007f3a\r\n"
+    mine = text.decode(b"PONG 00007f3a simbot 1.0", ping)
+    assert mine.kind == "result" and mine.data == {"firmware": "simbot 1.0", "echo": True}
+    late = text.decode(b"PONG 00007f39 simbot 1.0", ping)  # an earlier handshake's answer
+    assert late.kind == "stray" and "earlier PING" in (late.error or ""), late
+
+
+def test_text_status_says_idle(text: TextCodec) -> None:
+    assert text.says_idle(True, "", {"status": "homed=1 holding=- x=0"}) is True
+    assert text.says_idle(True, "", {"status": "state=busy x=1"}) is False
+    assert text.says_idle(False, "busy", {}) is False
+    assert text.says_idle(False, "unknown command", {}) is None
 
 
 @pytest.mark.parametrize("line,reason", [
-    (b"", "empty"), (b"\xff\xfe", "ASCII"), (b"OK", "without"), (b"OK PLACE", "does not answer"),
-    (b"PONG x", "does not answer"), (b"BOTTLE x", "BOTTLE"), (b"BOTTLE 1 A-01", "during"),
-    (b"HELLO", "unknown"), (b"OK STATUS", "does not answer"),
+    (b"", "empty"), (b"\xff\xfe", "ASCII"), (b"OK", "without"), (b"BOTTLE x", "BOTTLE"),
+    (b"HELLO", "unknown"),
 ])
-def test_text_skips_what_does_not_belong(text: TextCodec, line: bytes, reason: str) -> None:
+def test_text_skips_what_is_not_a_reply(text: TextCodec, line: bytes, reason: str) -> None:
     reply = text.decode(line, sent(text, "PICK", {"position": 2}))
     assert reply.kind == "invalid" and reason in (reply.error or ""), reply
 
 
+@pytest.mark.parametrize("line,reason", [
+    (b"OK PLACE", "does not answer"), (b"PONG x", "does not answer"),
+    (b"BOTTLE 1 A-01", "during"), (b"OK STATUS", "does not answer"),
+])
+def test_text_another_commands_reply_is_stray(text: TextCodec, line: bytes, reason: str) -> None:
+    """A well-formed reply to another command: the robot is out of step (robot/fit.py)."""
+    reply = text.decode(line, sent(text, "PICK", {"position": 2}))
+    assert reply.kind == "stray" and reason in (reply.error or ""), reply
+
+
 def test_text_nothing_in_flight(text: TextCodec) -> None:
-    assert text.decode(b"OK PICK", None).kind == "invalid"
+    assert text.decode(b"OK PICK", None).kind == "stray"  # the robot is still working
     assert text.decode(b"BUSY", None).kind == "heartbeat"
 
 

@@ -29,7 +29,9 @@ from robot.sim_channels import PtyChannel
 from robot.sim_engine import bottle_code
 
 FIRMWARE = "acme-gcode 2.0"
-FAULTS = (None, "garbage", "hang_after_ack")
+# "foreign_item", "repeat_item", "short_count": a scan out of step with its command (an
+# extra bottle at a position not asked for, the first bottle twice, the last one missing).
+FAULTS = (None, "garbage", "hang_after_ack", "foreign_item", "repeat_item", "short_count")
 CODES = {"M115": "PING", "M114": "GET_STATUS", "G28": "HOME", "G0": "MOVE_TO",
          "M950": "SCAN_QRCODE", "M951": "PICK", "M952": "PLACE", "M410": "STOP"}
 SECONDS = {"HOME": 3.0, "MOVE_TO": 2.0, "PICK": 4.0, "PLACE": 4.0}  # at speed 1
@@ -56,6 +58,7 @@ class _Motion:
     def __init__(self, cmd: str, params: dict[str, Any], hang: bool, heartbeat_s: float,
                  run: Callable[[_Motion], None]) -> None:
         self.cmd, self.params, self.hang = cmd, params, hang
+        self.mode: str | None = None
         self.stop = threading.Event()
         self.stops = 0  # M410s received: each is answered once the motion has ended
         self.next_beat = time.monotonic() + heartbeat_s
@@ -204,6 +207,7 @@ class GcodeSimulator:
             else:
                 motion = _Motion(cmd, params, self._fault == "hang_after_ack", self.heartbeat_s,
                                  self._run)
+                motion.mode = self._fault
                 self._motion = motion
                 motion.thread.start()
 
@@ -229,11 +233,16 @@ class GcodeSimulator:
 
     def _work(self, motion: _Motion) -> None:
         if motion.cmd == "SCAN_QRCODE":
-            rack = motion.params["rack"]
-            for position in motion.params["positions"]:
+            rack, positions = motion.params["rack"], list(motion.params["positions"])
+            if motion.mode == "short_count":
+                positions = positions[:-1]
+            for n, position in enumerate(positions):
                 if not self._wait(motion, SCAN_PER_BOTTLE / self.speed):
                     return
                 self._send(f"bottle: {position} {bottle_code(rack, position) or 'none'}")
+                if n == 0 and motion.mode in ("foreign_item", "repeat_item"):
+                    extra = max(positions) + 1 if motion.mode == "foreign_item" else position
+                    self._send(f"bottle: {extra} {bottle_code(rack, extra) or 'none'}")
         elif self._wait(motion, SECONDS[motion.cmd] / self.speed):
             with self._lock:
                 if motion.cmd == "HOME":

@@ -114,7 +114,7 @@ def test_decodes_answers_and_alarms(codec: GcodeCodec) -> None:
 
 
 @pytest.mark.parametrize("line", [j.rstrip(b"\n") for j in JUNK] + [
-    b"", b"OK", b"error", b"bottle: 4 A-04-1c2b3a", b"bottle: 2", b"busy processing"])
+    b"", b"OK", b"error", b"bottle: 2", b"busy processing"])
 def test_junk_is_invalid(codec: GcodeCodec, line: bytes) -> None:
     scan = sent(codec, "SCAN_QRCODE", {"rack": "A", "positions": [1, 2, 3]})
     assert codec.decode(line, scan).kind == "invalid"
