@@ -8,8 +8,12 @@ moments and restarted on the same DB and port. At the end: lost, duplicated, phy
 re-runs, FIFO violations (exit 1 if any is not 0).
 hostile: one server, the simulator in fault mode flood / noise / deep_result for a few
 tasks, then one healthy task; reads must stay 200 and the healthy task must complete.
+mixup: kill -9 cycles against a text-protocol robot still working when the server comes
+back, restarts resumed at once; no scan may complete with another rack's bottles
+(bench/soak_mixup.py).
 
-Run: .venv/bin/python bench/soak.py [--quick] [--mode crash|hostile] [--json] (docs/durability.md)
+Run: .venv/bin/python bench/soak.py [--quick] [--mode crash|hostile|mixup] [--json]
+(docs/durability.md)
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from common import (  # noqa: E402
     temp_dir,
 )
 from soak_hostile import HOSTILE, hostile_rows, run_hostile  # noqa: E402
+from soak_mixup import mixup_rows, run_mixup  # noqa: E402
 
 
 # -- crash mode ------------------------------------------------------------------------------
@@ -346,7 +351,11 @@ def _pair(text: str) -> tuple[float, float]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mode", choices=("crash", "hostile"), default="crash")
+    p.add_argument("--mode", choices=("crash", "hostile", "mixup"), default="crash")
+    p.add_argument("--per-bottle", type=float, default=0.05,
+                   help="mixup: the text robot's seconds per bottle (default 0.05)")
+    p.add_argument("--settle", type=float, default=0.3,
+                   help="mixup: the server's --robot-settle (default 0.3)")
     p.add_argument("--quick", action="store_true",
                    help="short run: 5 kills; hostile faults last 3 s")
     p.add_argument("--cycles", type=int, default=35, help="kill -9s (crash; default 35)")
@@ -401,7 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stderr if args.json else sys.stdout
     results: list[dict[str, Any]] = []
     ok = True
-    if args.mode == "crash":
+    if args.mode == "mixup":
+        figures, ok = run_mixup(args)
+        print_table(f"Soak: text robot still working after kill -9 x{figures['kills']}, "
+                    f"{args.clients} clients (seed {args.seed})", mixup_rows(figures), file=out)
+        results.append(figures)
+    elif args.mode == "crash":
         figures, ok = run_crash(args)
         print_table(f"Soak: kill -9 x{figures['restarts']}, {args.clients} retrying clients "
                     f"(seed {args.seed})", crash_rows(figures), file=out)
