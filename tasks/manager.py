@@ -60,8 +60,12 @@ def body_hash(cmd_type: str, params: dict[str, Any]) -> str:
 class TaskManager:
     def __init__(self, store: TaskStore, events: EventBus, *, max_queue: int = 1000,
                  auto_resume: bool = False, commands: CommandTable | None = None,
-                 lang: str = "en") -> None:
+                 lang: str = "en", wall: Callable[[], float] = time.time) -> None:
         self.store = store
+        # The guide's times (submit, start, end) are wall-clock readings; how long a
+        # task ran is measured on time.monotonic() instead (tasks/models.py Task.run_s).
+        self.wall = wall
+        self._run_clocks: dict[str, float] = {}  # running task -> its monotonic start
         self.commands = default_table() if commands is None else commands
         self.events = events
         self.max_queue = max_queue
@@ -112,7 +116,7 @@ class TaskManager:
     # -- start-up -------------------------------------------------------------------------
     def recover(self, now: float | None = None) -> list[str]:
         """Load state after a (re)start (tasks/recovery.py); the interrupted tasks' ids."""
-        return recover(self, time.time() if now is None else now)
+        return recover(self, self.wall() if now is None else now)
 
     # -- submit -----------------------------------------------------------------------
     def submit(self, cmd_type: str, params: dict[str, Any], *,
@@ -129,7 +133,7 @@ class TaskManager:
         if unfinished >= self.max_queue and (
                 idempotency_key is None or self.store.idempotent_task(idempotency_key) is None):
             raise QueueFull(self.max_queue)
-        now = time.time()
+        now = self.wall()
         new = NewTask(new_task_id(now), cmd_type, params, now, retry_of=retry_of,
                       idempotency_key=idempotency_key,
                       body_hash=body_hash(cmd_type, params) if idempotency_key else None)
@@ -170,7 +174,7 @@ class TaskManager:
             with self.state.lock:
                 pending = task_id in self.state.pending
             if pending:
-                ended = time.time()
+                ended = self.wall()
                 result = failure("cancelled_before_start", self.lang)
                 # The worker moves a task out of pending under this same lock, so
                 # the row is still pending here.
@@ -279,7 +283,8 @@ class TaskManager:
                 self.put_back_first(task_id)
                 return None
             epoch, mark = stop_epoch(), self.stops.mark()
-            task = self.store.mark_running(task_id, time.time())
+            clock = time.monotonic()
+            task = self.store.mark_running(task_id, self.wall())
             if task is None:  # not pending on disk: nothing to run
                 with self.state.lock:
                     self.state.pending.pop(task_id, None)
@@ -289,6 +294,7 @@ class TaskManager:
                 self.state.counts[TaskStatus.PENDING] -= 1
                 self.state.counts[TaskStatus.RUNNING] += 1
                 self.state.running = task
+                self._run_clocks[task_id] = clock
         log.info("task %s %s running", task_id, task.cmd_type)
         self.events.publish("task", self.views.doc(task))
         return Run(task, epoch, mark)
@@ -308,6 +314,7 @@ class TaskManager:
                 self.state.counts[TaskStatus.RUNNING] -= 1
                 self.state.counts[TaskStatus.PENDING] += 1
                 self.state.requeue_first(task)
+                self._run_clocks.pop(task_id, None)
             self.stops.forget(task_id)
         log.warning("task %s was not sent (robot link down): back at the head of the queue",
                     task_id)
@@ -335,31 +342,41 @@ class TaskManager:
 
     def finish(self, task_id: str, status: TaskStatus, result: dict[str, Any],
                transcript: list[dict[str, Any]] | None = None, *,
-               log_text: str | None = None) -> dict[str, Any] | None:
+               log_text: str | None = None, drop_items: bool = False) -> dict[str, Any] | None:
         """Commit the final state, then report it (events, waiters, metrics).
 
         ``log_text``: the outcome in English for the log (the stored message is in the
-        server's language). Raises StoreWriteError with nothing changed if the state
-        cannot be saved."""
-        ended = time.time()
-        self.store.finish(task_id, status, ended, result, transcript, only_if=(TaskStatus.RUNNING,))
+        server's language). ``drop_items``: its progress items are discarded with it
+        (replies out of step: they may be another command's). Raises StoreWriteError
+        with nothing changed if the state cannot be saved."""
+        ended, clock = self.wall(), time.monotonic()
         with self.state.lock:
+            began = self._run_clocks.get(task_id)
+        run_s = None if began is None else clock - began
+        # Not popped before the commit: a write that fails is tried again, same start.
+        self.store.finish(task_id, status, ended, result, transcript,
+                          only_if=(TaskStatus.RUNNING,), run_s=run_s, drop_items=drop_items)
+        with self.state.lock:
+            self._run_clocks.pop(task_id, None)
             running = self.state.running
             self.state.running = None
             self.state.counts[TaskStatus.RUNNING] -= 1
             self.state.counts[status] += 1
-            if status == TaskStatus.COMPLETED and running and running.started:
-                self.views.record_duration(running.cmd_type, ended - running.started)
+            final = dataclasses.replace(running, status=status, ended=ended, result=result,
+                                        run_s=run_s) if running is not None else None
+            if final is not None and drop_items and final.progress:
+                final.progress = {k: v for k, v in final.progress.items() if k != "items"}
+            if status == TaskStatus.COMPLETED and final and final.duration is not None:
+                self.views.record_duration(final.cmd_type, final.duration)
         self.stops.forget(task_id)
-        if running is not None and running.task_id == task_id:
+        if final is not None and final.task_id == task_id:
             # Built from memory, not read back: the row was just committed as this.
-            doc: dict[str, Any] | None = self.views.doc(dataclasses.replace(
-                running, status=status, ended=ended, result=result))
+            doc: dict[str, Any] | None = self.views.doc(final)
             assert doc is not None
             self.views.cache_final(task_id, doc)
         else:
             doc = self.get(task_id)
-        duration = (ended - running.started) if running and running.started else 0.0
+        duration = (final.duration if final else None) or 0.0
         log.info("task %s %s %s in %.2f s: %s", task_id,
                  running.cmd_type if running else "?", status.value, duration,
                  log_text or result.get("message"))

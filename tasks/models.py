@@ -119,10 +119,25 @@ class Task:
     progress: dict[str, Any] | None = None
     retry_of: str | None = None
     seq: int | None = None
+    # Seconds from start to end on the monotonic clock of the process that ran the task:
+    # a step of the wall clock (NTP, an operator) during the run does not change it.
+    # None when unknown: a task failed by recovery after a restart, or an older row.
+    run_s: float | None = None
 
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds it ran, once ended: the monotonic measure where this process took it,
+        else the wall-clock difference, never negative (a clock stepped back during a
+        run before a restart cannot be corrected, only kept from going below zero)."""
+        if self.started is None or self.ended is None:
+            return None
+        if self.run_s is not None:
+            return self.run_s
+        return max(0.0, self.ended - self.started)
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -132,8 +147,9 @@ class Task:
             "end_time": format_time(self.ended),
             "result": self.result, "params": self.params,
         }
-        if self.started is not None and self.ended is not None:
-            doc["duration_s"] = round(self.ended - self.started, 3)
+        duration = self.duration
+        if duration is not None:
+            doc["duration_s"] = round(duration, 3)
         if self.progress is not None:
             doc["progress"] = self.progress
         if self.retry_of:

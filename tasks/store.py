@@ -153,16 +153,22 @@ class TaskStore:
 
     def finish(self, task_id: str, status: TaskStatus | str, ended: float,
                result: dict[str, Any], transcript: list[dict[str, Any]] | None = None,
-               only_if: tuple[TaskStatus | str, ...] = ("pending", "running")) -> bool:
-        """Record a final state; False if the task was not in one of `only_if`."""
+               only_if: tuple[TaskStatus | str, ...] = ("pending", "running"), *,
+               run_s: float | None = None, drop_items: bool = False) -> bool:
+        """Record a final state; False if the task was not in one of `only_if`.
+
+        ``run_s``: seconds it ran on the monotonic clock. ``drop_items``: its progress
+        items are deleted in the same transaction (they may be another command's)."""
         value = status_value(status)
         assert value in _FINAL
         with self._transaction() as conn:
             marks = ",".join("?" * len(only_if))
             cur = conn.execute(
-                f"UPDATE tasks SET status = ?, ended = ?, result = ? "
+                f"UPDATE tasks SET status = ?, ended = ?, result = ?, run_s = ? "
                 f"WHERE task_id = ? AND status IN ({marks})",
-                (value, ended, dumps(result), task_id, *map(status_value, only_if)))
+                (value, ended, dumps(result), run_s, task_id, *map(status_value, only_if)))
+            if cur.rowcount == 1 and drop_items:
+                conn.execute("DELETE FROM progress_items WHERE task_id = ?", (task_id,))
             if cur.rowcount == 1 and transcript:
                 conn.execute("INSERT OR REPLACE INTO transcripts(task_id, lines) VALUES (?, ?)",
                              (task_id, dumps(transcript)))
@@ -234,8 +240,8 @@ class TaskStore:
             types = [r[0] for r in conn.execute("SELECT DISTINCT cmd_type FROM tasks")]
             for cmd_type in types:
                 rows = conn.execute(
-                    "SELECT ended - started FROM tasks WHERE cmd_type = ? AND status = "
-                    "'completed' AND started IS NOT NULL ORDER BY seq DESC LIMIT ?",
+                    "SELECT COALESCE(run_s, ended - started) FROM tasks WHERE cmd_type = ? "
+                    "AND status = 'completed' AND started IS NOT NULL ORDER BY seq DESC LIMIT ?",
                     (cmd_type, limit)).fetchall()
                 out[cmd_type] = [r[0] for r in reversed(rows)]
         return out
@@ -266,22 +272,32 @@ class TaskStore:
                                  (key, value))
 
     def prune(self, older_than: float, now: float | None = None) -> int:
-        """Delete finished tasks that ended before `older_than`; never unfinished ones."""
+        """Delete finished tasks that ended before `older_than`, and the idempotency keys
+        whose task is gone, in one transaction; the number of tasks deleted.
+
+        A task goes by its status and finish time (`ended`), never by its age: a pending
+        or running task stays whatever the clock says. A key goes only once its task is
+        gone (pruned now or before) and the key is at least IDEMPOTENCY_KEEP_S old at
+        `now`: it lives as long as its task and at least a day, so a re-sent key of a
+        held task never makes a second task (docs/durability.md)."""
         now = time.time() if now is None else now
+        final = ", ".join("?" * len(_FINAL))
+        prunable = f"status IN ({final}) AND ended < ?"
         with self._transaction() as conn:
-            gone = conn.execute("SELECT status, count(*) FROM tasks WHERE ended < ? AND status "
-                                "IN ('completed', 'failed', 'cancelled') GROUP BY status",
-                                (older_than,)).fetchall()
+            gone = conn.execute(f"SELECT status, count(*) FROM tasks WHERE {prunable} "
+                                "GROUP BY status", (*_FINAL, older_than)).fetchall()
             for status, n in gone:
                 conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO "
                              "UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
                              (f"pruned:{status}", n))
             for table in ("transcripts", "progress_items"):
-                conn.execute(f"DELETE FROM {table} WHERE task_id IN (SELECT task_id FROM tasks "
-                             "WHERE ended < ? AND status IN ('completed', 'failed', "
-                             "'cancelled'))", (older_than,))
-            cur = conn.execute("DELETE FROM tasks WHERE ended < ? AND status IN "
-                               "('completed', 'failed', 'cancelled')", (older_than,))
-            conn.execute("DELETE FROM idempotency WHERE created < ?",
-                         (min(older_than, now - IDEMPOTENCY_KEEP_S),))
+                conn.execute(f"DELETE FROM {table} WHERE task_id IN "
+                             f"(SELECT task_id FROM tasks WHERE {prunable})",
+                             (*_FINAL, older_than))
+            cur = conn.execute(f"DELETE FROM tasks WHERE {prunable}", (*_FINAL, older_than))
+            # After the tasks: the keys of those just pruned are gone with them (with
+            # --keep-days under a day, a day after they were made).
+            conn.execute("DELETE FROM idempotency WHERE created < ? AND NOT EXISTS "
+                         "(SELECT 1 FROM tasks WHERE tasks.task_id = idempotency.task_id)",
+                         (now - IDEMPOTENCY_KEEP_S,))
             return cur.rowcount

@@ -51,7 +51,8 @@ CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency(created);
 """
 # Added to schema 1 without a version bump: additive, so an older server still opens
 # the file (it just does not see the items). Progress items are appended here one row
-# each, so a progress line costs one INSERT however many came before it.
+# each, so a progress line costs one INSERT however many came before it. Columns added
+# the same way are in _ADDED_COLUMNS (an older server reads its columns by name).
 _ADDITIVE = """
 CREATE TABLE IF NOT EXISTS progress_items (
     task_id TEXT NOT NULL,
@@ -60,6 +61,18 @@ CREATE TABLE IF NOT EXISTS progress_items (
     PRIMARY KEY (task_id, n)
 ) WITHOUT ROWID;
 """
+
+
+# tasks.run_s: the seconds a task ran, on the monotonic clock of the process that ran
+# it (a wall-clock step during the run does not change it); NULL when unknown.
+_ADDED_COLUMNS = (("tasks", "run_s", "REAL"),)
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    for table, column, kind in _ADDED_COLUMNS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def on_read_only_fs(directory: str) -> bool:
@@ -114,6 +127,7 @@ def open_database(path: str, busy_timeout: float) -> sqlite3.Connection:
         # that only reads would otherwise pass start-up and refuse every submit.
         with immediate(conn):
             conn.execute(_ADDITIVE)
+            _add_columns(conn)
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('opened', ?)",
                          (f"{time.time():.3f}",))
     except sqlite3.Error as exc:

@@ -15,7 +15,7 @@ from tasks.models import Task, TaskStatus
 log = logging.getLogger("tasks.store")
 
 COLUMNS = ("seq, task_id, cmd_type, params, status, submitted, started, ended, result, "
-           "progress, retry_of")
+           "progress, retry_of, run_s")
 
 # What a stored value that cannot be decoded is served as: the row stays readable,
 # and the placeholder says so instead of pretending to be data.
@@ -63,13 +63,14 @@ def _status(text: Any, task_id: str) -> TaskStatus:
 
 def row_to_task(row: sqlite3.Row | tuple) -> Task:
     (seq, task_id, cmd_type, params, status, submitted, started, ended, result, progress,
-     retry_of) = row
+     retry_of, run_s) = row
     return Task(
         task_id=task_id, cmd_type=cmd_type, params=loads(params, task_id, "params"),
         status=_status(status, task_id), submitted=submitted, started=started, ended=ended,
         result=loads(result, task_id, "result") if result is not None else None,
         progress=loads(progress, task_id, "progress") if progress is not None else None,
-        retry_of=retry_of, seq=seq)
+        retry_of=retry_of, seq=seq,
+        run_s=float(run_s) if isinstance(run_s, (int, float)) and run_s >= 0 else None)
 
 
 def with_items(conn: sqlite3.Connection, tasks: list[Task]) -> list[Task]:

@@ -52,7 +52,9 @@ class TaskViews:
     # -- durations (for ETAs) ----------------------------------------------------------
     def load_durations(self) -> None:
         for cmd_type, values in self.store.recent_durations().items():
-            self._durations[cmd_type].extend(values)
+            # The stored measures (wall-clock differences for older rows: one the clock
+            # was stepped back in is no duration).
+            self._durations[cmd_type].extend(v for v in values if v is not None and v >= 0)
 
     def record_duration(self, cmd_type: str, seconds: float) -> None:
         """A completed run (state lock held by the caller)."""
