@@ -62,10 +62,21 @@ def print_banner(server: Any, lang: str = "en") -> None:
         lines.append("\n" + tr("banner.interrupted", tasks=", ".join(server.interrupted)))
     if server.manager.paused:
         lines.append(tr("banner.queue_held", reason=server.manager.pause_reason,
-                        url=f"http://{ip}:{port}"))
+                        url=resume_base(host, port, ip)))
     # One write: log lines from other threads cannot cut into the banner.
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
+
+
+def resume_base(host: str, port: int, lan: str) -> str:
+    """The URL the banner's resume hint points at: the address the server listens on
+    (a server on 127.0.0.1 refuses its LAN address); only a wildcard listener, which
+    answers on every interface, is shown at its LAN address."""
+    if host in ("0.0.0.0", "::", ""):
+        host = lan
+    if ":" in host:  # an IPv6 literal, its zone (fe80::1%eth0) escaped as RFC 6874 says
+        return f"http://[{host.replace('%', '%25')}]:{port}"
+    return f"http://{host}:{port}"
 
 
 def _loopback(host: str) -> bool:

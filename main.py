@@ -49,6 +49,10 @@ def _robot_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--robot-timeout", type=float,
                    help=f"seconds of robot silence that fail a command "
                         f"(default {DEFAULTS.robot_timeout:g})")
+    p.add_argument("--robot-settle", type=float, metavar="S",
+                   help="robots without reply ids (text, G-code): seconds the robot must send "
+                        "nothing before the server's handshake, after a STOP or a restart "
+                        f"(default {DEFAULTS.robot_settle:g}; above its BUSY interval)")
     p.add_argument("--commands", metavar="FILE",
                    help="command table JSON (default: the shipped tasks/commands.json); "
                         "see docs/commands.md")
@@ -208,15 +212,19 @@ def serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     finished = threading.Event()
 
-    def stop_robot_now(why: str) -> None:
-        if server.worker is not None:
+    def stop_robot_now(why: str, *, wait: bool = True) -> None:
+        worker = server.worker
+        if worker is not None:
             say(why)
-            server.worker.abort_for_shutdown()
+            running = server.manager.running_task_id if server.manager else None
+            if worker.abort_for_shutdown(wait=wait):
+                say(tr("shutdown.not_waiting", task_id=running or "?"))
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
-            # A second Ctrl+C: the operator does not want to wait for the task.
-            stop_robot_now(tr("shutdown.second_signal"))
+            # A second Ctrl+C: the operator wants neither the task nor the robot's
+            # confirmation of STOP waited for; the task is recorded as unconfirmed.
+            stop_robot_now(tr("shutdown.second_signal"), wait=False)
             return
         logging.getLogger("main").info("signal %d: shutting down", signum)
         stop.set()
@@ -264,7 +272,9 @@ def run_local(args: argparse.Namespace) -> int:
                            commands_with_params=table.with_params(), baudrate=s.baudrate,
                            sim_speed=s.sim_speed, sim_transport=s.sim_transport,
                            robot_timeout=s.robot_timeout,
-                           command_timeouts=s.command_timeouts_for(table.timeouts()))
+                           command_timeouts=s.command_timeouts_for(table.timeouts()),
+                           settle_time=s.robot_settle, settle_timeout=s.robot_settle_timeout,
+                           reply_rules=table.reply_rules())
     except RobotLinkError as exc:
         print(tr("start.cannot_start", error=error_text(exc, tr.lang)), file=sys.stderr)
         return 1

@@ -46,10 +46,13 @@ class RobotPort(Protocol):
     def execute(self, cmd: str, params: dict[str, Any] | None = None, *,
                 on_progress: Any = None, timeout: float | None = None,
                 stop_epoch: int | None = None) -> Outcome: ...
-    def abort(self) -> bool: ...
+    def abort(self, confirm_within: float | None = None) -> bool: ...
+    def give_up(self) -> bool: ...
     def live_transcript(self) -> list[dict[str, Any]] | None: ...
     @property
     def stop_epoch(self) -> int: ...
+    # How long a STOP at shutdown may wait for the robot's confirmation.
+    handshake_timeout: float
 
 
 class Worker:
@@ -86,11 +89,16 @@ class Worker:
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self, grace: float | None = None) -> None:
-        """Stop taking tasks; let the running one finish for `grace` s, then abort it."""
+        """Stop taking tasks; let the running one finish for `grace` s, then abort it.
+
+        The abort waits for the robot's confirmation at most the link's handshake
+        timeout, not the command's own silence limit (60 s for a scan): a service
+        manager's stop timeout must be able to cover the whole shutdown."""
         grace = self.shutdown_grace if grace is None else grace
         self._stop.set()
         self.manager.wake()
-        # In slices, so that the caller's signal handlers (a second Ctrl+C) can run.
+        # In slices, so that the caller's signal handlers (a second Ctrl+C) can run:
+        # an untimed wait is never woken by a signal that another thread received.
         deadline = time.monotonic() + grace
         while not self._idle.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
@@ -98,13 +106,29 @@ class Worker:
                             self.manager.running_task_id, grace)
                 self.abort_for_shutdown()
                 break
-        if self._thread is not None:
-            self._thread.join()
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.2)
 
-    def abort_for_shutdown(self) -> None:
-        """STOP the running task because the server is going down (recorded as such)."""
+    def abort_for_shutdown(self, *, wait: bool = True) -> bool:
+        """STOP the running task because the server is going down (recorded as such).
+
+        The robot then has the link's handshake timeout to confirm; after that, or at
+        once without ``wait`` (a second signal), the task ends unconfirmed: failed,
+        with a note, and the queue held. True if a command's wait was cut short now."""
+        self._stop.set()  # whatever comes next, no further task may start
+        self.manager.wake()
         self.manager.stops.stop_all(SHUTDOWN)
-        self.link.abort()
+        confirm = self.link.handshake_timeout
+        sent = self.link.abort(confirm_within=confirm)
+        if wait:
+            if sent and not self._idle.is_set():
+                log.warning("shutdown: waiting up to %g s for the robot to confirm STOP",
+                            confirm)
+            return False
+        gave_up = self.link.give_up()
+        if gave_up:
+            log.warning("shutdown: not waiting for the robot to confirm STOP")
+        return gave_up
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -186,7 +210,10 @@ class Worker:
         dropped = getattr(outcome, "items_dropped", 0)
         if dropped:
             result["items_dropped"] = dropped  # the items in the result are not all of them
-        self._finish(task_id, status, result, outcome.transcript, hold, outcome.message)
+        # Replies out of step may be another command's: none of its items are kept, not
+        # even in its progress (robot/fit.py).
+        self._finish(task_id, status, result, outcome.transcript, hold, outcome.message,
+                     drop_items=outcome.fault == "out_of_step")
 
     def _unsent(self, run: Run, outcome: Outcome) -> bool:
         """A link that dropped before the command went out: the robot did nothing, so
@@ -203,7 +230,7 @@ class Worker:
 
     def _finish(self, task_id: str, status: TaskStatus, result: dict[str, Any],
                 transcript: list[dict[str, Any]] | None, hold: Hold | None,
-                log_text: str) -> None:
+                log_text: str, *, drop_items: bool = False) -> None:
         # Hold first, then commit the final state: whoever sees the task failed
         # (a poll, a waiter, an event) also sees the queue paused, and a crash in
         # between leaves the task running, which recovery fails and holds anyway.
@@ -211,7 +238,8 @@ class Worker:
             self.manager.pause(code=hold[0], params=hold[1])
         while True:
             try:
-                self.manager.finish(task_id, status, result, transcript, log_text=log_text)
+                self.manager.finish(task_id, status, result, transcript, log_text=log_text,
+                                    drop_items=drop_items)
                 return
             except StoreWriteError as exc:
                 # Without a record of this result no further task may start: hold,
@@ -242,7 +270,13 @@ class Worker:
                                    reason=self._failure_text(outcome))
             return TaskStatus.CANCELLED, result, unknown
         if stop is not None:
-            return TaskStatus.FAILED, {**failure("shutdown_aborted", self.lang), **data}, \
+            result = {**failure("shutdown_aborted", self.lang), **data}
+            if not outcome.aborted:
+                # E.g. no answer to STOP within the shutdown's bound: the robot may
+                # still be moving, which whoever resumes the queue must know.
+                result["note"] = t("info.abort_not_confirmed", self.lang,
+                                   reason=self._failure_text(outcome))
+            return TaskStatus.FAILED, result, \
                 ("hold_shutdown_abort", {"task_id": task_id, "cmd_type": cmd_type})
         code, params = outcome_code(outcome)
         return TaskStatus.FAILED, {**failure(code, self.lang, **params), **data}, unknown

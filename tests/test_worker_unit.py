@@ -57,12 +57,16 @@ def _lost(*, sent: bool) -> FakeOutcome:
 class FakePort:
     """What the worker needs of a robot link (tasks.worker.RobotPort)."""
 
+    handshake_timeout = 5.0
+
     def __init__(self) -> None:
         self.epoch = 0
         self.ready = True
         self.ready_answers: list[bool] = []  # answered first, one per call, then `ready`
         self.written: list[str] = []  # commands that reached the robot
         self.aborts = 0
+        self.confirm_windows: list[float | None] = []  # each abort's confirm_within
+        self.gave_up = 0
         self.before_send: Callable[[], None] | None = None  # runs as the bytes would go
         self.script: Script = _done
 
@@ -87,9 +91,14 @@ class FakePort:
             self.written.append(cmd)
         return outcome
 
-    def abort(self) -> bool:
+    def abort(self, confirm_within: float | None = None) -> bool:
         self.aborts += 1
+        self.confirm_windows.append(confirm_within)
         self.epoch += 1
+        return True
+
+    def give_up(self) -> bool:
+        self.gave_up += 1
         return True
 
     def live_transcript(self) -> list[dict[str, Any]] | None:
