@@ -87,7 +87,8 @@ class Handshake:
                 if time.monotonic() >= deadline:
                     return _failed(f"the robot still says it is busy after "
                                    f"{self.settings.settle_timeout:g} s", Fault.TIMEOUT,
-                                   code="robot_not_settled")
+                                   code="robot_not_settled",
+                                   seconds=f"{self.settings.settle_timeout:g}")
                 continue
             started = time.monotonic()
             outcome = self._ping()
@@ -127,7 +128,8 @@ class Handshake:
                     return _failed(f"the robot kept working (it sent BUSY, progress or "
                                    f"replies) for {self.settings.settle_timeout:g} s with no "
                                    "command from this server", Fault.TIMEOUT,
-                                   code="robot_not_settled")
+                                   code="robot_not_settled",
+                                   seconds=f"{self.settings.settle_timeout:g}")
                 state.cond.wait(min(quiet_until, deadline) - now)
 
     def _status_says_idle(self) -> bool | None | CommandOutcome:
@@ -151,5 +153,6 @@ class Handshake:
         return idle
 
 
-def _failed(message: str, fault: Fault | None, code: str | None = None) -> CommandOutcome:
-    return CommandOutcome(False, message, fault=fault, code=code)
+def _failed(message: str, fault: Fault | None, code: str | None = None,
+            **params: object) -> CommandOutcome:
+    return CommandOutcome(False, message, fault=fault, code=code, params=dict(params))

@@ -168,8 +168,8 @@ class ReplyRouter:
         """No ids: remember when the robot last showed it was working. The handshake's
         own answers do not count; anything unsolicited makes the link resynchronize."""
         state = self.state
-        if self.settings.codec.uses_ids or reply.kind in ("invalid", "log"):
-            return
+        if self.settings.codec.uses_ids or route == "skip" or reply.kind == "log":
+            return  # a skipped line (noise, a stale handshake answer) shows no work
         if route == "mine" and pending is not None and pending.handshake:
             return
         state.last_activity = time.monotonic()

@@ -234,6 +234,15 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
                            "firmware": NULLABLE_STRING, "error": NULLABLE_STRING,
                            "lines_in": {"type": "integer"}, "lines_out": {"type": "integer"},
                            "skipped_lines": {"type": "integer"},
+                           "settling": {"type": "boolean",
+                                        "description": "no-id protocols: waiting for the robot "
+                                                       "to be quiet before the next command"},
+                           "out_of_step": {"type": "integer",
+                                           "description": "replies that did not fit their "
+                                                          "command (robot_out_of_step)"},
+                           "unsolicited_lines": {"type": "integer",
+                                                 "description": "work lines with no command "
+                                                                "in flight"},
                            "reconnects": {"type": "integer"},
                            "protocol": {"type": "string",
                                         "description": "json, text or a lab's codec name"},

@@ -393,3 +393,36 @@ def test_screenshot_for_the_docs(lang: str, make_server: Callable[..., Any],
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=path)
     assert tab.errors == []
+
+
+@needs_browser
+def test_a_robot_still_working_shows_as_settling(
+        make_server: Callable[..., Any], dashboard: Callable[..., Dashboard]) -> None:
+    """A text robot that sends BUSY with nothing in flight: the header says the link waits
+    for it to settle, then "Robot connected" once it is quiet (issue 27)."""
+    import threading
+
+    from tests.text_robots import TextRobot
+
+    robot = TextRobot().start()
+    done = threading.Event()
+    try:
+        server = make_server(robot=robot.path, robot_protocol="text", robot_settle=0.5)
+        tab = dashboard(server)
+        page = tab.open()
+
+        def working() -> None:
+            while not done.wait(0.05):
+                robot.inject("BUSY")
+
+        thread = threading.Thread(target=working, daemon=True)
+        thread.start()
+        expect(page.locator("#robot-state")).to_have_text("Waiting for the robot to settle",
+                                                          timeout=T)
+        done.set()
+        thread.join(5)
+        expect(page.locator("#robot-state")).to_have_text("Robot connected", timeout=T)
+        assert tab.errors == []
+    finally:
+        done.set()
+        robot.stop()

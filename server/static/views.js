@@ -115,9 +115,12 @@ export function renderRobot(el, robot, mode) {
     el.append(h('span', { class: 'badge state-unknown', text: t('web.robot.unknown') }));
     return;
   }
-  el.append(robot.connected
-    ? h('span', { class: 'badge state-ok', id: 'robot-state', text: t('web.robot.connected') })
-    : h('span', { class: 'badge state-bad', id: 'robot-state', text: t('web.robot.disconnected') }));
+  // Settling: a robot without reply ids must be quiet before the next command goes out.
+  el.append(!robot.connected
+    ? h('span', { class: 'badge state-bad', id: 'robot-state', text: t('web.robot.disconnected') })
+    : robot.settling
+      ? h('span', { class: 'badge state-unknown', id: 'robot-state', text: t('web.robot.settling') })
+      : h('span', { class: 'badge state-ok', id: 'robot-state', text: t('web.robot.connected') }));
   const facts = [
     [t('web.robot.port'), robot.port],
     [t('web.robot.firmware'), robot.firmware],
