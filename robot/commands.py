@@ -105,14 +105,18 @@ class Commands:
                     pending.cmd if pending else None)
         return ok
 
-    def _resettle(self) -> None:
-        """No ids: after a STOP the robot must be quiet again, and answer a fresh
-        handshake, before the next command (a late line must not be taken for its)."""
-        if self.settings.codec.uses_ids:
-            return
+    def _unsync(self) -> None:
+        """The robot's state is not known: the supervisor runs the handshake (settle,
+        PING) before the link is ready for another command."""
         with self.state.cond:
             self.state.synced = False
             self.state.cond.notify_all()
+
+    def _resettle(self) -> None:
+        """No ids: after a STOP the robot must be quiet again, and answer a fresh
+        handshake, before the next command (a late line must not pass for its reply)."""
+        if not self.settings.codec.uses_ids:
+            self._unsync()
 
     def give_up(self) -> bool:
         """Stop waiting for the command in flight now (a second shutdown signal): it
@@ -293,9 +297,7 @@ class Commands:
                              code=code, params=params)
 
     def _on_silence(self, pending: Pending, timeout: float) -> CommandOutcome:
-        with self.state.cond:
-            self.state.synced = False
-            self.state.cond.notify_all()
+        self._unsync()
         seconds = f"{timeout:g}"
         message = f"timeout: robot sent nothing for {seconds} s"
         # A handshake PING sends no STOP: nothing was started that could be moving.
@@ -312,9 +314,7 @@ class Commands:
         """A reply that cannot be this command's: the robot is doing something else.
         STOP it, forget what this command seemed to get (it may be another's), and
         resynchronize (STOP, quiet, handshake) before anything else goes out."""
-        with self.state.cond:
-            self.state.synced = False
-            self.state.cond.notify_all()
+        self._unsync()
         if not self.send_stop(pending):
             with self.state.cond:
                 self.state.stop_before_sync = True  # then at the next handshake
@@ -325,9 +325,7 @@ class Commands:
     def _unconfirmed(self, pending: Pending) -> CommandOutcome:
         """The robot did not confirm a STOP in time (or the wait was given up): its
         state is unknown, so the link must resynchronize before anything else goes out."""
-        with self.state.cond:
-            self.state.synced = False
-            self.state.cond.notify_all()
+        self._unsync()
         pending.transcript.add("note", "STOP not confirmed: stopped waiting for the robot")
         return self._outcome(pending, False, "abort not confirmed: the robot did not answer "
                              "STOP in time", fault=Fault.TIMEOUT, code="abort_not_confirmed")
