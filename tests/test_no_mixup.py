@@ -144,8 +144,9 @@ def test_work_with_no_command_in_flight_is_waited_out(make_server, robots) -> No
     def working() -> None:
         robot.inject("BOTTLE 4 K0-04")
         for _ in range(30):
-            robot.inject("BUSY")
+            # Taken before the write: the server cannot have read the line earlier.
             last[:] = [time.monotonic()]
+            robot.inject("BUSY")
             if done.wait(0.05):
                 return
 
