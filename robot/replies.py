@@ -174,8 +174,10 @@ class ReplyRouter:
             return
         state.last_activity = time.monotonic()
         if route == "busy" and state.synced and not state.settling:
-            state.synced = False
-        state.cond.notify_all()
+            state.synced = False  # the supervisor waits on this: the handshake again
+            state.cond.notify_all()
+        elif state.settling:
+            state.cond.notify_all()  # the quiet wait starts over
 
     def _route_locked(self, reply: Reply, pending: Pending | None) -> str:
         """"mine" (for the command in flight), "alive" (proof of life only), "skip",
