@@ -42,7 +42,7 @@ KEEP_DAYS = 30  # finished tasks older than this are pruned
 DB_PATH = "data/tasks.db"  # relative: under the project folder, whatever the working dir
 DB_BUSY_TIMEOUT_S = 5.0  # how long the store waits for SQLite's lock before it gives up
 # The command table, with per-command silence timeouts (timeout_s) and wire forms.
-COMMANDS_FILE = None  # None: tasks/commands.json
+COMMANDS_FILE = None  # None: tasks/commands/commands.json
 
 # --- Robot link -------------------------------------------------------------------
 ROBOT_PORT = "sim"  # "sim" starts the built-in simulator (see SIM_TRANSPORT)
@@ -54,7 +54,7 @@ ROBOT_TIMEOUT_S = 30.0  # silence (no ack/progress/heartbeat/result) that fails 
 # Robots whose replies carry no id (text, G-code): before a handshake, after a STOP and
 # after a start that found an interrupted task, the robot must send nothing for this long
 # (it sends BUSY about every second while working), and may keep working this long
-# before the handshake fails and is retried (robot/handshake.py).
+# before the handshake fails and is retried (robot/link/handshake.py).
 ROBOT_SETTLE_S = 2.5
 ROBOT_SETTLE_TIMEOUT_S = 60.0
 CHECK_PING_TIMEOUT_S = 5.0  # `check` waits this long for the robot's PING reply

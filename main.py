@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import constants
 import i18n
-from banner import print_banner
 from client import cli
-from console_text import console_language, lang_flag, say, warn_if_not_shown
+from console.banner import print_banner
+from console.menus import SERVE_HINT, MenuExit, fill_from_menus
+from console.text import console_language, lang_flag, say, warn_if_not_shown
 from i18n import Translator, error_text
-from menus import SERVE_HINT, MenuExit, fill_from_menus
 from settings import DEFAULTS, from_args
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def _robot_flags(p: argparse.ArgumentParser) -> None:
                         "nothing before the server's handshake, after a STOP or a restart "
                         f"(default {DEFAULTS.robot_settle:g}; above its BUSY interval)")
     p.add_argument("--commands", metavar="FILE",
-                   help="command table JSON (default: the shipped tasks/commands.json); "
+                   help="command table JSON (default: the shipped tasks/commands/commands.json); "
                         "see docs/commands.md")
     p.add_argument("--log-level", help=f"logging level (default {DEFAULTS.log_level})")
     p.add_argument("--log-file", help="also log to this file (rotated)")
@@ -188,12 +188,12 @@ def tune_interpreter() -> None:
 
 # -- commands ----------------------------------------------------------------------------
 def serve(args: argparse.Namespace) -> int:
+    from console.terminal import install_shutdown_handlers
     from robot import RobotLinkError
-    from server.console import install_shutdown_handlers
     from server.runtime import RobotServer
     from tasks.commands import CommandsFileError
     from tasks.errors import StoreError
-    from tasks.instance_lock import InstanceLockHeld
+    from tasks.store.instance_lock import InstanceLockHeld
 
     tr = Translator(args.console_lang)
     settings = from_args(args, db=db_path(args.db, DEFAULTS.db))
@@ -321,7 +321,7 @@ def check_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from server.console import make_console_safe
+    from console.terminal import make_console_safe
 
     global console_lang
     make_console_safe()  # first: nothing printed later may raise on a GBK/ASCII console
@@ -350,7 +350,7 @@ def _interactive(argv: list[str]) -> bool:
 
 
 if __name__ == "__main__":
-    from server.console import pause_before_exit
+    from console.terminal import pause_before_exit
 
     code = main()
     pause_before_exit(code, interactive=_interactive(sys.argv[1:]), lang=console_lang)

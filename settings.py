@@ -29,7 +29,7 @@ class Settings:
     keep_days: float = constants.KEEP_DAYS
     db: str = constants.DB_PATH
     db_busy_timeout: float = constants.DB_BUSY_TIMEOUT_S
-    commands_file: str | None = constants.COMMANDS_FILE  # None: tasks/commands.json
+    commands_file: str | None = constants.COMMANDS_FILE  # None: tasks/commands/commands.json
     # HTTP
     host: str = constants.HTTP_SERVER_HOST
     port: int = constants.HTTP_SERVER_PORT

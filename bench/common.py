@@ -402,7 +402,7 @@ def ident(params: Any) -> tuple[float, ...] | None:
 
 def start_sim(tmp: str, speed: float) -> Any:
     """The soak's simulator: a pty behind a symlink, quick heartbeats."""
-    from robot.simulator import RobotSimulator
+    from robot.sim.simulator import RobotSimulator
 
     sim = RobotSimulator(speed, link_path=os.path.join(tmp, "robot"), heartbeat_s=0.1)
     sim.start()

@@ -1,6 +1,6 @@
 """Fixture generator: a task database holding N finished tasks (history), fast.
 
-Uses tasks/store.py to create the schema, then inserts rows with executemany in
+Uses tasks/store/taskstore.py to create the schema, then inserts rows with executemany in
 batches (acceptable for a fixture only; the server never writes this way).
 Run: .venv/bin/python bench/filldb.py PATH N
 """

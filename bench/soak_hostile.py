@@ -36,7 +36,7 @@ from common import (  # noqa: E402
 )
 
 sys.path.insert(0, ROOT)
-from robot.simulator import FAULT_MODES  # noqa: E402
+from robot.sim.simulator import FAULT_MODES  # noqa: E402
 
 HOSTILE = ("flood", "noise", "deep_result")
 
@@ -131,7 +131,7 @@ def describe(doc: dict[str, Any]) -> str:
 def run_hostile(args: argparse.Namespace, fault: str) -> tuple[dict[str, Any], bool]:
     if fault not in FAULT_MODES:
         raise SystemExit(f"the simulator has no fault mode {fault!r} (FAULT_MODES: "
-                         f"{FAULT_MODES}); robot/sim_engine.py lacks the hostile modes")
+                         f"{FAULT_MODES}); robot/sim/engine.py lacks the hostile modes")
     t_start = time.monotonic()
     seconds = {"flood": args.flood_seconds, "noise": args.noise_seconds}.get(fault, 0.0)
     budget = args.duration or (seconds * args.hostile_tasks + 60)

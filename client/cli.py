@@ -38,7 +38,7 @@ from client.api import (
     RobotHTTPError,
     RobotTimeoutError,
 )
-from console_text import (
+from console.text import (
     console_language,
     fit,
     lang_flag,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from robot.codec import CodecLoadError, LineCodec, load_codec
-from robot.driver import CommandOutcome, RobotLink, RobotLinkError
+from robot.codecs import CodecLoadError, LineCodec, load_codec
 from robot.factory import RobotSetup, build_robot, make_codec, open_robot, start_simulator
-from robot.outcome import Fault
-from robot.sim_channels import resolve_transport
+from robot.link.driver import CommandOutcome, RobotLink, RobotLinkError
+from robot.link.outcome import Fault
+from robot.sim.channels import resolve_transport
 
 if TYPE_CHECKING:
-    from robot.simulator import RobotSimulator
+    from robot.sim.simulator import RobotSimulator
 
 __all__ = ["CodecLoadError", "CommandOutcome", "Fault", "LineCodec", "RobotLink",
            "RobotLinkError", "RobotSetup", "RobotSimulator", "build_robot", "list_ports",
@@ -20,10 +20,10 @@ __all__ = ["CodecLoadError", "CommandOutcome", "Fault", "LineCodec", "RobotLink"
 
 
 def __getattr__(name: str) -> Any:
-    # Imported lazily so `python -m robot.simulator` does not find the module already
-    # imported by the package (runpy warns about that).
+    # Imported lazily: `import robot` (every server start) need not load the simulator,
+    # and `python -m robot.sim.simulator` does not find it already imported (runpy warns).
     if name == "RobotSimulator":
-        from robot.simulator import RobotSimulator
+        from robot.sim.simulator import RobotSimulator
 
         return RobotSimulator
     raise AttributeError(f"module 'robot' has no attribute {name!r}")

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from robot.codec import CodecLoadError, LineCodec, builtin_codecs, load_codec
-from robot.driver import RobotLink
-from robot.outcome import RobotLinkError
+from robot.codecs import CodecLoadError, LineCodec, builtin_codecs, load_codec
+from robot.link.driver import RobotLink
+from robot.link.outcome import RobotLinkError
 
 if TYPE_CHECKING:
-    from robot.simulator import RobotSimulator
+    from robot.sim.simulator import RobotSimulator
 
 
 @dataclass
@@ -81,7 +81,7 @@ def start_simulator(speed: float, transport: str | None = "auto",
                     **options: Any) -> RobotSimulator:
     """Start the built-in simulator on a pty or, where there is none (Windows) or when
     asked, on a loopback TCP port. RobotLinkError (one line) if it cannot start."""
-    from robot.simulator import RobotSimulator
+    from robot.sim.simulator import RobotSimulator
 
     try:
         # RobotSimulator resolves "auto" and refuses a transport this system lacks.

@@ -11,8 +11,8 @@ from typing import Any
 from server.metrics import Metrics
 from settings import Settings
 from tasks.commands import CommandTable
-from tasks.events import EventBus
-from tasks.manager import TaskManager
+from tasks.queue.events import EventBus
+from tasks.queue.manager import TaskManager
 from tasks.worker import Worker
 
 log = logging.getLogger("server.app")

@@ -35,7 +35,8 @@ def add_parser(sub: Any, tr: Translator | None = None) -> None:
     check.add_argument("--robot", help="serial port or URL, or 'sim'")
     check.add_argument("--baud", type=int, help="baud rate")
     check.add_argument("--robot-protocol", help="json, text or package.module:ClassName")
-    check.add_argument("--commands", help="command table JSON (default tasks/commands.json)")
+    check.add_argument("--commands",
+                       help="command table JSON (default tasks/commands/commands.json)")
     check.add_argument("--db", help="task database file")
     check.add_argument("--host", help="listen address")
     check.add_argument("--port", help="listen port")  # text: a bad value gets our one line
@@ -44,7 +45,7 @@ def add_parser(sub: Any, tr: Translator | None = None) -> None:
                        help="how the simulator is reached")
     check.add_argument("--robot-timeout", type=float, help="seconds to wait for PING")
     check.add_argument("--log-level", help="show this much logging while checking")
-    # As console_text.lang_flag, which sits above this layer.
+    # As console/text.py's lang_flag, which sits above this layer.
     check.add_argument("--lang", choices=i18n.LANGS, help=tr("args.lang"))
 
 
@@ -95,8 +96,8 @@ def check_port(host: str, raw: Any, tr: Translator = ENGLISH) -> int:
 
 def check_db(path: str, tr: Translator = ENGLISH) -> str:
     from tasks.errors import StoreError
-    from tasks.instance_lock import InstanceLock, InstanceLockHeld
     from tasks.store import TaskStore, on_read_only_fs
+    from tasks.store.instance_lock import InstanceLock, InstanceLockHeld
 
     full = os.path.abspath(path)
     if os.path.isdir(full):

@@ -1,6 +1,6 @@
 """The HTTP server: one BaseHTTPRequestHandler dispatching a (method, path) table.
 It frames requests, dispatches them, writes the replies and logs them; who may ask
-is server/access.py's question, how many at once server/listener.py's.
+is server/guard/access.py's question, how many at once server/transport/listener.py's.
 
 Measured traps this avoids (see ../shared/notes/measured-pitfalls.md): the
 44 ms Nagle/delayed-ACK stall of a response written in two pieces (we set
@@ -21,18 +21,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from i18n import negotiate
-from server import crosssite
+from server.api.routing import Request, Response, Router, StreamResponse, parse_query, prefers_html
 from server.app import Application
 from server.errors import ApiError, from_task_error, stdlib_error
-from server.framing import body_framing, read_chunked
-from server.headers import escape as _escape
-from server.headers import http_date as _http_date
-from server.headers import merge_vary as _merge_vary
-from server.listener import RobotHTTPServer
+from server.guard import crosssite
 from server.logbatch import AccessLog
-from server.reader import DeadlineReader, DeadlineWriter, HeadBudget
-from server.requesthead import Head, parse_head
-from server.routing import Request, Response, Router, StreamResponse, parse_query, prefers_html
+from server.transport.framing import body_framing, read_chunked
+from server.transport.headers import escape as _escape
+from server.transport.headers import http_date as _http_date
+from server.transport.headers import merge_vary as _merge_vary
+from server.transport.listener import RobotHTTPServer
+from server.transport.reader import DeadlineReader, DeadlineWriter, HeadBudget
+from server.transport.requesthead import Head, parse_head
 from tasks.errors import TaskError
 
 log = logging.getLogger("server")

@@ -16,16 +16,16 @@ import threading
 from typing import Any
 
 from robot import RobotLink, RobotSetup, RobotSimulator, build_robot, make_codec
+from server.api.routes import build_router
 from server.app import Application
 from server.http import RobotHTTPServer, make_server
-from server.routes import build_router
 from settings import Settings
 from tasks.commands import CommandTable, load_commands
-from tasks.events import EventBus
-from tasks.housekeeping import Pruner
-from tasks.instance_lock import InstanceLock
-from tasks.manager import TaskManager
+from tasks.queue.events import EventBus
+from tasks.queue.manager import TaskManager
 from tasks.store import TaskStore
+from tasks.store.housekeeping import Pruner
+from tasks.store.instance_lock import InstanceLock
 from tasks.worker import Worker
 
 log = logging.getLogger("server.runtime")

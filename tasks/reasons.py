@@ -38,7 +38,7 @@ def failure(code: str, lang: str, **params: Any) -> dict[str, Any]:
 
 
 def outcome_code(outcome: Any) -> tuple[str, dict[str, Any]]:
-    """(code, params) of a failed robot outcome (robot/outcome.py CommandOutcome)."""
+    """(code, params) of a failed robot outcome (robot/link/outcome.py CommandOutcome)."""
     code = getattr(outcome, "code", None)
     if code is None:
         # A RobotPort that gives no code: its message is all there is, as the robot's.

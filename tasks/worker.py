@@ -14,10 +14,10 @@ from typing import Any, Protocol
 from i18n import t
 from tasks.commands import CommandTable
 from tasks.errors import StoreWriteError
-from tasks.manager import Run, TaskManager
 from tasks.models import TaskStatus
+from tasks.queue.manager import Run, TaskManager
+from tasks.queue.stops import SHUTDOWN
 from tasks.reasons import EMERGENCY_STOP, failure, fault_hold, outcome_code
-from tasks.stops import SHUTDOWN
 
 log = logging.getLogger("tasks.worker")
 
@@ -35,7 +35,7 @@ class Outcome(Protocol):
     items: list[dict[str, Any]]
     transcript: list[dict[str, Any]]
     sent: bool  # the command's line reached the robot's port
-    code: str | None  # a failure's code: its text is error.<code> (robot/outcome.py)
+    code: str | None  # a failure's code: its text is error.<code> (robot/link/outcome.py)
     params: dict[str, Any]
 
 
@@ -211,7 +211,7 @@ class Worker:
         if dropped:
             result["items_dropped"] = dropped  # the items in the result are not all of them
         # Replies out of step may be another command's: none of its items are kept, not
-        # even in its progress (robot/fit.py).
+        # even in its progress (robot/link/fit.py).
         self._finish(task_id, status, result, outcome.transcript, hold, outcome.message,
                      drop_items=outcome.fault == "out_of_step")
 

@@ -47,13 +47,13 @@ def sigterm(proc: subprocess.Popen, timeout: float = 30.0) -> str:
 
 
 class SimulatorProcess:
-    """`python -m robot.simulator` in its own process, reachable through a symlink."""
+    """`python -m robot.sim` in its own process, reachable through a symlink."""
 
     def __init__(self, tmp_path: Any, speed: float = 20.0, *extra: str) -> None:
         self.link = str(tmp_path / "robot-port")
         self.record = str(tmp_path / "robot-record.jsonl")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "robot.simulator", "--speed", str(speed), "--link", self.link,
+            [sys.executable, "-m", "robot.sim", "--speed", str(speed), "--link", self.link,
              "--record", self.record, *extra], cwd=ROOT, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         wait_until(lambda: os.path.islink(self.link) or os.path.exists(self.link), 10,

@@ -44,7 +44,7 @@ SCAN10 = {"rack": "B", "positions": list(range(1, 11))}
 class RobotContract:
     protocol = "json"
     timeout = 2.0
-    # No-id protocols: longer than the simulator's BUSY interval (robot/handshake.py).
+    # No-id protocols: longer than the simulator's BUSY interval (robot/link/handshake.py).
     settle_time = 0.2
 
     def make_simulator(self, tmp_path: Path) -> Any:
@@ -169,7 +169,7 @@ class RobotContract:
     @pytest.mark.parametrize("mode", ["foreign_item", "repeat_item", "short_count"])
     def test_a_reply_that_does_not_fit_its_command_fails_out_of_step(
             self, link: RobotLink, sim: Any, mode: str) -> None:
-        """robot/fit.py: a bottle not asked for, one reported twice, or a count short of
+        """robot/link/fit.py: a bottle not asked for, one reported twice, or a count short of
         the positions asked fails the command; nothing of it is kept as its bottles."""
         sim.set_fault(mode)
         outcome = link.execute("SCAN_QRCODE", dict(SCAN3))

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from robot.codec import CodecError, CodecLoadError, Sent, load_codec, wire_value
-from robot.codec_json import JsonCodec
-from robot.codec_text import TextCodec
+from robot.codecs import CodecError, CodecLoadError, Sent, load_codec, wire_value
+from robot.codecs.json_codec import JsonCodec
+from robot.codecs.text_codec import TextCodec
 from tasks.commands import load_commands
 
 
@@ -25,7 +25,7 @@ def sent(codec: TextCodec, cmd: str, params: dict | None = None) -> Sent:
 
 
 def test_text_encodes_from_the_wire_forms(text: TextCodec) -> None:
-    # The handshake carries a nonce the firmware echoes (robot/codec_text.py).
+    # The handshake carries a nonce the firmware echoes (robot/codecs/text_codec.py).
     assert text.encode_command(1, "PING", None) == b"PING 00000001\r\n"
     assert text.encode_command(1, "GET_STATUS", {}) == b"STATUS\r\n"
     assert text.encode_command(1, "SCAN_QRCODE", {"rack": "A", "positions": [1, 2, 3]}) \
@@ -108,7 +108,7 @@ def test_text_skips_what_is_not_a_reply(text: TextCodec, line: bytes, reason: st
     (b"BOTTLE 1 A-01", "during"), (b"OK STATUS", "does not answer"),
 ])
 def test_text_another_commands_reply_is_stray(text: TextCodec, line: bytes, reason: str) -> None:
-    """A well-formed reply to another command: the robot is out of step (robot/fit.py)."""
+    """A well-formed reply to another command: the robot is out of step (robot/link/fit.py)."""
     reply = text.decode(line, sent(text, "PICK", {"position": 2}))
     assert reply.kind == "stray" and reason in (reply.error or ""), reply
 

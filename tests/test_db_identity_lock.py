@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tasks.instance_lock import DatabaseHardLinked, InstanceLock, InstanceLockHeld
 from tasks.store import TaskStore
+from tasks.store.instance_lock import DatabaseHardLinked, InstanceLock, InstanceLockHeld
 from tests.conftest import ROOT, wait_until
 from tests.proc import ServerProcess, free_port, scan
 

@@ -1,7 +1,7 @@
 """A robot that misbehaves cannot hurt the server: deep or huge results, floods of
 progress, line noise, rows the store cannot decode.
 
-The robot is the simulator in its hostile fault modes (robot/sim_hostile.py) on a real
+The robot is the simulator in its hostile fault modes (robot/sim/hostile.py) on a real
 pty; the floods and the noise run against a server in its own process so its memory
 and its log are its own.
 """

@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from server.http import MAX_HEADER_BYTES, MAX_REQUEST_LINE
-from server.reader import DeadlineReader, DeadlineWriter
-from server.requesthead import parse_head
+from server.transport.reader import DeadlineReader, DeadlineWriter
+from server.transport.requesthead import parse_head
 
 
 class _StdlibParse(BaseHTTPRequestHandler):
@@ -338,8 +338,8 @@ def test_keep_alive_requests_in_one_packet_are_answered_in_order(server) -> None
 
 
 def test_fixed_paths_are_routed_as_the_ordered_scan_routes_them() -> None:
+    from server.api.routes import build_router
     from server.errors import ApiError
-    from server.routes import build_router
 
     fast, scan = build_router(), build_router()
     scan._fixed.clear()
@@ -363,7 +363,7 @@ def test_fixed_paths_are_routed_as_the_ordered_scan_routes_them() -> None:
 def test_timeout_values_for_the_kernel() -> None:
     import struct
 
-    from server import reader
+    from server.transport import reader
     # POSIX: a struct timeval; never 0 (the kernel's "wait forever") for a deadline
     # that is nearly up; None is 0, no timeout.
     assert reader._timeval(2.5, windows=False) == struct.pack("ll", 2, 500000)

@@ -224,7 +224,7 @@ def test_shutdown_messages_in_chinese(tmp_path) -> None:
 
 
 def test_windows_pause_prompt_in_chinese() -> None:
-    from server import console
+    from console import terminal as console
 
     asked: list[str] = []
     console.pause_before_exit(1, interactive=True, windows=True, read=asked.append, lang="zh")

@@ -16,14 +16,14 @@ import pytest
 
 import i18n
 from robot import RobotSimulator
-from tasks.command_table import CommandError
 from tasks.commands import CommandsFileError, default_table, parse_commands
+from tasks.commands.table import CommandError
 from tasks.store import NewTask, TaskStore
 from tests.conftest import SCAN, Client, wait_until
 from tests.test_validation import BAD_COMMANDS
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
-# What a link lost while a command is in flight may be reported as (robot/driver.py).
+# What a link lost while a command is in flight may be reported as (robot/link/driver.py).
 DISCONNECT_CODES = {"robot_disconnected", "robot_write_failed", "robot_write_timeout",
                     "robot_port_closed", "robot_flush_failed"}
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from server.runtime import RobotServer
-from tasks.housekeeping import STEADY_S, Pruner
-from tasks.manager import body_hash
+from tasks.queue.manager import body_hash
 from tasks.store import NewTask, TaskStore
+from tasks.store.housekeeping import STEADY_S, Pruner
 from tests.conftest import Client, wait_until
 
 HOUR = 3600.0

@@ -20,10 +20,10 @@ import requests
 import serial
 
 import main
+from console import terminal as console
 from robot import list_ports
-from robot.outcome import describe_open_error
-from server import console
-from tasks.instance_lock import InstanceLock, InstanceLockHeld
+from robot.link.outcome import describe_open_error
+from tasks.store.instance_lock import InstanceLock, InstanceLockHeld
 from tests.conftest import ROOT, wait_until
 from tests.proc import ServerProcess, free_port, scan, sigterm, wait_healthy
 
@@ -192,7 +192,7 @@ def test_in_process_second_server_refused(make_server, tmp_path) -> None:
 _HOLDER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from tasks.instance_lock import InstanceLock
+from tasks.store.instance_lock import InstanceLock
 InstanceLock({db!r}).acquire()
 print("locked", flush=True)
 time.sleep(60)

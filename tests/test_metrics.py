@@ -14,8 +14,8 @@ parser = pytest.importorskip("prometheus_client.parser",
 
 
 def _has_metrics_route() -> bool:
+    from server.api.routes import build_router
     from server.errors import ApiError
-    from server.routes import build_router
 
     try:
         build_router().match("GET", "/metrics")
@@ -25,7 +25,7 @@ def _has_metrics_route() -> bool:
 
 
 needs_route = pytest.mark.skipif(not _has_metrics_route(),
-                                 reason="server/routes.py has no GET /metrics yet "
+                                 reason="server/api/routes.py has no GET /metrics yet "
                                         "(the lead's metrics wiring patch is not applied)")
 
 

@@ -12,8 +12,8 @@ import sys
 import pytest
 import requests
 
-from server.openapi import build_openapi
-from server.routes import build_router
+from server.api.openapi import build_openapi
+from server.api.routes import build_router
 from settings import Settings
 
 HAVE_VALIDATOR = importlib.util.find_spec("openapi_spec_validator") is not None

@@ -1,6 +1,7 @@
 """The I/O-free request rules, fed bytes and headers directly: chunked framing
-(server/framing.py), X-Forwarded-* from trusted proxies (server/forwarded.py) and the
-cross-site rule (server/crosssite.py). Over real sockets: tests/test_http_transport.py."""
+(server/transport/framing.py), X-Forwarded-* from trusted proxies
+(server/guard/forwarded.py) and the cross-site rule (server/guard/crosssite.py).
+Over real sockets: tests/test_http_transport.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from email.message import Message
 
 import pytest
 
-from server import crosssite
-from server.access import parse_networks
 from server.errors import ApiError
-from server.forwarded import forwarded
-from server.framing import MAX_TRAILER_BYTES, body_framing, read_chunked
+from server.guard import crosssite
+from server.guard.access import parse_networks
+from server.guard.forwarded import forwarded
+from server.transport.framing import MAX_TRAILER_BYTES, body_framing, read_chunked
 
 LOOPBACK = parse_networks("127.0.0.0/8,::1")
 

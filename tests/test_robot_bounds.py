@@ -8,12 +8,12 @@ import logging
 
 import pytest
 
-from robot.bounds import MAX_DEPTH, text_too_deep, top_level_fields, value_too_deep
-from robot.codec import Reply
-from robot.codec_json import JsonCodec, parse_json_line
-from robot.linelog import LineReport
-from robot.progress import MAX_ITEMS, ProgressLog, item_limit
-from robot.protocol import LineFramer, OverlongLine
+from robot.codecs import Reply
+from robot.codecs.framing import LineFramer, OverlongLine
+from robot.codecs.json_codec import JsonCodec, parse_json_line
+from robot.link.linelog import LineReport
+from robot.link.progress import MAX_ITEMS, ProgressLog, item_limit
+from shared.jsonbounds import MAX_DEPTH, text_too_deep, top_level_fields, value_too_deep
 
 
 def nested(levels: int) -> str:

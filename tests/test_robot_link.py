@@ -14,8 +14,8 @@ import pytest
 import serial
 
 from robot import CommandOutcome, Fault, RobotLink, RobotLinkError, RobotSimulator, list_ports
-from robot.outcome import Transcript
-from robot.simulator import qr_code
+from robot.link.outcome import Transcript
+from robot.sim.simulator import qr_code
 from tests.conftest import wait_until
 
 SPEED = 200.0

@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from robot.codec_json import encode_json_command as encode_command
-from robot.codec_json import parse_json_line as parse_line
-from robot.protocol import IdGenerator, LineFramer
-from robot.simulator import qr_code
+from robot.codecs.framing import IdGenerator, LineFramer
+from robot.codecs.json_codec import encode_json_command as encode_command
+from robot.codecs.json_codec import parse_json_line as parse_line
+from robot.sim.simulator import qr_code
 
 
 def test_framer_whole_lines_and_crlf() -> None:

@@ -125,7 +125,7 @@ def test_open_options_per_url_kind(monkeypatch) -> None:
     import serial
 
     from robot import RobotLink
-    from robot.driver import RobotLinkError
+    from robot.link.driver import RobotLinkError
 
     opened: list[tuple[str, dict, object]] = []
     real = serial.serial_for_url

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import requests
 
-from banner import lan_ip, resume_base
+from console.banner import lan_ip, resume_base
 from robot import RobotSimulator
-from tasks.events import EventBus
-from tasks.manager import TaskManager
+from tasks.queue.events import EventBus
+from tasks.queue.manager import TaskManager
 from tasks.store import TaskStore
 from tasks.worker import Worker
 from tests.conftest import wait_until

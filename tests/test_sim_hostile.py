@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import serial
 
-from robot.simulator import RobotSimulator
+from robot.sim.simulator import RobotSimulator
 from tests.conftest import ROOT, wait_until
 
 SPEED = 200.0  # HOME 15 ms after the flood or noise
@@ -245,7 +245,7 @@ def test_text_protocol_gets_the_noise_but_no_flood(make_sim) -> None:
     (["--fault", "deep_result", "--deep-levels", "4"], "deep"),
 ])
 def test_command_line_flags_reach_the_simulator(flags: list[str], check: str) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "robot.simulator", "--speed", str(SPEED),
+    proc = subprocess.Popen([sys.executable, "-m", "robot.sim", "--speed", str(SPEED),
                              "--heartbeat", "0.05", *flags],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, env={**os.environ, "PYTHONPATH": ROOT})

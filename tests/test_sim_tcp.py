@@ -10,7 +10,7 @@ import sys
 import pytest
 import serial
 
-import robot.sim_channels as sim_channels
+import robot.sim.channels as sim_channels
 from robot import RobotSimulator, resolve_transport
 from tests.conftest import ROOT, SCAN, Client, wait_until
 from tests.proc import ServerProcess, free_port, scan
@@ -85,7 +85,7 @@ def test_simulator_restart_is_a_reconnect(make_server) -> None:
 
 
 def _standalone(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "robot.simulator", "--speed", "200",
+    proc = subprocess.Popen([sys.executable, "-m", "robot.sim", "--speed", "200",
                              "--tcp", f"127.0.0.1:{port}"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None

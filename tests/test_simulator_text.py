@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import serial
 
-from robot.sim_wire import TEXT_GARBAGE
-from robot.simulator import RobotSimulator, qr_code
+from robot.sim.simulator import RobotSimulator, qr_code
+from robot.sim.wire import TEXT_GARBAGE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEED = 200.0  # HOME 15 ms, a bottle 100 ms
@@ -271,7 +271,7 @@ def test_json_alarm_dispense_and_empty_slot(make_sim) -> None:
 def test_protocol_argument_and_flag(tmp_path) -> None:
     with pytest.raises(ValueError, match="protocol"):
         RobotSimulator(protocol="xml")
-    proc = subprocess.Popen([sys.executable, "-m", "robot.simulator", "--protocol", "text",
+    proc = subprocess.Popen([sys.executable, "-m", "robot.sim", "--protocol", "text",
                              "--speed", "200"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         path = proc.stdout.readline().strip()

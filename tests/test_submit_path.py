@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-import tasks.views as views_module
+import tasks.queue.views as views_module
 from i18n import t
-from tasks.events import EventBus
-from tasks.manager import TaskManager
 from tasks.models import TaskStatus, format_time, new_task_id
-from tasks.queue_state import QueueState
+from tasks.queue.events import EventBus
+from tasks.queue.manager import TaskManager
+from tasks.queue.state import QueueState
 from tasks.store import NewTask, TaskStore
 from tests.conftest import SCAN, Client, wait_until
 

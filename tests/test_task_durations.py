@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from tasks.events import EventBus
-from tasks.manager import TaskManager
 from tasks.models import TaskStatus
+from tasks.queue.events import EventBus
+from tasks.queue.manager import TaskManager
 from tasks.store import TaskStore
 from tests.conftest import Client, wait_until
 
 STEP = -7200.0  # the wall clock set back two hours while the task runs
 SCAN_9 = {"cmd_type": "SCAN_QRCODE", "params": {"rack": "D", "positions": list(range(1, 10))}}
-PER_BOTTLE = 20.0 / 200.0  # robot/sim_engine.py SCAN_PER_BOTTLE at --sim-speed 200
+PER_BOTTLE = 20.0 / 200.0  # robot/sim/engine.py SCAN_PER_BOTTLE at --sim-speed 200
 
 
 class SteppedWall:

@@ -60,7 +60,7 @@ def test_the_guides_flow_on_a_text_robot(text_server) -> None:
     sent = [c.get("line") for c in text_server.simulator.commands()]
     assert "SCAN A 1,2,3" in sent, sent
     # The handshake names itself: PING carries a nonce, and the robot was asked whether
-    # it is idle first (robot/handshake.py).
+    # it is idle first (robot/link/handshake.py).
     assert any(line.startswith("PING ") for line in sent) and "STATUS" in sent, sent
     robot = client.get("/robot").json()
     assert robot["protocol"] == "text" and robot["firmware"], robot
@@ -197,7 +197,7 @@ def test_live_transcript_of_a_running_task(make_server) -> None:
 @pytest.fixture
 def lab_codec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     (tmp_path / "acme_robot.py").write_text(
-        "from robot.codec_text import TextCodec\n"
+        "from robot.codecs.text_codec import TextCodec\n"
         "class AcmeCodec(TextCodec):\n"
         "    '''The text protocol under the lab's own name: loaded by module:Class.'''\n"
         "    name = 'acme'\n", encoding="utf-8")
@@ -223,8 +223,8 @@ def _serve(*flags: str, tmp_path: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("spec,words", [
     ("no_such_lab_module:Codec", "cannot import no_such_lab_module"),
-    ("robot.codec_text:Nope", "has no Nope"),
-    ("robot.codec:Reply", "not a subclass of robot.codec.LineCodec"),
+    ("robot.codecs.text_codec:Nope", "has no Nope"),
+    ("robot.codec:Reply", "not a subclass of robot.codecs.LineCodec"),
     ("serial", "unknown robot protocol 'serial'"),
 ])
 def test_a_broken_codec_stops_start_up_with_one_line(tmp_path: Path, spec: str,

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tasks.events import EventBus
-from tasks.manager import TaskManager
+from tasks.queue.events import EventBus
+from tasks.queue.manager import TaskManager
 from tasks.store import TaskStore
 from tasks.worker import Worker
 

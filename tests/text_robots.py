@@ -1,6 +1,6 @@
 """Text-protocol robots written for the tests, independent of the built-in simulator.
 
-``TextRobot`` speaks the ``text`` protocol (robot/codec_text.py) on a real pty and
+``TextRobot`` speaks the ``text`` protocol (robot/codecs/text_codec.py) on a real pty and
 behaves the ways the no-mix-up soak found in real firmwares (issue 27):
 
 * ``PING`` and ``STATUS`` answered at once, even while a scan runs;
@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from robot.protocol import LineFramer
-from robot.sim_channels import PtyChannel
+from robot.codecs.framing import LineFramer
+from robot.sim.channels import PtyChannel
 
 FIRMWARE = "testbot 1.0"
 

@@ -10,7 +10,7 @@ A bare ``ok`` after a command's end is M410's (the driver counts the STOPs it se
 
 from typing import Any
 
-from robot.codec import CodecError, LineCodec, Reply, Sent, invalid
+from robot.codecs import CodecError, LineCodec, Reply, Sent, invalid
 
 GCODE = {"PING": "M115", "GET_STATUS": "M114", "HOME": "G28", "MOVE_TO": "G0 X{x} Y{y} Z{z}",
          "SCAN_QRCODE": "M950 R{rack} P{positions}", "PICK": "M951 P{position}",
@@ -66,7 +66,7 @@ class GcodeCodec(LineCodec):
     def _bottle(rest: str, params: dict[str, Any]) -> Reply:
         position, _, code = rest.partition(" ")
         positions, rack, code = params.get("positions") or [], params.get("rack"), code.strip()
-        # Whether this scan asked for the position is the link's check (robot/fit.py): a
+        # Whether this scan asked for the position is the link's check (robot/link/fit.py): a
         # late line of another scan fails the command as out of step, never is its bottle.
         if not position.isdigit() or not code:
             return invalid(f"bottle: needs a position and a code: {rest!r}")

@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from robot.protocol import LineFramer
-from robot.sim_channels import PtyChannel
-from robot.sim_engine import bottle_code
+from robot.codecs.framing import LineFramer
+from robot.sim.channels import PtyChannel
+from robot.sim.engine import bottle_code
 
 FIRMWARE = "acme-gcode 2.0"
 # "foreign_item", "repeat_item", "short_count": a scan out of step with its command (an

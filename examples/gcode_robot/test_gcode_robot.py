@@ -14,8 +14,8 @@ import pytest
 from examples.gcode_robot.gcode_codec import GcodeCodec
 from examples.gcode_robot.gcode_sim import JUNK, GcodeSimulator
 from robot import RobotLink
-from robot.codec import CodecError, Sent, load_codec
-from robot.sim_channels import pty_available
+from robot.codecs import CodecError, Sent, load_codec
+from robot.sim.channels import pty_available
 from tasks.commands import load_commands
 from tests.conftest import ROOT, Client
 from tests.robot_contract import RobotContract

@@ -47,7 +47,7 @@ async function tokenAfter401(used) {
 // X-Requested-With makes every request one a browser sends cross-site only after
 // a CORS preflight, which the server refuses to foreign sites: so the server can
 // tell this page's requests, even through a reverse proxy that renames the host,
-// from a foreign page's form posts (server/crosssite.py).
+// from a foreign page's form posts (server/guard/crosssite.py).
 function authHeaders(extra) {
   const headers = { 'Accept-Language': getLang(), 'X-Requested-With': 'robot-dashboard', ...extra };
   const token = getToken();

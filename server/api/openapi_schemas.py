@@ -1,0 +1,281 @@
+"""The component schemas of the OpenAPI document (server/api/openapi.py has the paths).
+
+The command schemas come from the table this server validates commands with, so
+a lab's own commands appear too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.commands import CommandTable, Param
+from tasks.models import ALL_STATUSES
+
+JSON = "application/json"
+NULLABLE_STRING = {"type": ["string", "null"]}
+CODE = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$",
+        "description": "stable machine code of the message (docs/api.md); match on it, "
+                       "not on the text"}
+# Every reply's texts (message, warning, command descriptions) follow this header.
+ACCEPT_LANGUAGE = {"name": "Accept-Language", "in": "header", "required": False,
+                   "description": "zh or en, with q-values (zh-CN,zh;q=0.9,en;q=0.8); other "
+                                  "languages, or none: the server's --lang",
+                   "schema": {"type": "string"}}
+TIME = {"type": ["string", "null"], "description": "local time, YYYY-MM-DD HH:MM:SS"}
+TIMED_OUT = {"type": "boolean",
+             "description": "only with ?wait=: true when the wait ended without the awaited "
+                            "change (ask again), false when it saw it"}
+# GET /events: what the text is, since a schema cannot say more of a stream.
+SSE_STREAM = {
+    "type": "string", "contentMediaType": "text/event-stream",
+    "description": "blocks separated by a blank line. The first is 'retry: 2000', 'event: "
+                   "snapshot' and 'data: {queue, robot, mode}'; then 'id: N', 'event: task | "
+                   "progress | queue | robot | reset' and 'data: <JSON>'; ': keep-alive' comments "
+                   "every 15 s. Reconnect with Last-Event-ID to get what was missed.",
+    "examples": ["retry: 2000\nevent: snapshot\ndata: {\"queue\": {}, \"robot\": {}, "
+                 "\"mode\": \"queue\"}\n\n"],
+}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_reply(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def error_reply(description: str) -> dict[str, Any]:
+    return json_reply(ref("Error"), description)
+
+
+def _param_schema(param: Param) -> dict[str, Any]:
+    bounds = {k: v for k, v in (("minimum", param.minimum), ("maximum", param.maximum))
+              if v is not None}
+    if param.kind == "integer_list":
+        schema: dict[str, Any] = {"type": "array", "minItems": 1, "uniqueItems": True,
+                                  "items": {"type": "integer", **bounds}}
+        if param.max_length is not None:
+            schema["maxItems"] = param.max_length
+    elif param.kind == "string":
+        # Blank strings and control characters are refused too (422), so the one
+        # character that must not be blank must not be a control character either.
+        schema = {"type": "string", "minLength": 1,
+                  "pattern": r"^[^\x00-\x1f]*[^\s\x00-\x1f][^\x00-\x1f]*$"}
+        if param.max_length is not None:
+            schema["maxLength"] = param.max_length
+    else:
+        schema = {"type": param.kind, **bounds}
+    schema["description"] = param.description
+    return schema
+
+
+def _command_schemas(commands: CommandTable) -> dict[str, Any]:
+    variants = []
+    for command in commands:
+        params: dict[str, Any] = {
+            "type": "object", "additionalProperties": False,
+            "properties": {p.name: _param_schema(p) for p in command.params},
+        }
+        required = [p.name for p in command.params if p.required]
+        if required:
+            params["required"] = required
+        variant: dict[str, Any] = {
+            "title": command.name, "description": command.description, "type": "object",
+            "additionalProperties": False, "required": ["cmd_type"],
+            "properties": {"cmd_type": {"const": command.name}, "params": params},
+        }
+        if required:
+            variant["required"] = ["cmd_type", "params"]
+        else:
+            params_schema = variant["properties"]["params"]
+            variant["properties"]["params"] = {"oneOf": [params_schema, {"type": "null"}]}
+        variants.append(variant)
+    return {"Command": {"description": "A robot command (see GET /commands).",
+                        "oneOf": variants}}
+
+
+def schemas(commands: CommandTable) -> dict[str, Any]:
+    task_summary = {"type": "object", "required": ["task_id", "status", "cmd_type"],
+                    "properties": {"task_id": {"type": "string"},
+                                   "status": {"enum": list(ALL_STATUSES)},
+                                   "cmd_type": {"type": "string"}, "submit_time": TIME,
+                                   "start_time": TIME, "end_time": TIME}}
+    return {
+        **_command_schemas(commands),
+        "Error": {
+            "type": "object", "required": ["success", "code", "message"],
+            "properties": {"success": {"const": False}, "code": CODE,
+                           "message": {"type": "string",
+                                       "description": "in the Accept-Language language"},
+                           "field": NULLABLE_STRING, "task_id": {"type": "string"}},
+        },
+        "Task": {
+            "type": "object",
+            "required": ["task_id", "status", "cmd_type", "submit_time", "start_time",
+                         "end_time", "result"],
+            "properties": {
+                "task_id": {"type": "string"}, "status": {"enum": list(ALL_STATUSES)},
+                "cmd_type": {"type": "string"}, "submit_time": TIME, "start_time": TIME,
+                "end_time": TIME,
+                "result": {"type": ["object", "null"],
+                           "description": "null until final, then {success, message, "
+                                          "...data}; a failure also has code"},
+                "params": {"type": "object"}, "duration_s": {"type": "number"},
+                "progress": {"type": ["object", "null"],
+                             "properties": {"done": {"type": ["integer", "null"]},
+                                            "total": {"type": ["integer", "null"]},
+                                            "message": NULLABLE_STRING,
+                                            "percent": {"type": ["number", "null"]},
+                                            "items": {"type": "array"},
+                                            "items_dropped": {"type": "integer"}}},
+                "retry_of": {"type": "string"},
+                "queue_position": {"type": "integer", "minimum": 1},
+                "estimated_start_time": TIME, "estimated_end_time": TIME,
+                "timed_out": TIMED_OUT,
+            },
+        },
+        "Queued": {
+            "type": "object",
+            "required": ["success", "code", "message", "task_id", "queue_size", "note",
+                         "status"],
+            "properties": {
+                "success": {"const": True}, "code": CODE,
+                "message": {"type": "string",
+                            "description": "code queued: 任务已加入队列 in every language"},
+                "task_id": {"type": "string"}, "queue_size": {"type": "integer"},
+                "note": {"type": "string"}, "status": {"enum": list(ALL_STATUSES)},
+                "queue_position": {"type": "integer"}, "queue_paused": {"type": "boolean"},
+                "pause_reason": NULLABLE_STRING, "warning": {"type": "string"},
+                "retry_of": {"type": "string"},
+            },
+        },
+        "Validated": {
+            "type": "object", "required": ["success", "code", "message", "command"],
+            "properties": {"success": {"const": True}, "code": CODE,
+                           "message": {"type": "string"},
+                           "command": {"type": "object",
+                                       "required": ["cmd_type", "params"],
+                                       "properties": {"cmd_type": {"type": "string"},
+                                                      "params": {"type": "object"}}}},
+        },
+        "SyncResult": {
+            "type": "object", "required": ["success", "task_id", "status"],
+            "description": "sync mode: the command's result once the robot has finished",
+            "properties": {"success": {"type": "boolean"}, "message": {"type": "string"},
+                           "code": CODE, "task_id": {"type": "string"},
+                           "status": {"enum": list(ALL_STATUSES)}},
+        },
+        "TaskList": {
+            "type": "object",
+            "required": ["tasks", "count", "limit", "offset", "next_cursor", "total"],
+            "properties": {"tasks": {"type": "array", "items": ref("Task")},
+                           "count": {"type": "integer"}, "limit": {"type": "integer"},
+                           "offset": {"type": "integer"}, "next_cursor": NULLABLE_STRING,
+                           "total": {"type": "integer"}},
+        },
+        "Transcript": {
+            "type": "object", "required": ["task_id", "status", "transcript"],
+            "properties": {"task_id": {"type": "string"},
+                           "status": {"enum": list(ALL_STATUSES)},
+                           "live": {"type": "boolean",
+                                    "description": "true: the task is running and these are "
+                                                   "the lines so far"},
+                           "transcript": {"type": "array", "items": {
+                               "type": "object",
+                               "properties": {"t": {"type": ["number", "string"]},
+                                              "dir": {"enum": ["tx", "rx", "note"]},
+                                              "line": {"type": "string"}}}}},
+        },
+        "CancelResult": {
+            "type": "object", "required": ["success", "task_id", "status", "code", "message"],
+            "properties": {"success": {"const": True}, "task_id": {"type": "string"},
+                           "status": {"enum": ["cancelled", "running"]},
+                           "code": {"enum": ["cancelled", "cancel_requested"]},
+                           "message": {"type": "string"}},
+        },
+        "QueueStatus": {
+            "type": "object",
+            "required": ["queue_size", "total_tasks", "completed_tasks", "failed_tasks",
+                         "running_task"],
+            "properties": {
+                "queue_size": {"type": "integer"}, "total_tasks": {"type": "integer"},
+                "completed_tasks": {"type": "integer"}, "failed_tasks": {"type": "integer"},
+                "cancelled_tasks": {"type": "integer"}, "pending_tasks": {"type": "integer"},
+                "running_task": NULLABLE_STRING, "paused": {"type": "boolean"},
+                "pause_reason": NULLABLE_STRING, "pause_code": NULLABLE_STRING,
+                "pending": {"type": "array", "items": {"type": "string"}},
+                "recent_tasks": {"type": "array", "items": task_summary},
+                "version": {"type": "integer"}, "timed_out": TIMED_OUT,
+            },
+        },
+        "QueueState": {
+            "type": "object",
+            "required": ["success", "code", "message", "paused", "pause_reason"],
+            "properties": {"success": {"const": True}, "code": {"enum": ["paused", "resumed"]},
+                           "message": {"type": "string"}, "paused": {"type": "boolean"},
+                           "pause_reason": NULLABLE_STRING, "pause_code": NULLABLE_STRING},
+        },
+        "StopResult": {
+            "type": "object",
+            "required": ["success", "code", "message", "stop_sent", "running_task", "paused",
+                         "pause_reason"],
+            "properties": {"success": {"type": "boolean"},
+                           "code": {"enum": ["stop_sent", "stop_not_sent"]},
+                           "message": {"type": "string"},
+                           "stop_sent": {"type": "boolean"}, "running_task": NULLABLE_STRING,
+                           "paused": {"type": "boolean"}, "pause_reason": NULLABLE_STRING,
+                           "pause_code": NULLABLE_STRING},
+        },
+        "Robot": {
+            "type": "object", "required": ["connected", "port"],
+            "properties": {"connected": {"type": "boolean"}, "ready": {"type": "boolean"},
+                           "port": {"type": "string"}, "last_seen": TIME,
+                           "firmware": NULLABLE_STRING, "error": NULLABLE_STRING,
+                           "lines_in": {"type": "integer"}, "lines_out": {"type": "integer"},
+                           "skipped_lines": {"type": "integer"},
+                           "settling": {"type": "boolean",
+                                        "description": "no-id protocols: waiting for the robot "
+                                                       "to be quiet before the next command"},
+                           "out_of_step": {"type": "integer",
+                                           "description": "replies that did not fit their "
+                                                          "command (robot_out_of_step)"},
+                           "unsolicited_lines": {"type": "integer",
+                                                 "description": "work lines with no command "
+                                                                "in flight"},
+                           "reconnects": {"type": "integer"},
+                           "protocol": {"type": "string",
+                                        "description": "json, text or a lab's codec name"},
+                           "timeouts": {
+                               "type": "object",
+                               "description": "silence timeouts in seconds: default, and "
+                                              "per command where the table sets one",
+                               "properties": {"default": {"type": "number"},
+                                              "commands": {"type": "object"}}}},
+        },
+        "Health": {
+            "type": "object", "required": ["status", "mode", "worker_alive", "robot", "store"],
+            "properties": {"status": {"enum": ["ok", "degraded", "down"]},
+                           "mode": {"enum": ["sync", "queue"]},
+                           "worker_alive": {"type": "boolean"}, "robot": {"type": "object"},
+                           "store": {
+                               "type": "object", "required": ["writable", "error"],
+                               "description": "whether the task database takes writes; "
+                                              "writable false makes status down and 503",
+                               "properties": {"writable": {"type": "boolean"},
+                                              "error": NULLABLE_STRING}},
+                           "paused": {"type": "boolean"}, "pause_reason": NULLABLE_STRING,
+                           "pause_code": NULLABLE_STRING},
+        },
+        "Commands": {
+            "type": "object", "required": ["commands"],
+            "properties": {"commands": {"type": "array", "items": {
+                "type": "object", "required": ["cmd_type", "description", "params", "example"],
+                "properties": {"cmd_type": {"type": "string"},
+                               "description": {"type": "string"},
+                               "params": {"type": "object"}, "example": {"type": "object"}}}}},
+        },
+        "Service": {"type": "object", "required": ["service", "mode"],
+                    "properties": {"service": {"type": "string"},
+                                   "mode": {"enum": ["sync", "queue"]}}},
+    }

@@ -1,0 +1,259 @@
+"""Requests (and their strict query-parameter and Accept readers), responses and the
+(method, path) route table."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from i18n import t
+from server.api.jsonbody import parse_json
+from server.app import Application
+from server.errors import ApiError
+
+# ?dry_run= and the like: exactly these words, in any case; anything else is refused
+# rather than guessed (a typo must not queue a real task for the robot).
+FLAG_TRUE = ("true", "1", "yes", "on")
+FLAG_FALSE = ("false", "0", "no", "off")
+# JSON Schema's number, no more: float() would also take "nan", "inf" and "1_0".
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# What a Location header may carry as is; the rest of a client's path is %-escaped.
+_URL_SAFE = "/%:@!$&'()*+,;=-._~?"
+
+
+def parse_query(raw: str) -> dict[str, str]:
+    """A query string's parameters; each may be given once."""
+    # Which of ?dry_run=no&dry_run=1 counts is a guess nobody should have to make.
+    values = parse_qs(raw, keep_blank_values=True)
+    for name, given in values.items():
+        if len(given) > 1:
+            raise ApiError("query_repeated", 400, params={"name": repr(name[:50])},
+                           extra={"param": name[:50]})
+    return {name: given[0] for name, given in values.items()}
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None  # dict/list -> JSON; bytes sent as is
+    headers: dict[str, str] = field(default_factory=dict)
+    # charset: JSON needs none (RFC 8259), but Windows PowerShell 5.1's Invoke-RestMethod
+    # reads a reply without one as ISO-8859-1 and garbles the guide's Chinese messages.
+    content_type: str = "application/json; charset=utf-8"
+    # Appended to this request's access-log line (e.g. the task a submit created), so
+    # one record per request says what it did.
+    log_note: str = ""
+
+
+@dataclass
+class StreamResponse:
+    """A response written as it is produced (SSE); the connection closes after it."""
+
+    chunks: Iterator[bytes]
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "text/event-stream; charset=utf-8"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Any  # http.client.HTTPMessage
+    body: bytes
+    app: Application
+    client: str
+    params: dict[str, str] = field(default_factory=dict)  # path captures
+    # The reply's language: Accept-Language, else the server's (http.py negotiates it).
+    language: str = "en"
+    # Set once a route reads the language: the reply then carries Vary: Accept-Language.
+    lang_used: bool = False
+
+    @property
+    def lang(self) -> str:
+        self.lang_used = True
+        return self.language
+
+    def t(self, key: str, /, **params: object) -> str:
+        """A catalogue text in the reply's language."""
+        return t(key, self.lang, **params)
+
+    def json(self) -> Any:
+        return parse_json(self.body)
+
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object: 415 unless it is declared application/json, 400
+        unless it parses to an object."""
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise ApiError("content_type", 415)
+        body = self.json()
+        if not isinstance(body, dict):
+            raise ApiError("not_json_object", 400)
+        return body
+
+    def idempotency_key(self) -> str | None:
+        """The Idempotency-Key header, if sent: 1-255 printable ASCII characters."""
+        key = self.headers.get("Idempotency-Key")
+        if key is not None and (not key or len(key) > 255
+                                or not all(32 <= ord(c) < 127 for c in key)):
+            raise ApiError("idempotency_key_invalid", 400)
+        return key
+
+    def query_number(self, name: str, *, low: float, high: float,
+                     default: float | None = None, clamp: bool = False) -> float | None:
+        """A number in (low, high]; absent: default. With `clamp`, a larger one is
+        `high` (a long-poll asked to wait longer just waits as long as it may)."""
+        raw = self.query.get(name)
+        if raw is None:
+            return default
+        if not _NUMBER.fullmatch(raw):
+            raise ApiError("query_not_number", 400, params={"name": name})
+        value = float(raw)  # may be inf ("1e999"): clamped, or out of range
+        if clamp and value > high:
+            return high
+        if not low < value <= high:
+            raise ApiError("query_out_of_range", 400,
+                           params={"name": name, "low": f"{low:g}", "high": f"{high:g}"},
+                           extra={"param": name, "low": low, "high": high})
+        return value
+
+    def query_int(self, name: str, *, default: int, low: int, high: int) -> int:
+        raw = self.query.get(name)
+        if raw is None:
+            return default
+        # isascii: str.isdigit() also accepts digits int() refuses ("\xb2"). An empty
+        # value is refused too: `?limit=` is more likely a script's unset variable
+        # than a wish for the default.
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 18) or not low <= int(raw) <= high:
+            raise ApiError("query_not_integer", 400,
+                           params={"name": name, "low": low, "high": high})
+        return int(raw)
+
+    def query_flag(self, name: str) -> bool:
+        """A yes/no parameter: absent is no; true/1/yes/on or false/0/no/off in any case."""
+        raw = self.query.get(name)
+        if raw is None:
+            return False
+        word = raw.lower() if raw.isascii() else raw
+        if word in FLAG_TRUE:
+            return True
+        if word in FLAG_FALSE:
+            return False
+        raise ApiError("query_not_boolean", 400, params={"name": name, "value": repr(raw[:50])},
+                       extra={"param": name})
+
+    def prefers_html(self) -> bool:
+        """A browser opening a URL, not a script or a fetch() asking for JSON."""
+        return prefers_html(self.headers.get("Accept"))
+
+
+def prefers_html(accept: str | None) -> bool:
+    """q(text/html) > q(application/json): ties (*/*, no Accept) go to JSON."""
+    return media_quality(accept, "text/html") > media_quality(accept, "application/json")
+
+
+def media_quality(accept: str | None, media_type: str) -> float:
+    """q of `media_type` from the most specific matching range (exact > type/* > */*);
+    no matching range (or no header): 0."""
+    kind = media_type.split("/")[0]
+    best: tuple[int, float] = (-1, 0.0)  # (specificity, q)
+    for item in (accept or "").split(","):
+        parts = [p.strip() for p in item.split(";")]
+        media = parts[0].lower()
+        if media == media_type:
+            rank = 2
+        elif media == f"{kind}/*":
+            rank = 1
+        elif media == "*/*":
+            rank = 0
+        else:
+            continue
+        q = 1.0
+        for param in parts[1:]:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                value = value.strip()
+                valid = _NUMBER.fullmatch(value) and not value.startswith("-")
+                q = min(float(value), 1.0) if valid else 0.0
+        if rank > best[0] or (rank == best[0] and q > best[1]):
+            best = (rank, q)
+    return best[1]
+
+
+Route = Callable[[Request], "Response | StreamResponse"]
+
+
+def public(func: Route) -> Route:
+    """Mark a route as reachable without the API token (health, the page shell)."""
+    func.public = True  # type: ignore[attr-defined]
+    return func
+
+
+def emergency(func: Route) -> Route:
+    """Mark the route that may use the connections kept beyond the cap (stop)."""
+    func.emergency = True  # type: ignore[attr-defined]
+    return func
+
+
+def long_lived(query_param: str | None = None) -> Callable[[Route], Route]:
+    """Mark a route that may hold its connection open: always (SSE), or only when
+    `query_param` is given (a `?wait=` long-poll). Such requests are counted in
+    their own pool so they cannot use up the slots of ordinary requests."""
+    def mark(func: Route) -> Route:
+        func.long_lived = query_param or True  # type: ignore[attr-defined]
+        return func
+    return mark
+
+
+class Router:
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, re.Pattern[str], Route]] = []
+        # Fixed paths ("/queue/status") found by one dict lookup; only those that no
+        # earlier pattern matches, so the answer is the one the ordered scan gives.
+        self._fixed: dict[tuple[str, str], Route] = {}
+
+    def add(self, method: str, pattern: str, func: Route) -> None:
+        regex = re.compile("^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", pattern) + "$")
+        if "<" not in pattern and (method, pattern) not in self._fixed and not any(
+                r.match(pattern) for m, r, _ in self._routes if m == method):
+            self._fixed[(method, pattern)] = func
+        self._routes.append((method, regex, func))
+
+    def match(self, method: str, path: str,
+              query: str = "") -> tuple[Route, dict[str, str]]:
+        """The route for (method, path). `query` (the raw query string) only goes into
+        the Location of a trailing-slash redirect."""
+        fixed = self._fixed.get((method, path))
+        if fixed is not None:
+            return fixed, {}
+        allowed = []
+        for route_method, regex, func in self._routes:
+            m = regex.match(path)
+            if m is None:
+                continue
+            if route_method == method or (method == "HEAD" and route_method == "GET"):
+                return func, m.groupdict()
+            allowed.append(route_method)
+        if allowed:
+            allow = ", ".join(sorted(set(allowed) | ({"HEAD"} if "GET" in allowed else set())))
+            raise ApiError("method_not_allowed", 405,
+                           params={"method": method, "path": path, "allowed": allow},
+                           headers={"Allow": allow})
+        stripped = path.rstrip("/")
+        if stripped and stripped != path and any(regex.match(stripped)
+                                                 for _, regex, _ in self._routes):
+            # "/queue/status/" is a common typo: say where it is. 308, not 301: a POST
+            # is repeated as a POST with its body. %-escaped, so no control character
+            # or non-ASCII byte of the client's reaches a header line; latin-1, as
+            # http.server decoded the request line, so the escapes are its bytes.
+            location = quote(stripped, safe=_URL_SAFE, encoding="latin-1", errors="replace")
+            if query:
+                location += "?" + quote(query, safe=_URL_SAFE, encoding="latin-1",
+                                        errors="replace")
+            raise ApiError("trailing_slash", 308, params={"location": location},
+                           headers={"Location": location})
+        raise ApiError("no_such_endpoint", 404, params={"path": path})

@@ -1,0 +1,396 @@
+"""The task queue's state changes: submit, start, finish, cancel, pause, and what the
+worker takes next.
+
+State lives in the TaskStore; in memory (tasks/queue/state.py) is only what must be
+fast or is not history. What clients read is tasks/queue/views.py; why the robot is being
+stopped is one StopRecord (tasks/queue/stops.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tasks.commands import CommandTable, default_table
+from tasks.errors import NotAccepted, QueueFull, StoreWriteError, TaskFinished, TaskNotFound
+from tasks.models import Task, TaskStatus, new_task_id
+from tasks.queue.events import EventBus
+from tasks.queue.recovery import recover
+from tasks.queue.state import NOT_HELD, WAKE, Hold, QueueState
+from tasks.queue.stops import StopRecord
+from tasks.queue.views import TaskViews
+from tasks.queue.waiters import FinalWaiters
+from tasks.reasons import CANCELLED, failure, pause_text
+from tasks.store import NewTask, TaskStore
+
+log = logging.getLogger("tasks")
+
+
+@dataclass
+class SubmitResult:
+    task: dict[str, Any]
+    created: bool  # False when an Idempotency-Key replay returned the original task
+
+
+@dataclass(frozen=True)
+class Run:
+    """A task the worker may now send to the robot."""
+
+    task: Task
+    # The link's STOP count, read before `running` was committed: a STOP from then on
+    # keeps the command off the wire instead of being overtaken by it.
+    stop_epoch: int
+    stop_mark: int  # where this task's stops begin in the StopRecord
+
+
+def body_hash(cmd_type: str, params: dict[str, Any]) -> str:
+    canonical = json.dumps({"cmd_type": cmd_type, "params": params}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class TaskManager:
+    def __init__(self, store: TaskStore, events: EventBus, *, max_queue: int = 1000,
+                 auto_resume: bool = False, commands: CommandTable | None = None,
+                 lang: str = "en", wall: Callable[[], float] = time.time) -> None:
+        self.store = store
+        # The guide's times (submit, start, end) are wall-clock readings; how long a
+        # task ran is measured on time.monotonic() instead (tasks/models.py Task.run_s).
+        self.wall = wall
+        self._run_clocks: dict[str, float] = {}  # running task -> its monotonic start
+        self.commands = default_table() if commands is None else commands
+        self.events = events
+        self.max_queue = max_queue
+        self.auto_resume = auto_resume
+        self.lang = lang  # stored failure and pause reasons are in the server's language
+        # Two locks, always taken in this order: `_lock` serialises operations that
+        # write the store (start, cancel, pause, finish); the state's lock guards the
+        # in-memory queue and is innermost. Submits take only the state's lock, after
+        # their commit: the store never calls back into the manager.
+        self._lock = threading.RLock()
+        self.state = QueueState()
+        self.views = TaskViews(self.state, store, events)
+        # What clients read is the views' (tasks/queue/views.py); offered here too, because
+        # a caller holding the manager asks it.
+        self.get = self.views.get
+        self.get_with_json = self.views.get_with_json
+        self.list_page = self.views.list_page
+        self.count = self.views.count
+        self.queue_brief = self.views.queue_brief
+        self.queue_status = self.views.queue_status
+        self.stops = StopRecord()
+        self.waiters = FinalWaiters(self.state.lock)
+        self._runnable = threading.Condition(self._lock)
+        # Called as on_finish(cmd_type, status, duration_s) when a task that ran ends
+        # (metrics); never under a lock, and its errors never fail the task.
+        self.on_finish: Callable[[str, str, float], None] | None = None
+
+    def transcript(self, task_id: str) -> list[dict[str, Any]] | None:
+        return self.store.transcript(task_id)
+
+    @property
+    def paused(self) -> bool:
+        return self.state.hold.paused
+
+    @property
+    def pause_reason(self) -> str | None:
+        return self.state.hold.reason
+
+    @property
+    def pause_code(self) -> str | None:
+        return self.state.hold.code
+
+    @property
+    def running_task_id(self) -> str | None:
+        with self.state.lock:
+            return self.state.running.task_id if self.state.running else None
+
+    # -- start-up -------------------------------------------------------------------------
+    def recover(self, now: float | None = None) -> list[str]:
+        """Load state after a (re)start (tasks/queue/recovery.py); the interrupted tasks' ids."""
+        interrupted = recover(self.store, self.state, self.views, self.commands, self.lang,
+                              self.wall() if now is None else now)
+        if interrupted and not self.auto_resume:
+            self.pause(code="hold_interrupted", params={"task_ids": ", ".join(interrupted)})
+        return interrupted
+
+    # -- submit -----------------------------------------------------------------------
+    def submit(self, cmd_type: str, params: dict[str, Any], *,
+               idempotency_key: str | None = None, retry_of: str | None = None,
+               quiet: bool = False) -> SubmitResult:
+        """Commit a new task (or find an Idempotency-Key's first one) and queue it.
+
+        ``quiet``: the caller reports the new task in a line of its own (the HTTP
+        access line), so the "pending" line here is DEBUG, not a second INFO record."""
+        with self.state.lock:
+            unfinished = self.state.queue_size()
+        # A replay of an accepted submit is answered even when the queue is full
+        # (it adds nothing); a new task is not, whatever headers it carries.
+        if unfinished >= self.max_queue and (
+                idempotency_key is None or self.store.idempotent_task(idempotency_key) is None):
+            raise QueueFull(self.max_queue)
+        now = self.wall()
+        new = NewTask(new_task_id(now), cmd_type, params, now, retry_of=retry_of,
+                      idempotency_key=idempotency_key,
+                      body_hash=body_hash(cmd_type, params) if idempotency_key else None)
+        # The row is committed (durably) before anything is queued or answered.
+        try:
+            inserted = self.store.insert(new)
+        except StoreWriteError as exc:
+            raise NotAccepted(str(exc)) from None
+        if not inserted.created:
+            task = self.get(inserted.task_id)
+            assert task is not None
+            return SubmitResult(task, False)
+        with self.state.lock:
+            self.state.counts[TaskStatus.PENDING] += 1
+            position = self.state.add_pending(inserted.task_id, inserted.seq, cmd_type)
+        log.log(logging.DEBUG if quiet else logging.INFO, "task %s %s pending",
+                inserted.task_id, cmd_type)
+        # No ETA walk over the whole queue on the submit path: the position at
+        # enqueue time is what the reply needs (GET /task has the full ETA).
+        doc = self.views.doc_from_new(new)
+        doc["queue_position"] = position
+        self.events.publish("task", doc)
+        return SubmitResult(doc, True)
+
+    def wait(self, task_id: str, timeout: float) -> dict[str, Any] | None:
+        """The task once final, or its current state after `timeout` seconds."""
+        return self.waiters.wait(task_id, self.get, timeout)
+
+    # -- operator control ---------------------------------------------------------------
+    def request_cancel(self, task_id: str, reason: str = CANCELLED) -> str:
+        """Cancel a task. Returns "cancelled" (done now) or "aborting" (STOP needed).
+
+        ``reason`` is a code (tasks/reasons.py): the cancelled result's, once the robot
+        has stopped. Raises TaskNotFound or TaskFinished. For "aborting" the caller
+        sends STOP.
+        """
+        with self._lock:
+            with self.state.lock:
+                pending = task_id in self.state.pending
+            if pending:
+                ended = self.wall()
+                result = failure("cancelled_before_start", self.lang)
+                # The worker moves a task out of pending under this same lock, so
+                # the row is still pending here.
+                self.store.finish(task_id, TaskStatus.CANCELLED, ended, result,
+                                  only_if=(TaskStatus.PENDING,))
+                with self.state.lock:
+                    del self.state.pending[task_id]
+                    self.state.counts[TaskStatus.PENDING] -= 1
+                    self.state.counts[TaskStatus.CANCELLED] += 1
+                self.waiters.set_final(task_id)
+                log.info("task %s cancelled while pending", task_id)
+                self.events.publish("task", self.get(task_id) or {"task_id": task_id})
+                return "cancelled"
+            if self.running_task_id == task_id:
+                self.stops.cancel(task_id, reason)
+                return "aborting"
+        if self.store.get(task_id) is None:
+            raise TaskNotFound(task_id)
+        raise TaskFinished(task_id)
+
+    def stop_reason(self, run: Run) -> str | None:
+        """Why the task of ``run`` is being stopped: CANCELLED, EMERGENCY_STOP or SHUTDOWN
+        (tasks/queue/stops.py), or None."""
+        return self.stops.reason(run.task.task_id, run.stop_mark)
+
+    def pause(self, reason: str | None = None, *, code: str = "paused_by_operator",
+              params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Hold the queue. ``code`` says why (tasks/reasons.py); ``reason`` is the text
+        people read: an operator's own words, else made from the catalogue entry of
+        ``code`` with ``params``, in the server's language."""
+        rendered = reason is None
+        if reason is None:
+            params = dict(params or {})
+            reason = pause_text(code, self.lang, params)
+        with self._lock:
+            try:
+                self.store.set_meta({
+                    "paused": "1", "pause_reason": reason, "pause_code": code,
+                    # Kept only for a reason made from the catalogue: made again on restart.
+                    "pause_params": json.dumps(params, ensure_ascii=False) if rendered else None})
+            except StoreWriteError:
+                # Holding the robot matters more than remembering that we did.
+                log.error("queue pause could not be saved; paused until restart only")
+            self.state.hold = Hold(True, reason, code)
+            # Logs stay English whatever the server speaks.
+            log.warning("queue paused (%s): %s", code,
+                        pause_text(code, "en", params) if rendered else reason)
+            state = self.queue_state()
+        self.events.publish("queue", state)
+        return state
+
+    def resume(self) -> dict[str, Any]:
+        with self._lock:
+            self.store.set_meta({"paused": "0", "pause_reason": None, "pause_code": None,
+                                 "pause_params": None})
+            self.state.hold = NOT_HELD
+            self._runnable.notify_all()
+            log.info("queue resumed")
+            state = self.queue_state()
+        self.events.publish("queue", state)
+        return state
+
+    def queue_state(self) -> dict[str, Any]:
+        hold = self.state.hold
+        return {"paused": hold.paused, "pause_reason": hold.reason, "pause_code": hold.code}
+
+    # -- worker side ---------------------------------------------------------------------
+    def wait_runnable(self, stop: threading.Event, timeout: float) -> bool:
+        """Block while the queue is paused; True when tasks may start."""
+        with self._lock:
+            if self.paused and not stop.is_set():
+                self._runnable.wait(timeout)
+            return not self.paused and not stop.is_set()
+
+    def wake(self) -> None:
+        """Wake a worker blocked in wait_runnable or take (used at shutdown)."""
+        with self._lock:
+            self._runnable.notify_all()
+        self.state.fifo.put(WAKE)
+
+    def take(self, timeout: float) -> str | None:
+        """The next queued task id, or None after timeout."""
+        try:
+            return self.state.fifo.get(timeout=timeout)[1] or None
+        except queue.Empty:
+            return None
+
+    def put_back_first(self, task_id: str) -> None:
+        """Return a task taken but not started: it stays first in line."""
+        with self.state.lock:
+            if task_id in self.state.pending:  # else cancelled meanwhile: nothing to run
+                self.state.put_back(task_id)
+
+    def start(self, task_id: str, stop_epoch: Callable[[], int]) -> Run | None:
+        """Commit `running` (before any byte goes to the robot); None if not runnable.
+
+        ``stop_epoch`` reads the link's STOP count; it is read, with this task's mark
+        in the StopRecord, before the commit."""
+        with self._lock:
+            with self.state.lock:
+                pending = task_id in self.state.pending
+            if not pending:
+                return None  # cancelled while it waited
+            if self.paused:
+                # Paused between the worker's check and its take: keep its place.
+                self.put_back_first(task_id)
+                return None
+            epoch, mark = stop_epoch(), self.stops.mark()
+            clock = time.monotonic()
+            task = self.store.mark_running(task_id, self.wall())
+            if task is None:  # not pending on disk: nothing to run
+                with self.state.lock:
+                    self.state.pending.pop(task_id, None)
+                return None
+            with self.state.lock:
+                del self.state.pending[task_id]
+                self.state.counts[TaskStatus.PENDING] -= 1
+                self.state.counts[TaskStatus.RUNNING] += 1
+                self.state.running = task
+                self._run_clocks[task_id] = clock
+        log.info("task %s %s running", task_id, task.cmd_type)
+        self.events.publish("task", self.views.doc(task))
+        return Run(task, epoch, mark)
+
+    def requeue_unsent(self, task_id: str) -> bool:
+        """Put a running task whose command never reached the robot back at the head
+        of the queue (nothing happened on the robot, so nothing is repeated)."""
+        with self._lock:
+            with self.state.lock:
+                running = self.state.running
+            task = running if running is not None and running.task_id == task_id \
+                else self.store.get(task_id)
+            if task is None or not self.store.unstart(task_id):
+                return False
+            with self.state.lock:
+                self.state.running = None
+                self.state.counts[TaskStatus.RUNNING] -= 1
+                self.state.counts[TaskStatus.PENDING] += 1
+                self.state.requeue_first(task)
+                self._run_clocks.pop(task_id, None)
+            self.stops.forget(task_id)
+        log.warning("task %s was not sent (robot link down): back at the head of the queue",
+                    task_id)
+        doc = self.get(task_id)
+        if doc is not None:
+            self.events.publish("task", doc)
+        return True
+
+    def progress(self, task_id: str, progress: dict[str, Any],
+                 new_items: list[Any] | None = None, first: int = 0) -> None:
+        """The running task's progress now (without items) and its items from index
+        ``first`` on: stored by appending, shown with all items so far."""
+        new_items = list(new_items or [])
+        self.store.set_progress(task_id, progress, new_items, first)
+        with self.state.lock:
+            running = self.state.running
+            if running is not None and running.task_id == task_id:
+                before = (running.progress or {}).get("items") or []
+                # A new dict, not an update: a document already built keeps its own.
+                progress = {**progress, "items": [*before[:first], *new_items]}
+                running.progress = progress
+            else:
+                progress = {**progress, "items": new_items}
+        self.events.publish("progress", {"task_id": task_id, "progress": progress})
+
+    def finish(self, task_id: str, status: TaskStatus, result: dict[str, Any],
+               transcript: list[dict[str, Any]] | None = None, *,
+               log_text: str | None = None, drop_items: bool = False) -> dict[str, Any] | None:
+        """Commit the final state, then report it (events, waiters, metrics).
+
+        ``log_text``: the outcome in English for the log (the stored message is in the
+        server's language). ``drop_items``: its progress items are discarded with it
+        (replies out of step: they may be another command's). Raises StoreWriteError
+        with nothing changed if the state cannot be saved."""
+        ended, clock = self.wall(), time.monotonic()
+        with self.state.lock:
+            began = self._run_clocks.get(task_id)
+        run_s = None if began is None else clock - began
+        # Not popped before the commit: a write that fails is tried again, same start.
+        self.store.finish(task_id, status, ended, result, transcript,
+                          only_if=(TaskStatus.RUNNING,), run_s=run_s, drop_items=drop_items)
+        with self.state.lock:
+            self._run_clocks.pop(task_id, None)
+            running = self.state.running
+            self.state.running = None
+            self.state.counts[TaskStatus.RUNNING] -= 1
+            self.state.counts[status] += 1
+            final = dataclasses.replace(running, status=status, ended=ended, result=result,
+                                        run_s=run_s) if running is not None else None
+            if final is not None and drop_items and final.progress:
+                final.progress = {k: v for k, v in final.progress.items() if k != "items"}
+            if status == TaskStatus.COMPLETED and final and final.duration is not None:
+                self.views.record_duration(final.cmd_type, final.duration)
+        self.stops.forget(task_id)
+        if final is not None and final.task_id == task_id:
+            # Built from memory, not read back: the row was just committed as this.
+            doc: dict[str, Any] | None = self.views.doc(final)
+            assert doc is not None
+            self.views.cache_final(task_id, doc)
+        else:
+            doc = self.get(task_id)
+        duration = (final.duration if final else None) or 0.0
+        log.info("task %s %s %s in %.2f s: %s", task_id,
+                 running.cmd_type if running else "?", status.value, duration,
+                 log_text or result.get("message"))
+        # Before waiters wake: whoever sees the task final also sees it in the metrics.
+        if self.on_finish is not None and running is not None:
+            try:
+                self.on_finish(running.cmd_type, status.value, duration)
+            except Exception:
+                log.exception("on_finish hook failed for task %s", task_id)
+        self.waiters.set_final(task_id)
+        if doc is not None:
+            self.events.publish("task", doc)
+        return doc

@@ -1,0 +1,227 @@
+"""What clients read about tasks: task documents with their ETA, pages of them, and
+the queue status, with the caches that keep the polls cheap.
+
+Nothing here changes a task. A finished task never changes, so its document (and its
+reply bytes) are kept in memory, bounded; the queue status is rebuilt only when an
+event says something changed.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import time
+from typing import Any, Literal, NamedTuple, overload
+
+from tasks.models import FINAL_STATUSES, Task, TaskStatus, format_time
+from tasks.queue.events import EventBus
+from tasks.queue.state import QueueState
+from tasks.store import NewTask, TaskStore
+
+FINAL_CACHE_SIZE = 2000  # finished task documents kept in memory for GET /task
+DURATIONS_KEPT = 20  # completed runs per command that its ETA averages
+
+
+class QueueBrief(NamedTuple):
+    """What a 202 says about the queue, without the whole status document."""
+
+    queue_size: int  # pending + running
+    paused: bool
+    pause_reason: str | None
+    pause_code: str | None
+
+
+def encode(doc: dict[str, Any]) -> bytes:
+    """A document's reply body, byte for byte what the HTTP layer makes of the dict."""
+    return json.dumps(doc, ensure_ascii=False).encode("utf-8")
+
+
+class TaskViews:
+    def __init__(self, state: QueueState, store: TaskStore, events: EventBus) -> None:
+        self.state = state
+        self.store = store
+        self.events = events
+        # Finished task -> [document, its reply bytes once a GET asked for them].
+        self._final_docs: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
+        # ((event version, recent), document, its reply bytes once asked for)
+        self._status_cache: tuple[tuple[int, int], dict[str, Any], bytes | None] | None = None
+        self._durations: dict[str, collections.deque[float]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=DURATIONS_KEPT))
+
+    # -- durations (for ETAs) ----------------------------------------------------------
+    def load_durations(self) -> None:
+        for cmd_type, values in self.store.recent_durations().items():
+            # The stored measures (wall-clock differences for older rows: one the clock
+            # was stepped back in is no duration).
+            self._durations[cmd_type].extend(v for v in values if v is not None and v >= 0)
+
+    def record_duration(self, cmd_type: str, seconds: float) -> None:
+        """A completed run (state lock held by the caller)."""
+        self._durations[cmd_type].append(seconds)
+
+    # -- one task ----------------------------------------------------------------------
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        return self._lookup(task_id)[0]
+
+    def get_with_json(self, task_id: str) -> tuple[dict[str, Any] | None, bytes | None]:
+        """The task's document and, for a finished task, its reply bytes (encoded at
+        the first ask, then kept with the document); (None, None) for an unknown task."""
+        doc, entry = self._lookup(task_id)
+        if entry is None:
+            return doc, None
+        if entry[1] is None:
+            # Two first readers may both encode: the same bytes, so no lock for it.
+            entry[1] = encode(entry[0])
+        return doc, entry[1]
+
+    def _lookup(self, task_id: str) -> tuple[dict[str, Any] | None, list[Any] | None]:
+        """The task's document, and its cache entry if the task is finished."""
+        entry = self._final_docs.get(task_id)
+        if entry is not None:
+            return entry[0], entry
+        task = self.store.get(task_id)
+        if task is None:
+            return None, None
+        doc = self.doc(task)
+        if task.is_final:
+            return doc, self.cache_final(task_id, doc)
+        return doc, None
+
+    def cache_final(self, task_id: str, doc: dict[str, Any]) -> list[Any]:
+        entry = [doc, None]
+        with self.state.lock:
+            self._final_docs[task_id] = entry
+            if len(self._final_docs) > FINAL_CACHE_SIZE:
+                self._final_docs.popitem(last=False)
+        return entry
+
+    def list_page(self, **filters: Any) -> tuple[list[dict[str, Any]], int | None]:
+        """Newest first, and the cursor (seq) of the last row for the next page."""
+        tasks = self.store.list(**filters)
+        return [self.doc(task, eta=False) for task in tasks], (tasks[-1].seq if tasks else None)
+
+    def count(self, *, status: str | None = None, cmd_type: str | None = None) -> int:
+        if cmd_type is None:
+            with self.state.lock:
+                if status is not None:
+                    return self.state.counts.get(status, 0)
+                return sum(self.state.counts.values())
+        return self.store.count(status=status, cmd_type=cmd_type)
+
+    def doc_from_new(self, new: NewTask) -> dict[str, Any]:
+        return self.doc(Task(new.task_id, new.cmd_type, new.params, TaskStatus.PENDING,
+                             new.submitted, retry_of=new.retry_of), eta=False)
+
+    def doc(self, task: Task, *, eta: bool = True) -> dict[str, Any]:
+        """The task as clients see it: the guide's keys first, then its ETA."""
+        doc = task.to_dict()
+        if eta and not task.is_final:
+            doc.update(self._eta(task))
+        return doc
+
+    # -- ETA ---------------------------------------------------------------------------
+    def _mean(self, cmd_type: str) -> float | None:
+        values = self._durations.get(cmd_type)
+        return sum(values) / len(values) if values else None
+
+    def _running_remaining(self, now: float) -> float | None:
+        running = self.state.running
+        if running is None:
+            return 0.0
+        mean = self._mean(running.cmd_type)
+        if mean is None or running.started is None:
+            return None
+        return max(0.0, running.started + mean - now)
+
+    def _eta(self, task: Task) -> dict[str, Any]:
+        now = time.time()
+        out: dict[str, Any] = {}
+        with self.state.lock:
+            if task.status == TaskStatus.RUNNING:
+                mean = self._mean(task.cmd_type)
+                if mean is not None and task.started is not None:
+                    out["estimated_end_time"] = format_time(max(now, task.started + mean))
+                return out
+            if task.task_id not in self.state.pending:
+                return out
+            position = 0
+            ahead: float | None = self._running_remaining(now)
+            for task_id, (_seq, cmd_type) in self.state.pending.items():
+                position += 1
+                if task_id == task.task_id:
+                    break
+                mean = self._mean(cmd_type)
+                ahead = None if ahead is None or mean is None else ahead + mean
+        out["queue_position"] = position
+        if ahead is not None:
+            out["estimated_start_time"] = format_time(now + ahead)
+        return out
+
+    # -- the queue ---------------------------------------------------------------------
+    def queue_brief(self) -> QueueBrief:
+        """queue_status()'s queue_size and pause fields, read now: the submit path's
+        event bumps the version, so the whole document would be rebuilt every time."""
+        with self.state.lock:
+            hold = self.state.hold
+            return QueueBrief(self.state.queue_size(), hold.paused, hold.reason, hold.code)
+
+    @overload
+    def queue_status(self, recent: int = ..., *,
+                     encoded: Literal[False] = ...) -> dict[str, Any]: ...
+
+    @overload
+    def queue_status(self, recent: int = ..., *, encoded: Literal[True]) -> bytes: ...
+
+    def queue_status(self, recent: int = 10, *, encoded: bool = False) -> dict[str, Any] | bytes:
+        """The guide's queue counters and more; cached until the next event. With
+        ``encoded``, the reply bytes of that document (cached alike).
+
+        Every change of what this shows publishes an event, so the event version
+        keys the cache: polls between changes (the guide's clients poll every 2 s,
+        a lab has many) cost a dict copy (or nothing, for the bytes), not a query.
+        """
+        version = self.events.version  # read first: a later change bumps it past us
+        cached = self._status_cache
+        if cached is None or cached[0] != (version, recent):
+            cached = ((version, recent), self._queue_status(recent, version), None)
+            self._status_cache = cached
+        if not encoded:
+            return dict(cached[1])  # a copy: callers may add to it
+        body = cached[2]
+        if body is None:
+            # Racing readers may overwrite each other's entry: at worst a rebuild later,
+            # never a wrong answer (the key is checked).
+            body = encode(cached[1])
+            self._status_cache = (cached[0], cached[1], body)
+        return body
+
+    def _queue_status(self, recent: int, version: int) -> dict[str, Any]:
+        with self.state.lock:
+            counts = dict(self.state.counts)
+            running = self.state.running.task_id if self.state.running else None
+            pending = list(itertools.islice(self.state.pending, recent))
+            hold = self.state.hold
+        finished = sum(counts.get(s.value, 0) for s in FINAL_STATUSES)
+        queue_size = counts.get(TaskStatus.PENDING, 0) + counts.get(TaskStatus.RUNNING, 0)
+        return {
+            "queue_size": queue_size,
+            "total_tasks": finished + queue_size,
+            "completed_tasks": counts.get(TaskStatus.COMPLETED, 0),
+            "failed_tasks": counts.get(TaskStatus.FAILED, 0),
+            "cancelled_tasks": counts.get(TaskStatus.CANCELLED, 0),
+            "pending_tasks": counts.get(TaskStatus.PENDING, 0),
+            "running_task": running,
+            "paused": hold.paused,
+            "pause_reason": hold.reason,
+            "pause_code": hold.code,
+            "pending": pending,
+            # Six columns, no JSON decoding of params/result: this runs on every poll.
+            "recent_tasks": [
+                {"task_id": task_id, "status": status, "cmd_type": cmd_type,
+                 "submit_time": format_time(submitted), "start_time": format_time(started),
+                 "end_time": format_time(ended)}
+                for task_id, status, cmd_type, submitted, started, ended
+                in self.store.recent(recent)],
+            "version": version,
+        }
