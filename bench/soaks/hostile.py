@@ -10,33 +10,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import threading
 import time
 from collections import Counter
 from typing import Any
 
 import requests
+from common import Row, rss_kib, temp_dir
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (  # noqa: E402
-    ROOT,
+from robot.sim.simulator import FAULT_MODES
+from soaks.harness import (
     SOAK_FINAL,
     SOAK_TIMEOUT,
     MainServer,
-    Row,
     free_port,
     ident,
     keep_logs,
     params_for,
-    rss_kib,
     run_bounded,
     start_sim,
-    temp_dir,
 )
-
-sys.path.insert(0, ROOT)
-from robot.sim.simulator import FAULT_MODES  # noqa: E402
 
 HOSTILE = ("flood", "noise", "deep_result")
 
@@ -119,8 +112,6 @@ def log_lines_by_logger(paths: list[str]) -> Counter[str]:
                 ok = len(parts) == 5 and parts[3].endswith(":")
                 names[parts[3][:-1] if ok else "(continued)"] += 1
     return names
-
-
 
 
 def describe(doc: dict[str, Any]) -> str:

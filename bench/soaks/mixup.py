@@ -20,29 +20,16 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 import threading
 import time
 from collections import Counter
 from typing import Any
 
 import requests
+from common import ROOT, Row, temp_dir
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (  # noqa: E402
-    ROOT,
-    SOAK_TIMEOUT,
-    MainServer,
-    Row,
-    free_port,
-    keep_logs,
-    log,
-    run_bounded,
-    temp_dir,
-)
-
-sys.path.insert(0, ROOT)
-from tests.text_robots import TextRobot  # noqa: E402
+from soaks.harness import SOAK_TIMEOUT, MainServer, free_port, keep_logs, log, run_bounded
+from tests.text_robots import TextRobot
 
 
 class ScanClient(threading.Thread):
