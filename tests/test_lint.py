@@ -1,4 +1,4 @@
-"""The code stays ruff-clean (settings in pyproject.toml)."""
+"""The code stays ruff- and mypy-clean (settings in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -30,13 +30,9 @@ def test_mypy_is_clean() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-# Which project packages each layer may import (docs/architecture.md): downward only.
-LAYERS = {"robot": {"robot", "i18n"}, "tasks": {"robot", "tasks", "i18n"},
-          "client": {"client", "i18n", "console_text", "constants"}}
-
-
 def _project_imports(path: str) -> set[str]:
-    """Top-level names of everything the module imports, at any depth (lazy imports too)."""
+    """Top-level names of everything the module imports, at any depth (lazy imports too).
+    The layers and cycles are checked in tests/test_layout.py."""
     with open(path, encoding="utf-8") as fh:
         tree = ast.parse(fh.read(), path)
     names: set[str] = set()
@@ -46,21 +42,6 @@ def _project_imports(path: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
     return names
-
-
-@pytest.mark.parametrize("layer", sorted(LAYERS))
-def test_layers_import_downward_only(layer: str) -> None:
-    project = {name.removesuffix(".py") for name in os.listdir(ROOT)
-               if name.endswith(".py") or os.path.isfile(os.path.join(ROOT, name, "__init__.py"))}
-    wrong = {}
-    for folder, _, files in os.walk(os.path.join(ROOT, layer)):
-        for name in files:
-            if name.endswith(".py"):
-                path = os.path.join(folder, name)
-                bad = (_project_imports(path) & project) - LAYERS[layer]
-                if bad:
-                    wrong[os.path.relpath(path, ROOT)] = sorted(bad)
-    assert not wrong, f"{layer}/ imports above its layer: {wrong}"
 
 
 def test_the_api_client_is_one_file_with_only_the_standard_library() -> None:
