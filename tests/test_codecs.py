@@ -168,7 +168,7 @@ def test_a_lab_codec_by_module_and_class(lab_module: str) -> None:
     ("lab_broken:X", ["cannot import lab_broken", "does_not_exist_anywhere"]),
     ("no_such_module_xyz:X", ["cannot import no_such_module_xyz"]),
     ("lab_codecs:Missing", ["has no Missing"]),
-    ("lab_codecs:VALUE", ["VALUE is not a subclass of robot.codec.LineCodec"]),
+    ("lab_codecs:VALUE", ["VALUE is not a subclass of robot.codecs.LineCodec"]),
     ("lab_codecs:NotACodec", ["NotACodec is not a subclass"]),
     ("lab_codecs:Half", ["Half does not implement encode_stop, decode"]),
     ("lab_codecs:Explodes", ["Explodes() failed", "no licence key"]),

@@ -1,5 +1,5 @@
-"""The command table as data: the shipped tasks/commands/commands.json, `--commands FILE`, one-line
-errors for bad files, timeout precedence, and a lab's own command served end to end."""
+"""The command table as data: the shipped tasks/commands/commands.json, `--commands FILE`,
+one-line errors for bad files, timeout precedence, and a lab's own command served end to end."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import pytest
 import i18n
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PY_FOLDERS = ("client", "server", "tasks", "robot", "i18n")  # and every top-level *.py
+PY_FOLDERS = ("client", "console", "server", "tasks", "robot", "shared", "i18n")  # + top-level *.py
 STATIC = os.path.join(ROOT, "server", "static")
 ERROR_CLASSES = {"ApiError", "CommandError", "TaskError"}
 CODE_PREFIXES = ("error.", "info.")

@@ -58,7 +58,7 @@ def test_local_mode_runs_one_command_file(tmp_path) -> None:
 
 def test_local_mode_failure_is_shaped_as_a_stored_one(tmp_path) -> None:
     # A table that lets MOVE_TO through without coordinates: the robot itself refuses it.
-    with open(os.path.join(ROOT, "tasks", "commands.json"), encoding="utf-8") as fh:
+    with open(os.path.join(ROOT, "tasks", "commands", "commands.json"), encoding="utf-8") as fh:
         table = json.load(fh)
     move = next(c for c in table["commands"] if c["name"] == "MOVE_TO")
     move.update(params=[], example={}, wire="MOVE")

@@ -236,7 +236,7 @@ def test_a_broken_codec_stops_start_up_with_one_line(tmp_path: Path, spec: str,
 
 
 def test_a_commands_file_adds_dispense_end_to_end(tmp_path: Path, make_server) -> None:
-    with open(os.path.join(ROOT, "tasks", "commands.json"), encoding="utf-8") as fh:
+    with open(os.path.join(ROOT, "tasks", "commands", "commands.json"), encoding="utf-8") as fh:
         table = json.load(fh)
     table["commands"].append({
         "name": "DISPENSE", "description": "Dispense liquid into the bottle at a position.",
