@@ -69,7 +69,7 @@ class Parsed:
 
 class _Job:
     def __init__(self, msg_id: Any, cmd: str, params: dict[str, Any], mode: str | None,
-                 hostile: sim_hostile.Settings | None = None) -> None:
+                 hostile: sim_hostile.Settings) -> None:
         self.msg_id = msg_id
         self.cmd = cmd
         self.params = params
@@ -111,6 +111,12 @@ class SimEngine:
         self._homed = False
         self._holding: int | None = None
 
+    def hostile_settings(self) -> sim_hostile.Settings:
+        """The hostile settings as they are now, for a job that starts now."""
+        return sim_hostile.Settings(float(self.flood_rate), float(self.flood_seconds),
+                                    bool(self.flood_items), int(self.noise_rate),
+                                    float(self.noise_seconds), int(self.deep_levels))
+
     def _send(self, obj: dict[str, Any], *, job: _Job | None = None,
               cmd: str | None = None) -> None:
         raise NotImplementedError
@@ -136,7 +142,7 @@ class SimEngine:
         if parsed.error:
             self._result(msg_id, False, parsed.error, cmd=cmd)
             return
-        job = _Job(msg_id, cmd, params, mode, sim_hostile.snapshot(self))
+        job = _Job(msg_id, cmd, params, mode, self.hostile_settings())
         with self._cond:
             if self._job is not None:
                 busy = True

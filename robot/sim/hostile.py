@@ -11,7 +11,8 @@ robot cannot hurt the host.
   ``deep_levels`` deep.
 
 The functions take the engine and the job; the settings are the ones the job captured
-when it started (``snapshot``), so changing them mid-command does not affect it.
+when it started (``SimEngine.hostile_settings``), so changing them mid-command does not
+affect it.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Job(Protocol):
     msg_id: Any
     cmd: str
     mode: str | None
-    hostile: Settings | None
+    hostile: Settings  # captured when the job started
     stop: threading.Event
 
 
@@ -66,12 +67,6 @@ class Engine(Protocol):
 
     heartbeat_s: float
     _wire: Any
-    flood_rate: float
-    flood_seconds: float
-    flood_items: bool
-    noise_rate: int
-    noise_seconds: float
-    deep_levels: int
 
     def _send(self, obj: dict[str, Any], *, job: Any = None, cmd: str | None = None) -> None:
         ...
@@ -79,17 +74,6 @@ class Engine(Protocol):
     def _send_many(self, events: list[dict[str, Any]], *, job: Any = None) -> None: ...
 
     def _write(self, data: bytes) -> None: ...
-
-
-def snapshot(engine: Engine) -> Settings:
-    """The engine's hostile settings as they are now, for a job that starts now."""
-    return Settings(float(engine.flood_rate), float(engine.flood_seconds),
-                    bool(engine.flood_items), int(engine.noise_rate),
-                    float(engine.noise_seconds), int(engine.deep_levels))
-
-
-def _settings(engine: Engine, job: Job) -> Settings:
-    return job.hostile if job.hostile is not None else snapshot(engine)
 
 
 def before_motion(engine: Engine, job: Job) -> bool:
@@ -134,7 +118,7 @@ def _paced(job: Job, rate: float, seconds: float, tick: float,
 
 def flood(engine: Engine, job: Job) -> bool:
     """Progress lines for the job at the flood rate, a batch of whole lines per write."""
-    cfg = _settings(engine, job)
+    cfg = job.hostile
     if engine._wire.name != "json":
         # The text protocol has no line for a progress without a bottle: nothing to flood.
         return not job.stop.is_set()
@@ -158,7 +142,7 @@ def noise(engine: Engine, job: Job) -> bool:
     Heartbeats still go out between chunks: noise is not a valid message, so without
     them a long noise would look to the host like a silent robot.
     """
-    cfg = _settings(engine, job)
+    cfg = job.hostile
     next_beat = time.monotonic() + engine.heartbeat_s
 
     def send(sent: int, count: int) -> None:
@@ -185,7 +169,7 @@ def deep_list_text(levels: int) -> bytes:
 
 def send_deep_result(engine: Engine, event: dict[str, Any], job: Job) -> None:
     """The result ``event`` with ``data.nested`` added, as one line."""
-    cfg = _settings(engine, job)
+    cfg = job.hostile
     data = dict(event.get("data") or {})
     data["nested"] = _DEEP_MARK
     body = engine._wire.format({**event, "data": data}, job.cmd)
