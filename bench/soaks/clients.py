@@ -30,9 +30,11 @@ class Ack:
 class Client(threading.Thread):
     """Submits a stream of unique MOVE_TOs; each is retried with its key until 202."""
 
+    name_prefix = "soak-client"
+
     def __init__(self, idx: int, url: str, run_id: str, stop: threading.Event,
                  rng: random.Random, think: tuple[float, float], give_up: float) -> None:
-        super().__init__(name=f"soak-client-{idx}", daemon=True)
+        super().__init__(name=f"{self.name_prefix}-{idx}", daemon=True)
         self.idx, self.url, self.run_id, self.stop = idx, url, run_id, stop
         self.rng, self.think, self.give_up = rng, think, give_up
         self.acks: list[Ack] = []
@@ -48,9 +50,18 @@ class Client(threading.Thread):
             k += 1
             self.stop.wait(self.rng.uniform(*self.think))
 
+    def request(self, k: int) -> tuple[str, dict[str, Any]]:
+        """The k-th submit's Idempotency-Key and body."""
+        return (f"soak-{self.run_id}-{self.idx}-{k}",
+                {"cmd_type": "MOVE_TO", "params": params_for(self.idx, k)})
+
+    def accepted(self, key: str, k: int, body: dict[str, Any], r: requests.Response,
+                 attempts: int) -> None:
+        self.acks.append(Ack(key, self.idx, k, r.json()["task_id"], attempts,
+                             r.headers.get("Idempotent-Replayed") == "true"))
+
     def submit(self, session: requests.Session, k: int) -> None:
-        key = f"soak-{self.run_id}-{self.idx}-{k}"
-        body = {"cmd_type": "MOVE_TO", "params": params_for(self.idx, k)}
+        key, body = self.request(k)
         deadline = time.monotonic() + self.give_up
         attempts = 0
         while time.monotonic() < deadline:
@@ -61,8 +72,7 @@ class Client(threading.Thread):
             except requests.RequestException:
                 r = None
             if r is not None and r.status_code == 202:
-                self.acks.append(Ack(key, self.idx, k, r.json()["task_id"], attempts,
-                                     r.headers.get("Idempotent-Replayed") == "true"))
+                self.accepted(key, k, body, r, attempts)
                 return
             if r is not None and r.status_code != 503:
                 try:

@@ -28,43 +28,30 @@ from typing import Any
 import requests
 from common import ROOT, Row, temp_dir
 
+from soaks.clients import Client, list_tasks
 from soaks.harness import SOAK_TIMEOUT, MainServer, free_port, keep_logs, log, run_bounded
 from tests.text_robots import TextRobot
 
 
-class ScanClient(threading.Thread):
-    """Submits scans of racks of its own; each retried with its key until 202."""
+class ScanClient(Client):
+    """Submits scans of racks of its own, each retried with its key until 202
+    (clients.Client's loop); remembers which rack each accepted task scans."""
 
-    def __init__(self, idx: int, url: str, run_id: str, stop: threading.Event,
-                 rng: random.Random, think: tuple[float, float], give_up: float) -> None:
-        super().__init__(name=f"mixup-client-{idx}", daemon=True)
-        self.idx, self.url, self.run_id, self.stop = idx, url, run_id, stop
-        self.rng, self.think, self.give_up = rng, think, give_up
+    name_prefix = "mixup-client"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
         self.acked: dict[str, str] = {}  # task_id -> rack
-        self.retries = 0
 
-    def run(self) -> None:
-        session = requests.Session()
-        k = 0
-        while not self.stop.is_set():
-            rack = f"C{self.idx}K{k}"
-            body = {"cmd_type": "SCAN_QRCODE",
-                    "params": {"rack": rack, "positions": list(range(1, self.rng.randint(2, 6)))}}
-            key = f"mixup-{self.run_id}-{self.idx}-{k}"
-            deadline = time.monotonic() + self.give_up
-            while time.monotonic() < deadline and not self.stop.is_set():
-                try:
-                    r = session.post(self.url + "/", json=body, timeout=SOAK_TIMEOUT,
-                                     headers={"Idempotency-Key": key})
-                except requests.RequestException:
-                    r = None
-                if r is not None and r.status_code == 202:
-                    self.acked[r.json()["task_id"]] = rack
-                    break
-                self.retries += 1
-                time.sleep(0.05)
-            k += 1
-            self.stop.wait(self.rng.uniform(*self.think))
+    def request(self, k: int) -> tuple[str, dict[str, Any]]:
+        rack = f"C{self.idx}K{k}"
+        return (f"mixup-{self.run_id}-{self.idx}-{k}",
+                {"cmd_type": "SCAN_QRCODE",
+                 "params": {"rack": rack, "positions": list(range(1, self.rng.randint(2, 6)))}})
+
+    def accepted(self, key: str, k: int, body: dict[str, Any], r: requests.Response,
+                 attempts: int) -> None:
+        self.acked[r.json()["task_id"]] = body["params"]["rack"]
 
 
 def _foreign(task: dict[str, Any]) -> bool:
@@ -74,18 +61,6 @@ def _foreign(task: dict[str, Any]) -> bool:
     bottles = (task.get("result") or {}).get("scanned_bottles") or []
     got = [(b.get("position"), b.get("code")) for b in bottles]
     return got != [(p, f"{rack}-{p:02d}") for p in asked]
-
-
-def _all_tasks(session: requests.Session, url: str) -> list[dict[str, Any]]:
-    tasks: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page = session.get(url + "/tasks", params={"limit": 500, **(
-            {"cursor": cursor} if cursor else {})}, timeout=SOAK_TIMEOUT).json()
-        tasks += page["tasks"]
-        cursor = page.get("next_cursor")
-        if not cursor:
-            return tasks
 
 
 def _supports_settle() -> bool:
@@ -134,7 +109,7 @@ def run_mixup(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
                 if status.get("pending_tasks") == 0 and not status.get("running_task"):
                     break
                 time.sleep(0.2)
-            tasks = _all_tasks(session, server.url)
+            tasks = list_tasks(session, server.url, time.monotonic() + 60)
         except (requests.RequestException, ValueError, KeyError, RuntimeError) as exc:
             figures["error"] = f"{type(exc).__name__}: {exc}"
             log(f"mixup soak aborted: {figures['error']}")
