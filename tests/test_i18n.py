@@ -16,9 +16,9 @@ import string
 import pytest
 
 import i18n
+from tests.test_layout import PROJECT, module_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PY_FOLDERS = ("client", "console", "server", "tasks", "robot", "shared", "i18n")  # + top-level *.py
 STATIC = os.path.join(ROOT, "server", "static")
 ERROR_CLASSES = {"ApiError", "CommandError", "TaskError"}
 CODE_PREFIXES = ("error.", "info.")
@@ -28,11 +28,8 @@ WEB_KEY = re.compile(r"""["'`](web\.[A-Za-z0-9_.]+)["'`]""")
 
 
 def python_files() -> list[str]:
-    found = [os.path.join(ROOT, n) for n in os.listdir(ROOT) if n.endswith(".py")]
-    for entry in PY_FOLDERS:
-        for folder, _, names in os.walk(os.path.join(ROOT, entry)):
-            found += [os.path.join(folder, n) for n in names if n.endswith(".py")]
-    return sorted(found)
+    """Every module of the project (the one list of it: tests/test_layout.py's PROJECT)."""
+    return sorted(module_files(ROOT, PROJECT).values())
 
 
 def python_literals() -> tuple[set[str], set[str]]:
