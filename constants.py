@@ -72,7 +72,13 @@ SIM_TRANSPORT = "auto"
 REQUIRE_ROBOT = False  # True: start-up fails if the robot does not answer; False: it retries
 
 # --- Logging --------------------------------------------------------------------
-LOG_LEVEL = "INFO"
+LOG_LEVEL = "INFO"  # the log file's; and the console's when --log-level is given
+# The console without --log-level: warnings only, so the banner and the task lines
+# (console/events.py) stay on screen; everything else goes to the log file.
+CONSOLE_LOG_LEVEL = "WARNING"
 LOG_FILE = None  # None: stderr only; a path: also this file, rotated
+# Access lines: "file", "console" (and the file) or "off"; None: the file, and the
+# console too when --log-level INFO (or DEBUG) is given.
+ACCESS_LOG = None
 LOG_FILE_MAX_BYTES = 5 * 1024 * 1024
 LOG_FILE_BACKUPS = 5

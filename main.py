@@ -20,10 +20,11 @@ import constants
 import i18n
 from client import cli
 from console.banner import print_banner
+from console.events import ConsoleEvents
 from console.menus import SERVE_HINT, MenuExit, fill_from_menus
 from console.text import console_language, lang_flag, say, warn_if_not_shown
 from i18n import Translator, error_text
-from settings import DEFAULTS, from_args
+from settings import DEFAULTS, fill_from_environ, from_args, mention_environ, names, networks
 
 if TYPE_CHECKING:
     from server.logbatch import LogBatch
@@ -56,8 +57,13 @@ def _robot_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--commands", metavar="FILE",
                    help="command table JSON (default: the shipped tasks/commands/commands.json); "
                         "see docs/commands.md")
-    p.add_argument("--log-level", help=f"logging level (default {DEFAULTS.log_level})")
+    p.add_argument("--log-level", help="logging level of the console and the log file "
+                   f"(default {constants.CONSOLE_LOG_LEVEL} on the console, "
+                   f"{DEFAULTS.log_level} in the file)")
     p.add_argument("--log-file", help="also log to this file (rotated)")
+    p.add_argument("--access-log", choices=("file", "console", "off"),
+                   help="where HTTP access lines go (default: the log file; the console "
+                        "too with --log-level INFO)")
 
 
 def _server_flags(p: argparse.ArgumentParser, *, with_mode: bool = True) -> None:
@@ -82,7 +88,7 @@ def _server_flags(p: argparse.ArgumentParser, *, with_mode: bool = True) -> None
                         "endpoint but /health; default: env ROBOT_API_TOKEN")
     p.add_argument("--allow", type=_networks, metavar="CIDR,...",
                    help="only these client networks may connect, e.g. 172.16.11.0/24,127.0.0.1")
-    p.add_argument("--allowed-host", type=_names, metavar="NAME,...",
+    p.add_argument("--allowed-host", type=names, metavar="NAME,...",
                    help="DNS names clients may use for this server (IP addresses, localhost "
                         "and the hostname always work)")
     p.add_argument("--trusted-proxy", type=_networks, metavar="CIDR,...",
@@ -98,19 +104,10 @@ def _server_flags(p: argparse.ArgumentParser, *, with_mode: bool = True) -> None
 
 
 def _networks(text: str) -> tuple[str, ...]:
-    import ipaddress
-
-    items = tuple(part.strip() for part in text.split(",") if part.strip())
-    for item in items:
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an address or CIDR network: {item}") from None
-    return items
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
+    try:
+        return networks(text)  # settings.py's, which parses ROBOT_ALLOW too
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser(lang: str = "en") -> argparse.ArgumentParser:
@@ -129,6 +126,8 @@ def build_parser(lang: str = "en") -> argparse.ArgumentParser:
     _server_flags(serve)
     _robot_flags(serve)
     lang_flag(serve, tr)
+    serve.add_argument("--check", action="store_true", help="first run the checks of `check` "
+                       "with the same settings; refuse to start if one fails")
     run = sub.add_parser("run", help=tr("args.run"), description=tr("args.run"),
                          argument_default=argparse.SUPPRESS)
     run.add_argument("file", help=tr("args.command_file"))
@@ -140,6 +139,8 @@ def build_parser(lang: str = "en") -> argparse.ArgumentParser:
     from server.check import add_parser as add_check_parser
 
     add_check_parser(sub, tr)
+    for each in (parser, serve, run, sub.choices["check"]):
+        mention_environ(each)
     return parser
 
 
@@ -168,13 +169,21 @@ def db_path(given: str | None, default: str) -> str:
 
 
 # -- logging -----------------------------------------------------------------------------
-def setup_logging(level: str | None, log_file: str | None) -> LogBatch:
+def setup_logging(level: str | None, log_file: str | None,
+                  access: str | None = None) -> LogBatch:
     """stderr plus, with a log file, a rotating one, through server.logbatch: request
     threads only enqueue, one writer thread formats and writes in batches (logging was
-    ~35 % of a GET's time in profiles)."""
+    ~35 % of a GET's time in profiles). The console keeps to warnings unless --log-level
+    is given: an operator reads the banner and the task lines there, not every request."""
     from server import logbatch
 
+    given = logging.getLevelName(level.upper()) if level else None
+    if access is None:
+        access = "console" if isinstance(given, int) and given <= logging.INFO else "file"
     return logbatch.setup(level or DEFAULTS.log_level, log_file,
+                          console_level=level or constants.CONSOLE_LOG_LEVEL,
+                          access_console=access == "console",
+                          access_file=False if access == "off" else None,
                           max_bytes=DEFAULTS.log_max_bytes, backups=DEFAULTS.log_backups)
 
 
@@ -200,6 +209,12 @@ def serve(args: argparse.Namespace) -> int:
     if settings.sim_speed <= 0:
         print(tr("start.sim_speed"), file=sys.stderr)
         return 2
+    if getattr(args, "check", False):
+        from server.check import check
+
+        # check releases the port, the database's lock and the robot before returning.
+        if not check(settings, tr, ping_timeout=constants.CHECK_PING_TIMEOUT_S):
+            return cli.EXIT_FAILED
     tune_interpreter()
     server = RobotServer(settings)
     try:
@@ -207,7 +222,10 @@ def serve(args: argparse.Namespace) -> int:
     except (CommandsFileError, StoreError, RobotLinkError, InstanceLockHeld, OSError) as exc:
         print(tr("start.cannot_start", error=error_text(exc, tr.lang)), file=sys.stderr)
         return 1
+    assert server.events is not None
+    task_lines = ConsoleEvents(server.events, tr.lang)  # subscribed before the banner
     print_banner(server, tr.lang)
+    task_lines.start()
 
     stop = threading.Event()
     finished = threading.Event()
@@ -243,6 +261,7 @@ def serve(args: argparse.Namespace) -> int:
     if running:
         say(tr("shutdown.grace", task_id=running, grace=f"{settings.shutdown_grace:g}"))
     server.stop()
+    task_lines.stop()  # after the tasks' last events, before the last line
     say(tr("shutdown.stopped"))
     finished.set()
     return 0
@@ -251,7 +270,7 @@ def serve(args: argparse.Namespace) -> int:
 def run_local(args: argparse.Namespace) -> int:
     from robot import RobotLinkError, open_robot
     from tasks.commands import CommandsFileError, load_commands
-    from tasks.reasons import failure, outcome_code
+    from tasks.reasons import failure, outcome_code, progress_message
 
     tr = Translator(args.console_lang)
     s = from_args(args)
@@ -281,7 +300,8 @@ def run_local(args: argparse.Namespace) -> int:
     try:
         robot.link.start(require_connection=True)
         outcome = robot.link.execute(cmd_type, params, on_progress=lambda e: print(
-            f"  {e.get('done')}/{e.get('total')} {e.get('message') or ''}", flush=True))
+            f"  {e.get('done')}/{e.get('total')} {progress_message(e, tr.lang) or ''}",
+            flush=True))
     except RobotLinkError as exc:
         print(tr("run.cannot_reach", error=error_text(exc, tr.lang)), file=sys.stderr)
         return 1
@@ -330,11 +350,18 @@ def main(argv: list[str] | None = None) -> int:
     console_lang = console_language(lang)
     args = build_parser(console_lang).parse_args(argv)
     args.lang, args.console_lang = lang, console_lang
+    if args.command in (None, "serve", "run", "check"):
+        try:  # before the menus: they ask only what neither a flag nor the environment gave
+            fill_from_environ(args)
+        except i18n.CodedError as exc:  # settings.EnvSettingError: a variable's bad value
+            print(error_text(exc, console_lang), file=sys.stderr)
+            return 2
     if args.command in (*cli.COMMANDS, "check"):
         warn_if_not_shown(lang, console_lang)
         # No menus, and quiet: their output is the answer.
         return check_command(args) if args.command == "check" else cli.run(args)
-    setup_logging(getattr(args, "log_level", None), getattr(args, "log_file", None))
+    setup_logging(getattr(args, "log_level", None), getattr(args, "log_file", None),
+                  getattr(args, "access_log", None))
     warn_if_not_shown(lang, console_lang)
     try:
         fill_from_menus(args, console_lang)

@@ -1,20 +1,24 @@
 """The one settings object: what the flags, the menus and the server share.
 
 Every default is a constant of constants.py; `Settings()` is all defaults, and
-`from_args` overrides only what the user gave. main.py's flags show these defaults
-in their help, the menus offer them, and the server (server/runtime.py and the
+`from_args` overrides only what the user gave: a flag, else its ROBOT_* environment
+variable (`FLAGS`: one per flag, parsed as the flag is), so a service's settings live in
+one place (its environment) for serve, check and run alike. main.py's flags show these
+defaults in their help, the menus offer them, and the server (server/runtime.py and the
 Application in server/app.py) reads the same frozen object, never a copy of it.
 """
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import constants
-from i18n import DEFAULT_LANG
+from i18n import DEFAULT_LANG, CodedError, t
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class Settings:
     # Logging
     log_level: str = constants.LOG_LEVEL
     log_file: str | None = constants.LOG_FILE
+    access_log: str | None = constants.ACCESS_LOG
     log_max_bytes: int = constants.LOG_FILE_MAX_BYTES
     log_backups: int = constants.LOG_FILE_BACKUPS
 
@@ -82,25 +87,156 @@ class Settings:
 
 DEFAULTS = Settings()
 
-# main.py's flags (argparse dests) and the fields they set; a flag left out is None.
-FLAG_FIELDS = {
-    "mode": "mode", "host": "host", "port": "port", "db": "db",
-    "auto_resume": "auto_resume", "max_queue": "max_queue", "keep_days": "keep_days",
-    "shutdown_grace": "shutdown_grace", "allow": "allow", "allowed_host": "allowed_hosts",
-    "trusted_proxy": "trusted_proxies", "cors_origin": "cors_origin",
-    "max_connections": "max_connections", "robot": "robot", "baud": "baudrate",
-    "robot_protocol": "robot_protocol", "sim_speed": "sim_speed",
-    "sim_transport": "sim_transport", "robot_timeout": "robot_timeout",
-    "robot_settle": "robot_settle",
-    "commands": "commands_file", "log_level": "log_level", "log_file": "log_file",
+
+# -- one setting, three sources: flag > environment > default -----------------------------
+# A lab's settings live in one place (a unit's EnvironmentFile=, a Windows service's
+# environment), read by serve, check and run alike, so a service cannot check one robot
+# and serve another. Each value is parsed as its flag's would be.
+
+def networks(text: str) -> tuple[str, ...]:
+    """Comma-separated addresses or CIDR networks (--allow, --trusted-proxy); '' is none."""
+    items = names(text)
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"not an address or CIDR network: {item}") from None
+    return items
+
+
+def names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+_YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _yes_no(text: str) -> bool:
+    word = text.strip().lower()
+    if word not in _YES + _NO:
+        raise ValueError(text)
+    return word in _YES
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How a variable's text becomes a value, and what a good one looks like (a key)."""
+    parse: Callable[[str], Any] = str
+    expected: str = ""
+    params: tuple[tuple[str, str], ...] = ()
+    # Lists: an empty value is an empty list, as the flag's '' (--trusted-proxy '' trusts
+    # none); for everything else an empty value (KEY= in a unit's file) is unset.
+    empty_is_value: bool = False
+
+
+def _choice(*options: str) -> Kind:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(text)
+        return text
+    return Kind(parse, "env.expect_choice", (("choices", ", ".join(options)),))
+
+
+TEXT = Kind()
+INT = Kind(lambda text: int(text.strip()), "env.expect_int")
+NUMBER = Kind(lambda text: float(text.strip()), "env.expect_number")
+YES_NO = Kind(_yes_no, "env.expect_yes_no", (("values", "/".join(_YES + _NO)),))
+NETWORKS = Kind(networks, "env.expect_networks", empty_is_value=True)
+NAMES = Kind(names, empty_is_value=True)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A flag (its argparse dest is the key of FLAGS), its Settings field and its variable."""
+    field: str
+    env: str
+    kind: Kind = TEXT
+
+
+# Every setting of `serve`, in --help's order; ROBOT_API_TOKEN is from_args' and ROBOT_LANG
+# i18n.choose_language's. The names follow the flags, without a second "robot": --robot is
+# ROBOT_PORT (the robot's port) and --port, the server's own, ROBOT_HTTP_PORT.
+FLAGS: dict[str, Flag] = {
+    "mode": Flag("mode", "ROBOT_MODE", _choice("sync", "queue")),
+    "host": Flag("host", "ROBOT_HOST"),
+    "port": Flag("port", "ROBOT_HTTP_PORT", INT),
+    "db": Flag("db", "ROBOT_DB"),
+    "auto_resume": Flag("auto_resume", "ROBOT_AUTO_RESUME", YES_NO),
+    "max_queue": Flag("max_queue", "ROBOT_MAX_QUEUE", INT),
+    "keep_days": Flag("keep_days", "ROBOT_KEEP_DAYS", NUMBER),
+    "shutdown_grace": Flag("shutdown_grace", "ROBOT_SHUTDOWN_GRACE", NUMBER),
+    "allow": Flag("allow", "ROBOT_ALLOW", NETWORKS),
+    "allowed_host": Flag("allowed_hosts", "ROBOT_ALLOWED_HOST", NAMES),
+    "trusted_proxy": Flag("trusted_proxies", "ROBOT_TRUSTED_PROXY", NETWORKS),
+    "cors_origin": Flag("cors_origin", "ROBOT_CORS_ORIGIN"),
+    "max_connections": Flag("max_connections", "ROBOT_MAX_CONNECTIONS", INT),
+    "robot": Flag("robot", "ROBOT_PORT"),
+    "baud": Flag("baudrate", "ROBOT_BAUD", INT),
+    "robot_protocol": Flag("robot_protocol", "ROBOT_PROTOCOL"),
+    "sim_speed": Flag("sim_speed", "ROBOT_SIM_SPEED", NUMBER),
+    "sim_transport": Flag("sim_transport", "ROBOT_SIM_TRANSPORT", _choice("auto", "pty", "tcp")),
+    "robot_timeout": Flag("robot_timeout", "ROBOT_TIMEOUT", NUMBER),
+    "robot_settle": Flag("robot_settle", "ROBOT_SETTLE", NUMBER),
+    "commands": Flag("commands_file", "ROBOT_COMMANDS"),
+    "log_level": Flag("log_level", "ROBOT_LOG_LEVEL"),
+    "log_file": Flag("log_file", "ROBOT_LOG_FILE"),
+    "access_log": Flag("access_log", "ROBOT_ACCESS_LOG", _choice("file", "console", "off")),
 }
+# main.py's flags (argparse dests) and the fields they set; a flag left out is None.
+FLAG_FIELDS = {dest: flag.field for dest, flag in FLAGS.items()}
+
+
+class EnvSettingError(CodedError):
+    """A variable whose value its flag would refuse: one line naming both, exit code 2."""
+
+    def __init__(self, dest: str, value: str) -> None:
+        self.flag = FLAGS[dest]
+        super().__init__("env_invalid", {"name": self.flag.env, "value": value,
+                                         "flag": "--" + dest.replace("_", "-")})
+
+    def text(self, lang: str) -> str:
+        kind = self.flag.kind
+        return t("error.env_invalid", lang, **self.params,
+                 expected=t(kind.expected, lang, **dict(kind.params)))
+
+
+def environ_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The flags (argparse dests) that the environment sets, parsed as the flags are."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for dest, flag in FLAGS.items():
+        text = environ.get(flag.env)
+        if text is None or (not text.strip() and not flag.kind.empty_is_value):
+            continue
+        try:
+            values[dest] = flag.kind.parse(text)
+        except ValueError:
+            raise EnvSettingError(dest, text) from None
+    return values
+
+
+def fill_from_environ(args: Any, environ: Mapping[str, str] | None = None) -> None:
+    """Set each flag not given on the command line from the environment, so the menus
+    ask only what neither gave. Raises EnvSettingError for a value its flag would refuse."""
+    for dest, value in environ_values(environ).items():
+        if getattr(args, dest, None) is None:
+            setattr(args, dest, value)
+
+
+def mention_environ(parser: argparse.ArgumentParser) -> None:
+    """Each flag's --help names its variable."""
+    for action in parser._actions:
+        flag = FLAGS.get(action.dest)
+        if flag is not None and action.help and action.help != argparse.SUPPRESS:
+            action.help += f" (env {flag.env})"
 
 
 def from_args(args: Any, **resolved: Any) -> Settings:
-    """The defaults with what the user gave: the flags in ``args`` that are not None,
-    then ``resolved``, values the caller worked out (e.g. the database's full path)."""
-    given = {name: getattr(args, flag) for flag, name in FLAG_FIELDS.items()
-             if getattr(args, flag, None) is not None}
+    """The defaults with what the user gave: the environment's ROBOT_* variables, the
+    flags in ``args`` that are not None over them, then ``resolved``, values the caller
+    worked out (e.g. the database's full path)."""
+    flags = {dest: getattr(args, dest) for dest in FLAGS if getattr(args, dest, None) is not None}
+    given = {FLAGS[dest].field: value for dest, value in {**environ_values(), **flags}.items()}
     if "robot_timeout" in given:
         given["command_timeouts"] = {}  # an operator's explicit timeout is for every command
     token = getattr(args, "api_token", None)
