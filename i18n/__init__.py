@@ -93,12 +93,27 @@ def t(key: str, lang: str | None = None, /, **params: object) -> str:
     if not params and "{" not in text:
         return text
     try:
-        return text.format_map(_Params(params))
+        return text.format_map(_Params({name: _nested(value, lang)
+                                        for name, value in params.items()}))
     except (ValueError, IndexError) as exc:
         if strict:
             raise
         log.warning("message %r cannot be formatted: %s", key, exc)
         return text
+
+
+def message(key: str, /, **params: object) -> dict[str, object]:
+    """A message not yet rendered, as a plain JSON value: a parameter of another message
+    (``t`` renders it in the outer one's language), or kept to render later."""
+    return {"i18n": key, "params": params}
+
+
+def _nested(value: object, lang: str) -> object:
+    # Only the exact shape message() makes: a parameter that merely is a dict stays one.
+    if isinstance(value, dict) and value.keys() == {"i18n", "params"} \
+            and isinstance(value["i18n"], str) and isinstance(value["params"], dict):
+        return t(value["i18n"], lang, **value["params"])
+    return value
 
 
 class _Params(dict):

@@ -35,12 +35,13 @@ def make_codec(protocol: str, wire_forms: dict[str, str] | None = None,
     try:
         codec = load_codec(protocol)
     except CodecLoadError as exc:
-        raise RobotLinkError(str(exc)) from None
+        raise RobotLinkError(exc.code, exc.params) from None
     forms = wire_forms or {}
     missing = [name for name in commands_with_params if name not in forms]
     if codec.needs_wire_forms and missing:
-        raise RobotLinkError(f"robot protocol {protocol} sends each command as its \"wire\" "
-                             f"form, and the command table has none for {', '.join(missing)}")
+        raise RobotLinkError("protocol_needs_wire_forms",
+                             {"protocol": protocol, "commands": ", ".join(missing),
+                              "field": "wire"})
     codec.set_wire_forms(forms)
     return codec
 
@@ -56,8 +57,8 @@ def build_robot(port: str, codec: LineCodec, *, protocol: str = "json",
     url = port
     if port == "sim":
         if protocol not in builtin_codecs():
-            raise RobotLinkError(f"the built-in simulator speaks {', '.join(builtin_codecs())}, "
-                                 f"not {protocol}: give the robot's port with --robot")
+            raise RobotLinkError("sim_protocol", {"protocols": ", ".join(builtin_codecs()),
+                                                  "protocol": protocol, "flag": "--robot"})
         simulator = start_simulator(sim_speed, sim_transport, protocol=protocol,
                                     **(sim_options or {}))
         url = simulator.path
@@ -88,5 +89,5 @@ def start_simulator(speed: float, transport: str | None = "auto",
         simulator = RobotSimulator(speed=speed, transport=transport or "auto", **options)
         simulator.start()
     except (OSError, ValueError) as exc:
-        raise RobotLinkError(f"cannot start the built-in simulator: {exc}") from exc
+        raise RobotLinkError("sim_start_failed", {"error": str(exc)}) from exc
     return simulator

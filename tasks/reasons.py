@@ -47,6 +47,16 @@ def outcome_code(outcome: Any) -> tuple[str, dict[str, Any]]:
     return code, dict(getattr(outcome, "params", None) or {})
 
 
+def progress_message(event: dict[str, Any], lang: str) -> Any:
+    """A progress event's message as people read it: one that the robot link composed
+    (``message_i18n``, e.g. the text protocol's "scanned A position 5") in ``lang``;
+    the robot's own words as they are."""
+    text = event.get("message_i18n")
+    if isinstance(text, dict) and isinstance(text.get("i18n"), str):
+        return t(text["i18n"], lang, **(text.get("params") or {}))
+    return event.get("message")
+
+
 def pause_text(code: str, lang: str, params: dict[str, Any] | None = None) -> str:
     """The text of pause reason ``code``."""
     if code in INFO_PAUSES:

@@ -17,7 +17,7 @@ from tasks.errors import StoreWriteError
 from tasks.models import TaskStatus
 from tasks.queue.manager import Run, TaskManager
 from tasks.queue.stops import SHUTDOWN
-from tasks.reasons import EMERGENCY_STOP, failure, fault_hold, outcome_code
+from tasks.reasons import EMERGENCY_STOP, failure, fault_hold, outcome_code, progress_message
 
 log = logging.getLogger("tasks.worker")
 
@@ -184,7 +184,8 @@ class Worker:
             percent = None
             if isinstance(done, int) and isinstance(total, int) and total > 0:
                 percent = round(100.0 * done / total, 1)
-            progress = {"done": done, "total": total, "message": event.get("message"),
+            progress = {"done": done, "total": total,
+                        "message": progress_message(event, self.lang),
                         "percent": percent}
             if event.get("items_dropped"):
                 progress["items_dropped"] = event["items_dropped"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from i18n import message as coded
 from robot.codecs.seam import MAX_LINE, LineCodec, Reply, Sent, invalid
 from shared.jsonbounds import MAX_DEPTH, text_too_deep, top_level_fields
 
@@ -67,6 +68,13 @@ def parse_json_line(line: bytes) -> Reply:
         if obj.get("item") is not None and not isinstance(obj["item"], dict):
             return invalid("progress item is not an object")
         reply.done, reply.total, reply.item = obj.get("done"), obj.get("total"), obj.get("item")
+        item = reply.item
+        if message is None and item is not None and "rack" in item and "position" in item:
+            # A scanned bottle the robot did not describe: composed here, so shown in
+            # the operator's language (a robot's own message stays as it said it).
+            reply.message = f"scanned {item['rack']} position {item['position']}"
+            reply.text = coded("wire.progress.scanned", rack=item["rack"],
+                               position=item["position"])
     elif kind == "result":
         if not isinstance(obj.get("success"), bool):
             return invalid("result without boolean success")

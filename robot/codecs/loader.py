@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import importlib
 
+from i18n import CodedError
 from robot.codecs.json_codec import JsonCodec
 from robot.codecs.seam import LineCodec
 from robot.codecs.text_codec import TextCodec
 
 _REQUIRED = ("encode_command", "encode_stop", "decode")
+_DOC = "docs/robot-adapters.md"
 
 
 def builtin_codecs() -> dict[str, type[LineCodec]]:
     return {"json": JsonCodec, "text": TextCodec}
 
 
-class CodecLoadError(Exception):
-    """One line saying why ``--robot-protocol`` cannot be used."""
+class CodecLoadError(CodedError):
+    """Why ``--robot-protocol`` cannot be used: a code (text at ``error.<code>``, one
+    line); ``str()`` is English."""
 
 
 def load_codec(spec: str) -> LineCodec:
@@ -34,30 +37,28 @@ def load_codec(spec: str) -> LineCodec:
         return builtins[spec]()
     module_name, sep, class_name = spec.partition(":")
     if not sep or not module_name or not class_name:
-        raise CodecLoadError(f"unknown robot protocol {spec!r}: use one of "
-                             f"{', '.join(builtins)} or package.module:ClassName")
+        raise CodecLoadError("codec_unknown", {"spec": repr(spec), "builtins": ", ".join(builtins),
+                                               "form": "package.module:ClassName"})
+    named = {"spec": spec, "module": module_name, "cls": class_name, "doc": _DOC}
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any error while importing the lab's module is its own
-        raise CodecLoadError(f"robot protocol {spec}: cannot import {module_name} "
-                             f"({type(exc).__name__}: {exc})") from None
+        raise CodecLoadError("codec_import_failed",
+                             {**named, "error": f"{type(exc).__name__}: {exc}"}) from None
     cls = getattr(module, class_name, None)
     if cls is None:
-        raise CodecLoadError(f"robot protocol {spec}: module {module_name} has no "
-                             f"{class_name}")
+        raise CodecLoadError("codec_class_missing", named)
     if not (isinstance(cls, type) and issubclass(cls, LineCodec)):
-        raise CodecLoadError(f"robot protocol {spec}: {class_name} is not a subclass of "
-                             "robot.codecs.LineCodec (see docs/robot-adapters.md)")
+        raise CodecLoadError("codec_not_a_codec", {**named, "base": "robot.codecs.LineCodec"})
     missing = [name for name in _REQUIRED if getattr(cls, name) is getattr(LineCodec, name)]
     if missing:
-        raise CodecLoadError(f"robot protocol {spec}: {class_name} does not implement "
-                             f"{', '.join(missing)} (see docs/robot-adapters.md)")
+        raise CodecLoadError("codec_incomplete", {**named, "missing": ", ".join(missing)})
     try:
         codec = cls()
     except Exception as exc:  # the lab's constructor: report whatever it raised
-        raise CodecLoadError(f"robot protocol {spec}: {class_name}() failed "
-                             f"({type(exc).__name__}: {exc})") from None
+        raise CodecLoadError("codec_init_failed",
+                             {**named, "error": f"{type(exc).__name__}: {exc}"}) from None
     if not isinstance(codec.uses_ids, bool):
-        raise CodecLoadError(f"robot protocol {spec}: {class_name}.uses_ids must be "
-                             "True or False")
+        raise CodecLoadError("codec_uses_ids", {**named, "attr": f"{class_name}.uses_ids",
+                                                "yes": "True", "no": "False"})
     return codec

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from i18n import message
+
 MAX_LINE = 64 * 1024
 
 # What a received line can be. "invalid" lines are skipped, counted and shown in
@@ -49,6 +51,10 @@ class Reply:
     total: int | None = None
     item: dict[str, Any] | None = None
     error: str | None = None
+    # ``message`` or ``error`` as the codec composed it (not the robot's own words), to
+    # be shown in the operator's language: ``i18n.message(key, **params)``.
+    text: dict[str, Any] | None = None
+    why: dict[str, Any] | None = None
     to_stop: bool = False
     # A result whose content was refused: "too_deep" (shared/jsonbounds.py) or "too_long"
     # (over max_line). The command fails.
@@ -70,13 +76,21 @@ def invalid(reason: str) -> Reply:
     return Reply(kind="invalid", error=reason)
 
 
-def stray(reason: str) -> Reply:
-    """A real reply, but not to the command in flight (see REPLY_KINDS)."""
-    return Reply(kind="stray", error=reason)
+def stray(reason: str, why: dict[str, Any] | None = None) -> Reply:
+    """A real reply, but not to the command in flight (see REPLY_KINDS). ``reason`` is
+    English; ``why`` the same as ``i18n.message(...)`` for the operator."""
+    return Reply(kind="stray", error=reason, why=why)
 
 
 class CodecError(ValueError):
-    """A command this codec cannot put on the wire (e.g. no wire form for it)."""
+    """A command this codec cannot put on the wire (e.g. no wire form for it).
+
+    ``str()`` is English (logs). ``reason``: why, for the operator, as
+    ``i18n.message(key, **params)``; None (a lab codec's own words) shows ``str()``."""
+
+    def __init__(self, message: str, reason: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class LineCodec:
@@ -150,15 +164,20 @@ class LineCodec:
         if template is None:
             if params:
                 raise CodecError(f"no wire form for {cmd} in the command table "
-                                 f"(protocol {self.name})")
+                                 f"(protocol {self.name})",
+                                 message("wire.encode.no_wire_form", cmd=cmd, field="wire",
+                                         protocol=self.name))
             return cmd
         values = {name: wire_value(value) for name, value in (params or {}).items()}
         try:
             text = template.format(**values)
         except (KeyError, IndexError, ValueError) as exc:
-            raise CodecError(f"wire form {template!r} of {cmd}: {exc}") from None
+            raise CodecError(f"wire form {template!r} of {cmd}: {exc}",
+                             message("wire.encode.bad_wire_form", template=repr(template),
+                                     field="wire", cmd=cmd, error=str(exc))) from None
         if "\n" in text or "\r" in text:
-            raise CodecError(f"{cmd}: a parameter contains a line break")
+            raise CodecError(f"{cmd}: a parameter contains a line break",
+                             message("wire.encode.line_break", cmd=cmd))
         return text
 
 

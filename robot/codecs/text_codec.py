@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from i18n import message
 from robot.codecs.seam import CodecError, LineCodec, Reply, Sent, invalid, stray
 
 _NONCE = re.compile(r"[0-9a-f]{8}")
@@ -56,14 +57,18 @@ class TextCodec(LineCodec):
             # Words are separated by spaces: "SCAN rack A 1,2" would shift every argument.
             if isinstance(value, str) and any(ch.isspace() for ch in value):
                 raise CodecError(f"{cmd}: {key} {value!r} contains a space, which the text "
-                                 "protocol cannot carry")
+                                 "protocol cannot carry",
+                                 message("wire.encode.space", cmd=cmd, name=key,
+                                         value=repr(value)))
         text = self.format_wire(cmd, params)
         if cmd == self.handshake_command:
             text = f"{text} {nonce(msg_id)}"
         try:
             return text.encode("ascii") + self.newline
         except UnicodeEncodeError:
-            raise CodecError(f"{cmd}: the text protocol is ASCII only ({text!r})") from None
+            raise CodecError(f"{cmd}: the text protocol is ASCII only ({text!r})",
+                             message("wire.encode.not_ascii", cmd=cmd,
+                                     text=repr(text))) from None
 
     def encode_stop(self, msg_id: int) -> bytes:
         return b"STOP" + self.newline
@@ -87,7 +92,9 @@ class TextCodec(LineCodec):
         if word == "BUSY":
             return Reply(kind="heartbeat")
         if word == "ALARM":
-            return Reply(kind="alarm", message=rest or "alarm")
+            # No words of the robot's: None, so the failure says "no message" in the
+            # operator's language rather than an English word of ours.
+            return Reply(kind="alarm", message=rest or None)
         if word == "OK" and rest.upper().split(" ", 1)[0] == "STOP":
             return Reply(kind="result", success=True, message="STOP完成", to_stop=True)
         if word not in ("PONG", "ERR", "OK", "BOTTLE"):
@@ -97,21 +104,23 @@ class TextCodec(LineCodec):
         if word == "PONG":
             return self._pong(rest, sent, expected)
         if word == "ERR":
-            return Reply(kind="result", success=False, message=rest or "error")
+            return Reply(kind="result", success=False, message=rest or None)
         if word == "OK":
             return self._ok(rest, expected)
         return self._bottle(rest, sent, expected)
 
     def _pong(self, rest: str, sent: Sent, expected: str | None) -> Reply:
         if sent.cmd != self.handshake_command:
-            return stray(f"PONG does not answer {expected}")
+            return stray(f"PONG does not answer {expected}",
+                         message("wire.stray.does_not_answer", reply="PONG", command=expected))
         first, _, after = rest.partition(" ")
         if first == nonce(sent.msg_id):
             return Reply(kind="result", success=True,
                          data={"firmware": after.strip() or None, "echo": True})
         if _NONCE.fullmatch(first):
             return stray(f"PONG {first} answers an earlier PING (this one is "
-                         f"{nonce(sent.msg_id)})")
+                         f"{nonce(sent.msg_id)})",
+                         message("wire.stray.old_pong", nonce=first, current=nonce(sent.msg_id)))
         return Reply(kind="result", success=True, data={"firmware": rest or None,
                                                         "echo": False})
 
@@ -122,7 +131,9 @@ class TextCodec(LineCodec):
         if not verb:
             return invalid("OK without a command word")
         if verb != expected:
-            return stray(f"OK {verb} does not answer {expected}")
+            return stray(f"OK {verb} does not answer {expected}",
+                         message("wire.stray.does_not_answer", reply=f"OK {verb}",
+                                 command=expected))
         data: dict[str, Any] = {}
         if verb == "SCAN":
             if not detail.isdigit():
@@ -141,11 +152,15 @@ class TextCodec(LineCodec):
         if not position.isdigit() or not code or " " in code:
             return invalid("BOTTLE needs <position> <code>")
         if expected != "SCAN":
-            return stray(f"BOTTLE during {expected}")
+            return stray(f"BOTTLE during {expected}",
+                         message("wire.stray.bottle_during", command=expected))
         rack = sent.params.get("rack")
         positions = sent.params.get("positions")
         item = {"position": int(position), "code": None if code == "EMPTY" else code,
                 "rack": rack}
+        # Composed here, not said by the robot: shown in the operator's language.
         return Reply(kind="progress", item=item,
                      total=len(positions) if isinstance(positions, list) else None,
-                     message=f"scanned {rack} position {int(position)}")
+                     message=f"scanned {rack} position {int(position)}",
+                     text=message("wire.progress.scanned", rack=rack,
+                                  position=int(position)))

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from i18n import message
 from robot.codecs import CodecError, Reply, Sent
 from robot.codecs.framing import IdGenerator
 from robot.link.fit import FitCheck
@@ -169,8 +170,10 @@ class Commands:
             line = self.settings.codec.encode_command(msg_id, cmd, params)
         except CodecError as exc:
             # Nothing was written: the robot did nothing, and the link stays usable.
+            # A lab codec's own words when it gives no reason of ours.
+            why = exc.reason or message("wire.encode.codec_said", error=str(exc))
             return CommandOutcome(False, f"cannot send {cmd}: {exc}", code="encode_failed",
-                                  params={"cmd": cmd, "error": str(exc)})
+                                  params={"cmd": cmd, "error": why})
         pending = Pending(Sent(msg_id, cmd, dict(params or {}), line), Transcript(),
                           handshake=handshake)
         if not handshake:
@@ -307,7 +310,8 @@ class Commands:
         return self._outcome(pending, False, message, fault=Fault.TIMEOUT, code=code,
                              params={"seconds": seconds})
 
-    def _out_of_step(self, pending: Pending, reason: str, line: str) -> CommandOutcome:
+    def _out_of_step(self, pending: Pending, reason: str, line: str,
+                     why: dict[str, Any]) -> CommandOutcome:
         """A reply that cannot be this command's: the robot is doing something else.
         STOP it, forget what this command seemed to get (it may be another's), and
         resynchronize (STOP, quiet, handshake) before anything else goes out."""
@@ -317,7 +321,7 @@ class Commands:
                 self.state.stop_before_sync = True  # then at the next handshake
         return self._outcome(pending, False, f"robot out of step: {reason} (line {line!r})",
                              fault=Fault.OUT_OF_STEP, code="robot_out_of_step",
-                             params={"reason": reason, "line": line}, keep_items=False)
+                             params={"reason": why, "line": line}, keep_items=False)
 
     def _unconfirmed(self, pending: Pending) -> CommandOutcome:
         """The robot did not confirm a STOP in time (or the wait was given up): its

@@ -21,13 +21,37 @@ from robot.link.outcome import (
     Fault,
     LinkFailure,
     RobotLinkError,
-    describe_open_error,
+    open_error,
+    os_said,
+    read_failure,
 )
 from robot.link.state import LinkSettings, LinkState, OpenPort
 
 log = logging.getLogger("robot.link")
 
 READ_TIMEOUT = 0.2  # bounds how long a reader without cancel_read() takes to notice stop()
+_NOT_CONNECTED = LinkFailure("disconnected", "robot_not_connected")
+
+
+def handshake_failure(outcome: CommandOutcome, command: str, protocol: str,
+                      timeout: float) -> LinkFailure:
+    """Why a handshake that did not succeed failed: English for logs, a code."""
+    if outcome.code == "robot_not_settled" or outcome.fault is None and not outcome.sent \
+            or outcome.fault == Fault.DISCONNECTED:
+        return LinkFailure(outcome.message, outcome.code or "handshake_failed",
+                           outcome.params if outcome.code else {"error": outcome.message})
+    if outcome.fault == Fault.TIMEOUT:
+        seconds = f"{timeout:g}"
+        return LinkFailure(f"robot did not answer {command} within {seconds} s "
+                           f"(protocol {protocol})", "handshake_timeout",
+                           {"command": command, "seconds": seconds, "protocol": protocol})
+    message = f"robot refused {command}: {outcome.message}"
+    if outcome.code == "robot_error":  # the robot's own words
+        return LinkFailure(message, "handshake_refused", {"command": command, **outcome.params})
+    if outcome.code is None or outcome.code == "robot_error_no_message":
+        return LinkFailure(message, "handshake_refused_no_message", {"command": command})
+    # An alarm, a reply out of step, a result refused: the failure says it all.
+    return LinkFailure(message, outcome.code, outcome.params)
 
 
 class Connection:
@@ -61,7 +85,7 @@ class Connection:
                 ser.exclusive = self.settings.exclusive
             ser.open()
         except (serial.SerialException, OSError, ValueError, NotImplementedError) as exc:
-            raise RobotLinkError(describe_open_error(url, exc)) from exc
+            raise open_error(url, exc) from exc
         return ser
 
     def connect(self) -> None:
@@ -70,16 +94,17 @@ class Connection:
         try:
             ser = self.open()
         except RobotLinkError as exc:
-            self.set_error(str(exc))
+            self.set_error(exc.failure())
             raise
         conn = OpenPort(ser)
         try:
             ser.reset_input_buffer()
         except (serial.SerialException, OSError) as exc:
             self.close(conn)
-            message = f"cannot use {self.settings.url}: {exc}"
-            self.set_error(message)
-            raise RobotLinkError(message) from exc
+            unusable = RobotLinkError("port_unusable", {"url": self.settings.url,
+                                                        "error": str(exc)})
+            self.set_error(unusable.failure())
+            raise unusable from exc
         conn.reader = threading.Thread(target=self._read_loop, args=(conn,),
                                        name="robot-reader", daemon=True)
         with state.cond:
@@ -98,57 +123,53 @@ class Connection:
         if mine:
             self.close(conn)
         self.set_error(error)
-        raise RobotLinkError(error)
+        raise RobotLinkError(error.code, error.params)
 
-    def flush_input(self) -> str | None:
-        """Discard what the robot sent so far (port buffer and framer); an error or None.
+    def flush_input(self) -> LinkFailure | None:
+        """Discard what the robot sent so far (port buffer and framer); why not, or None.
         The handshake calls it as the command on the wire (robot/link/handshake.py)."""
         with self.state.cond:
             conn = self.state.conn
         if conn is None:
-            return "disconnected"
+            return _NOT_CONNECTED
         try:
             conn.ser.reset_input_buffer()
         except (serial.SerialException, OSError) as exc:
-            self.lost(conn, LinkFailure(f"disconnected: flush failed ({exc})",
-                                        "robot_flush_failed", {"error": str(exc)}))
-            return f"disconnected: {exc}"
+            failure = LinkFailure(f"disconnected: flush failed ({exc})",
+                                  "robot_flush_failed", {"error": os_said(exc)})
+            self.lost(conn, failure)
+            return failure
         conn.flush_framer.set()
         return None
 
-    def handshake(self) -> str | None:
+    def handshake(self) -> LinkFailure | None:
         """Flush, settle and PING (robot/link/handshake.py); on success mark the link ready.
-        Returns an error or None."""
+        Returns why it failed (English for logs, a code for the operator) or None."""
         state = self.state
         with state.cond:
             conn = state.conn
         if conn is None:
-            return "disconnected"
+            return _NOT_CONNECTED
         outcome = self._ping()
         codec = self.settings.codec
         if outcome.success:
             firmware = outcome.data.get("firmware")
             with state.cond:
                 if state.conn is not conn:
-                    return "disconnected during PING"
+                    return LinkFailure("disconnected during PING", "handshake_disconnected",
+                                       {"command": codec.handshake_command})
                 state.synced = True
                 state.firmware = str(firmware) if firmware is not None else None
                 state.error = None
                 state.cond.notify_all()
             self._event("connected", firmware=state.firmware)
             return None
-        if outcome.code == "robot_not_settled" or outcome.fault is None and not outcome.sent:
-            return outcome.message
-        if outcome.fault == Fault.TIMEOUT:
-            return (f"robot did not answer {codec.handshake_command} within "
-                    f"{self.settings.handshake_timeout:g} s (protocol {codec.name})")
-        if outcome.fault == Fault.DISCONNECTED:
-            return outcome.message
-        return f"robot refused {codec.handshake_command}: {outcome.message}"
+        return handshake_failure(outcome, codec.handshake_command, codec.name,
+                                 self.settings.handshake_timeout)
 
-    def set_error(self, message: str) -> None:
+    def set_error(self, failure: LinkFailure | None) -> None:
         with self.state.cond:
-            self.state.error = message
+            self.state.error = failure
 
     def supervise(self) -> None:
         """The supervisor thread: reconnect after a loss, resynchronize after a silence."""
@@ -166,7 +187,8 @@ class Connection:
                 if error is None:
                     delay = self.settings.reconnect_min
                     continue
-                log.warning("resynchronization failed: %s; retrying in %.3g s", error, delay)
+                log.warning("resynchronization failed: %s; retrying in %.3g s", error.message,
+                            delay)
             else:
                 if state.stopping.wait(delay):
                     return
@@ -193,7 +215,7 @@ class Connection:
                 return
             state.conn = None
             state.synced = False
-            state.error = reason
+            state.error = failure
             pending = state.pending
             if pending is not None and pending.written and not pending.handshake:
                 # The robot may still be running it: STOP it once it is back.
@@ -238,8 +260,7 @@ class Connection:
             except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
                 # TypeError/AttributeError: pyserial's fd vanished under a concurrent close.
                 if not conn.closing.is_set():
-                    self.lost(conn, LinkFailure(f"disconnected: read failed ({exc})",
-                                                "robot_disconnected", {"error": str(exc)}))
+                    self.lost(conn, read_failure(exc))
                 return
             if conn.flush_framer.is_set():
                 conn.flush_framer.clear()
@@ -270,7 +291,7 @@ class Connection:
                                 "robot_write_timeout", {"seconds": seconds})
         except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
             error = LinkFailure(f"disconnected: write failed ({exc})", "robot_write_failed",
-                                {"error": str(exc)})
+                                {"error": os_said(exc)})
         else:
             with state.cond:
                 state.lines_out += 1

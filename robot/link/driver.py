@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from i18n import DEFAULT_LANG, t
 from robot.codecs import LineCodec
 from robot.codecs.json_codec import JsonCodec
 from robot.link.commands import Commands
@@ -57,7 +58,8 @@ class RobotLink:
                  codec: LineCodec | None = None, progress_interval: float = 0.2,
                  settle_time: float = 2.5, settle_timeout: float = 60.0,
                  reply_rules: Mapping[str, ReplyRule | Mapping[str, Any]] | None = None,
-                 on_link_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_link_event: Callable[[str, dict[str, Any]], None] | None = None,
+                 lang: str = DEFAULT_LANG) -> None:
         self.url = url
         self.baudrate = baudrate
         self.robot_timeout = robot_timeout
@@ -78,6 +80,8 @@ class RobotLink:
         # What each command's replies must look like (robot/link/fit.py), by command name.
         self.reply_rules = rules_from(reply_rules)
         self.on_link_event = on_link_event
+        # What info()'s "error" speaks: the server's language, as its stored failures do.
+        self.lang = lang
 
         # The parts read the settings above from this object when they use them.
         self._state = LinkState()
@@ -154,6 +158,7 @@ class RobotLink:
     def info(self) -> dict[str, Any]:
         state = self._state
         with state.cond:
+            error = state.error
             seen = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.last_seen))
                     if state.last_seen is not None else None)
             return {"connected": state.conn is not None, "ready": state.ready_locked(),
@@ -161,7 +166,9 @@ class RobotLink:
                     "settling": state.settling, "out_of_step": state.out_of_step,
                     "unsolicited_lines": state.unsolicited,
                     "port": self.url, "last_seen": seen, "firmware": state.firmware,
-                    "error": state.error, "lines_in": state.lines_in,
+                    "error": None if error is None else
+                    t(f"error.{error.code}", self.lang, **error.params),
+                    "lines_in": state.lines_in,
                     "lines_out": state.lines_out, "skipped_lines": state.skipped,
                     "reconnects": state.reconnects, "protocol": self.codec.name,
                     # Which silence limit applies to what: the first question when a

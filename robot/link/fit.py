@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from i18n import message, t
+
 
 @dataclass(frozen=True)
 class ReplyRule:
@@ -53,7 +55,8 @@ def rules_from(rules: Mapping[str, ReplyRule | Mapping[str, Any]] | None
 
 class FitCheck:
     """One command's replies against its rule. Each method returns why a reply does
-    not fit (English, for the transcript and the log), or None."""
+    not fit, as ``i18n.message(...)`` (``english`` renders it for the transcript and
+    the log; the task's failure shows it in the server's language), or None."""
 
     def __init__(self, rule: ReplyRule | None, params: dict[str, Any]) -> None:
         self.rule = rule
@@ -71,25 +74,27 @@ class FitCheck:
         """How many items the command asked for, when its rule says."""
         return len(self._asked) if self._asked is not None else None
 
-    def item(self, item: dict[str, Any] | None) -> str | None:
+    def item(self, item: dict[str, Any] | None) -> dict[str, Any] | None:
         """One progress item; remembered when it fits."""
         rule = self.rule
         if item is None or rule is None:
             return None
         for name, value in self._echoed.items():
             if name in item and item[name] != value:
-                return f"{name} {item[name]!r}, but the command was for {value!r}"
+                return message("wire.unfit.echoed", name=name, got=repr(item[name]),
+                               asked=repr(value))
         if self._asked is None or rule.item_field is None:
             return None
         member = item.get(rule.item_field)
         if not _hashable(member) or member not in self._asked:
-            return f"{rule.item_field} {member!r} was not asked for (asked {self._shown()})"
+            return message("wire.unfit.not_asked", name=rule.item_field, got=repr(member),
+                           asked=self._shown())
         if member in self._seen:
-            return f"{rule.item_field} {member!r} reported twice"
+            return message("wire.unfit.twice", name=rule.item_field, got=repr(member))
         self._seen.add(member)
         return None
 
-    def result(self, success: bool, data: dict[str, Any]) -> str | None:
+    def result(self, success: bool, data: dict[str, Any]) -> dict[str, Any] | None:
         """The command's successful result: its count and items must be the ones asked
         for, and the progress items seen must be all of them. A failure (the robot's
         ERR, an abort) ends the command early and is not checked."""
@@ -101,14 +106,16 @@ class FitCheck:
                 if isinstance(item, dict) and item.get(rule.item_field or "") not in self._seen:
                     why = self.item(item)
                     if why is not None:
-                        return f"result {rule.items_key}: {why}"
+                        return message("wire.unfit.result_item", key=rule.items_key,
+                                       why=why)
         if expected is None:
             return None
         count = data.get(rule.count_key) if rule.count_key else None
         if count is not None and count != expected:
-            return f"result {rule.count_key} {count!r}, but {expected} were asked for"
+            return message("wire.unfit.count", key=rule.count_key, got=repr(count),
+                           expected=expected)
         if self._seen and len(self._seen) != expected:
-            return f"result after {len(self._seen)} of {expected} items"
+            return message("wire.unfit.early", seen=len(self._seen), expected=expected)
         return None
 
     def _shown(self) -> str:
@@ -123,3 +130,8 @@ def _hashable(value: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+def english(why: dict[str, Any]) -> str:
+    """A reason made by ``i18n.message`` in English (transcripts and logs)."""
+    return t(why["i18n"], "en", **why["params"])

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 
 from robot.link.commands import Commands
-from robot.link.outcome import CommandOutcome, Fault
+from robot.link.outcome import CommandOutcome, Fault, LinkFailure
 from robot.link.state import LinkSettings, LinkState
 
 log = logging.getLogger("robot.link")
@@ -32,7 +32,7 @@ log = logging.getLogger("robot.link")
 
 class Handshake:
     def __init__(self, settings: LinkSettings, state: LinkState, commands: Commands, *,
-                 flush: Callable[[], str | None], event: Callable[..., None]) -> None:
+                 flush: Callable[[], LinkFailure | None], event: Callable[..., None]) -> None:
         self.settings = settings
         self.state = state
         self.commands = commands
@@ -44,7 +44,7 @@ class Handshake:
         with self.commands.exec_lock:
             error = self._flush()
             if error is not None:
-                return _failed(error, Fault.DISCONNECTED)
+                return _failed(error.message, Fault.DISCONNECTED, error.code, **error.params)
             with state.cond:
                 stop_first, state.stop_before_sync = state.stop_before_sync, False
                 # Whatever the robot still owed us was flushed with its input.
@@ -102,7 +102,8 @@ class Handshake:
                 stale = echo is False and state.echoes_nonce
             if stale:
                 return _failed("the robot answered the handshake without its nonce, "
-                               "which it echoed before: a stale answer", None)
+                               "which it echoed before: a stale answer", None,
+                               code="handshake_stale")
             if not worked:
                 return outcome
             log.warning("robot link: the robot was working while it answered the "
@@ -117,7 +118,7 @@ class Handshake:
             while True:
                 if state.stopping.is_set() or state.conn is None:
                     return _failed("disconnected while waiting for the robot to settle",
-                                   Fault.DISCONNECTED)
+                                   Fault.DISCONNECTED, code="settle_disconnected")
                 now = time.monotonic()
                 quiet_until = state.last_activity + settle
                 if state.stop_replies_due and now < stop_grace:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from i18n import CodedError, message
+
 TRANSCRIPT_MAX = 2000
 _SHOWN_BAD_LINE = 200  # characters of an invalid line kept in logs and transcripts
 
@@ -65,8 +67,12 @@ class LinkFailure:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-class RobotLinkError(Exception):
-    """Start-up failure with a one-line, user-facing message."""
+class RobotLinkError(CodedError):
+    """Start-up failure: a code and its values, text at ``error.<code>`` (one line);
+    ``str()`` and ``message`` are English, for logs."""
+
+    def failure(self) -> LinkFailure:
+        return LinkFailure(self.message, self.code, self.params)
 
 
 class Transcript:
@@ -107,26 +113,51 @@ class Transcript:
             return out
 
 
-def describe_open_error(url: str, exc: Exception) -> str:
+def open_error(url: str, exc: Exception) -> RobotLinkError:
+    """Why ``url`` cannot be opened, as a code the operator reads in their language."""
     code = getattr(exc, "errno", None)
     text = str(exc)
     if code in (errno.EAGAIN, errno.EBUSY) or "exclusively lock" in text:
-        return f"cannot open {url}: port is busy (another program holds it)"
+        return RobotLinkError("port_busy", {"url": url})
     # pyserial on Windows wraps the Win32 error in the message text only, e.g.
     # "could not open port 'COM3': PermissionError(13, 'Access is denied.', None, 5)".
     # A COM port is opened exclusively there, so "access denied" almost always
     # means another program (a terminal, a vendor tool, a second server) has it.
     if "Access is denied" in text or "PermissionError(13" in text:
-        return (f"cannot open {url}: port is busy or not permitted (close other programs "
-                "using it: a serial terminal, the vendor's tool, another server)")
+        return RobotLinkError("port_busy_or_denied", {"url": url})
     if "FileNotFoundError(2" in text or "cannot find the file" in text:
-        return f"cannot open {url}: no such port (see: python main.py ports)"
+        return RobotLinkError("port_not_found", {"url": url, "command": "python main.py ports"})
     if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-        return f"cannot open {url}: no such device"
+        return RobotLinkError("port_no_device", {"url": url})
     if code in (errno.EACCES, errno.EPERM):
-        return f"cannot open {url}: permission denied (is the user in the dialout group?)"
+        return RobotLinkError("port_permission", {"url": url, "group": "dialout"})
+    # The system's own words, quoted: there is no telling what else they may say.
     first = text.splitlines()[0] if text else type(exc).__name__
-    return f"cannot open {url}: {first}"
+    return RobotLinkError("port_open_failed", {"url": url, "error": first})
+
+
+def describe_open_error(url: str, exc: Exception) -> str:
+    """``open_error`` in English (logs)."""
+    return open_error(url, exc).message
+
+
+# pyserial's words when a device's read returns nothing: the device went away.
+_GONE_TEXT = "returned no data"
+_GONE_ERRNOS = (errno.EIO, errno.ENXIO, errno.ENODEV)
+
+
+def os_said(exc: BaseException) -> dict[str, Any]:
+    """The system's words about a failed read or write, quoted as its own: there is no
+    telling what they may say (i18n.message, a parameter of the failure's text)."""
+    return message("wire.os_said", error=str(exc))
+
+
+def read_failure(exc: BaseException) -> LinkFailure:
+    """A read that failed: an unplugged or powered-off device (the usual case) is said
+    in the operator's language; anything else in the system's words."""
+    gone = _GONE_TEXT in str(exc) or getattr(exc, "errno", None) in _GONE_ERRNOS
+    return LinkFailure(f"disconnected: read failed ({exc})", "robot_disconnected",
+                       {"error": message("wire.read.device_gone") if gone else os_said(exc)})
 
 
 def short(line: str) -> str:

@@ -37,6 +37,8 @@ class ProgressLog:
         self.done: int | None = None
         self.total: int | None = None
         self.message: str | None = None
+        # The message as the codec composed it (i18n.message), for the operator's language.
+        self.text: dict[str, Any] | None = None
         self.lines = 0  # progress lines received
         self._bytes = 0
         self._taken_items = 0
@@ -48,7 +50,7 @@ class ProgressLog:
         if reply.total is not None:
             self.total = reply.total
         if reply.message is not None:
-            self.message = reply.message
+            self.message, self.text = reply.message, reply.text
         if reply.item is not None:
             if (len(self.items) >= item_limit(self.total)
                     or self._bytes + size > MAX_ITEM_BYTES):
@@ -72,8 +74,11 @@ class ProgressLog:
         index of the first of them)."""
         new = self.items[self._taken_items:]
         # "item" (the latest) keeps the shape of one event per line for older callers.
+        # "message" is English (or the robot's own words); "message_i18n", when the
+        # codec composed it, is the same to render in the operator's language.
         event = {"done": self.done, "total": self.total, "message": self.message,
-                 "item": new[-1] if new else None, "items": new, "first": self._taken_items,
+                 "message_i18n": self.text, "item": new[-1] if new else None,
+                 "items": new, "first": self._taken_items,
                  "items_dropped": self.dropped, "lines": self.lines}
         self._taken_items = len(self.items)
         self._taken_lines = self.lines

@@ -17,9 +17,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
+from i18n import message
 from robot.codecs import Reply
 from robot.codecs.framing import OverlongLine
+from robot.link.fit import english
 from robot.link.linelog import LineReport
 from robot.link.outcome import short
 from robot.link.state import LinkSettings, LinkState, Pending
@@ -83,6 +86,7 @@ class ReplyRouter:
                     f"{short(text)}")
         now = time.time()
         unfit: str | None = None
+        why: dict[str, Any] | None = None  # unfit for the operator (i18n.message)
         with state.cond:
             # Decoded under the lock: a no-id reply is read against the command in
             # flight, which must not change in between.
@@ -91,8 +95,8 @@ class ReplyRouter:
             reply = self._decode(raw, pending)
             route = self._route_locked(reply, pending)
             if route == "mine":
-                unfit = self._unfit_locked(reply, pending)
-                if unfit is not None:
+                why = self._unfit_locked(reply, pending)
+                if why is not None:
                     route = "out_of_step"
             self._note_activity_locked(reply, route, pending)
             if route == "skip":
@@ -103,7 +107,10 @@ class ReplyRouter:
                 assert pending is not None
                 pending.ended = True  # nothing after it is this command's
                 state.out_of_step += 1
-                unfit = unfit or reply.error or "reply out of step"
+                if why is None:
+                    why = reply.why or (message("wire.stray.codec_said", reason=reply.error)
+                                        if reply.error else message("wire.stray.unknown"))
+                unfit = english(why)
             elif route == "busy":
                 state.unsolicited += 1
             # Progress, heartbeats, logs and STOP replies (proof of life only) go to the
@@ -115,10 +122,10 @@ class ReplyRouter:
                     pending.progress.add(reply, len(raw))
                 wake = not pending.tick_queued
                 pending.tick_queued = True
-        self._report(route, reply, pending, text, unfit, wake)
+        self._report(route, reply, pending, text, (unfit, why), wake)
 
     def _report(self, route: str, reply: Reply, pending: Pending | None, text: str,
-                unfit: str | None, wake: bool) -> None:
+                unfit_why: tuple[str | None, dict[str, Any] | None], wake: bool) -> None:
         """Outside the lock: transcript, log and the command's inbox."""
         if route == "skip":
             reason = reply.error if reply.kind in ("invalid", "stray") else \
@@ -133,10 +140,11 @@ class ReplyRouter:
             return
         if route == "out_of_step":
             assert pending is not None
+            unfit, why = unfit_why
             pending.transcript.add("rx", short(text), out_of_step=unfit)
             log.warning("robot out of step during %s: %s (line %r)", pending.cmd, unfit,
                         short(text))
-            pending.inbox.put(("out_of_step", (unfit, short(text))))
+            pending.inbox.put(("out_of_step", (unfit, short(text), why)))
             return
         if pending is not None:
             pending.transcript.add("rx", text)
@@ -154,7 +162,7 @@ class ReplyRouter:
             pending.inbox.put(("tick", None))
 
     @staticmethod
-    def _unfit_locked(reply: Reply, pending: Pending | None) -> str | None:
+    def _unfit_locked(reply: Reply, pending: Pending | None) -> dict[str, Any] | None:
         """Why a reply routed to the command in flight cannot be its own, or None."""
         if pending is None:
             return None

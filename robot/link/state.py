@@ -18,7 +18,7 @@ import serial
 
 from robot.codecs import LineCodec, Sent
 from robot.link.fit import FitCheck, ReplyRule
-from robot.link.outcome import Transcript
+from robot.link.outcome import LinkFailure, Transcript
 from robot.link.progress import ProgressLog
 
 
@@ -111,7 +111,9 @@ class LinkState:
         self.unsolicited = 0
 
         self.firmware: str | None = None
-        self.error: str | None = None
+        # Why the link is down (the last loss or failed open): rendered on each read of
+        # info(), in the link's language.
+        self.error: LinkFailure | None = None
         self.last_seen: float | None = None
         self.lines_in = 0
         self.lines_out = 0

@@ -330,9 +330,9 @@ class SimEngine:
             item = {"position": position, "code": bottle_code(rack, position), "rack": rack}
             scanned.append(item)
             if job.mode != "heartbeat_only":
+                # No message: the host words a scanned bottle in its operator's language.
                 self._send({"id": job.msg_id, "type": "progress", "done": done, "total": total,
-                            "message": f"scanned {rack} position {position}", "item": item},
-                           job=job)
+                            "item": item}, job=job)
             if job.mode == "alarm":
                 break
             if done == 1 and job.mode in ("foreign_item", "repeat_item"):
