@@ -8,6 +8,7 @@ and answers with a bool; the exit code is the CLI's (client/cli.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -16,14 +17,38 @@ import sys
 from typing import Any
 
 import i18n
-from i18n import Translator, error_text
+from i18n import CodedError, Translator, t
+from i18n.stdlib import os_error_text
 from settings import Settings
 
 ENGLISH = Translator("en")
 
 
-class CheckFailed(Exception):
-    pass
+class CheckFailed(CodedError):
+    """A check that failed: a ``check.*`` catalogue key and its params, shown in the
+    operator's language (``str()`` is English). A param that is an error is shown in
+    that language too: a coded one by its code, an OSError by its errno."""
+
+    def __init__(self, key: str, **params: object) -> None:
+        self.key = key
+        super().__init__(key.removeprefix("check."), params)
+
+    def text(self, lang: str) -> str:
+        return t(self.key, lang, **{name: _localized(value, lang)
+                                    for name, value in self.params.items()})
+
+
+class ListenRefused(CheckFailed, OSError):
+    """The listen address cannot be bound. An OSError too, so that `serve` reports it
+    as it reports every start-up OSError."""
+
+
+def _localized(value: object, lang: str) -> object:
+    if isinstance(value, CodedError):
+        return value.text(lang)
+    if isinstance(value, OSError):
+        return os_error_text(value, lang)
+    return value
 
 
 def add_parser(sub: Any, tr: Translator | None = None) -> None:
@@ -60,7 +85,7 @@ def check(settings: Settings, tr: Translator = ENGLISH, *, ping_timeout: float,
         host = settings.host
         # check's --port is text (from_args keeps it as given): a bad value gets our line.
         port = check_port(host, settings.port, tr)
-        print(tr("check.port_free", address=f"{host}:{port}"), flush=True)
+        print(tr("check.port_free", address=listen_address(host, port)), flush=True)
         print(tr("check.ok", detail=check_db(settings.db, tr)), flush=True)
         table = check_commands(settings.commands_file, tr)
         print(tr("check.commands", source=table.source, count=len(table)), flush=True)
@@ -69,7 +94,7 @@ def check(settings: Settings, tr: Translator = ENGLISH, *, ping_timeout: float,
                             protocol=settings.robot_protocol, table=table, tr=tr)
         print(tr("check.ok", detail=robot), flush=True)
     except CheckFailed as exc:
-        print(tr("check.failed", reason=exc), file=sys.stderr, flush=True)
+        print(tr("check.failed", reason=exc.text(tr.lang)), file=sys.stderr, flush=True)
         return False
     print(tr("check.all_ok"), flush=True)
     return True
@@ -78,20 +103,47 @@ def check(settings: Settings, tr: Translator = ENGLISH, *, ping_timeout: float,
 def check_port(host: str, raw: Any, tr: Translator = ENGLISH) -> int:
     text = str(raw).strip()
     if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise CheckFailed(tr("check.port_invalid", port=repr(raw)))
+        raise CheckFailed("check.port_invalid", port=repr(raw))
     port = int(text)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        # As the server does (allow_reuse_address), so TIME_WAIT is not "in use".
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, 10048):  # 10048: WSAEADDRINUSE (Windows)
-                raise CheckFailed(tr("check.port_in_use", address=f"{host}:{port}")) from None
-            raise CheckFailed(tr("check.port_cannot_listen", address=f"{host}:{port}",
-                                 error=exc.strerror or exc)) from None
+    probe_port(host, port)
     return port
+
+
+def listen_address(host: str, port: int) -> str:
+    """``host:port`` as an operator types it (an IPv6 literal in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def probe_port(host: str, port: int) -> None:
+    """Bind ``host:port`` as the server will, and let it go: ListenRefused (naming the
+    address) if the server could not. `serve` calls it before the robot is touched."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            # As the server's socket (server/transport/listener.py), so that TIME_WAIT
+            # is not "in use" and, on Windows, a port taken exclusively is.
+            exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)
+            if exclusive is not None:
+                s.setsockopt(socket.SOL_SOCKET, exclusive, 1)
+            else:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and host == "::":
+                with contextlib.suppress(AttributeError, OSError):
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind((host, port))
+    except OSError as exc:
+        raise listen_refused(host, port, exc) from None
+
+
+def listen_refused(host: str, port: int, exc: OSError) -> ListenRefused:
+    """What to say when ``host:port`` cannot be bound (``exc``)."""
+    address = listen_address(host, port)
+    if exc.errno in (errno.EADDRINUSE, 10048):  # 10048: WSAEADDRINUSE (Windows)
+        refused = ListenRefused("check.port_in_use", address=address)
+    else:
+        refused = ListenRefused("check.port_cannot_listen", address=address, error=exc)
+    refused.errno = exc.errno
+    return refused
 
 
 def check_db(path: str, tr: Translator = ENGLISH) -> str:
@@ -101,7 +153,7 @@ def check_db(path: str, tr: Translator = ENGLISH) -> str:
 
     full = os.path.abspath(path)
     if os.path.isdir(full):
-        raise CheckFailed(tr("check.db_is_directory", path=path))
+        raise CheckFailed("check.db_is_directory", path=path)
     directory = os.path.dirname(full)
     # Do not create anything: find the directory the server would create it in.
     existing = directory
@@ -110,30 +162,31 @@ def check_db(path: str, tr: Translator = ENGLISH) -> str:
     if on_read_only_fs(existing):
         # Checked first: as root every access() test below passes or fails for the
         # wrong reason, and "no permission" would send the operator to chmod.
-        raise CheckFailed(tr("check.db_read_only", path=path, directory=existing))
+        raise CheckFailed("check.db_read_only", path=path, directory=existing)
     if not os.path.exists(full):
-        if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-            raise CheckFailed(tr("check.db_cannot_create", path=path, directory=existing))
+        if not os.path.isdir(existing):
+            raise CheckFailed("check.db_not_in_directory", path=path, file=existing)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise CheckFailed("check.db_cannot_create", path=path, directory=existing)
         return tr("check.db_will_be_created", path=path)
     if not os.access(full, os.R_OK | os.W_OK):
-        raise CheckFailed(tr("check.db_not_writable", path=path))
+        raise CheckFailed("check.db_not_writable", path=path)
     if not os.access(directory, os.W_OK | os.X_OK):
         # SQLite's WAL mode writes -wal and -shm files next to the database.
-        raise CheckFailed(tr("check.db_directory_not_writable", directory=directory))
+        raise CheckFailed("check.db_directory_not_writable", directory=directory)
     lock = InstanceLock(path)
     try:
         lock.acquire()  # a running server holds it: `serve` would be refused too
     except (InstanceLockHeld, StoreError) as exc:  # StoreError: a file with several names
-        raise CheckFailed(tr("check.db_error", error=error_text(exc, tr.lang))) from None
+        raise CheckFailed("check.db_error", error=exc) from None
     except OSError as exc:
-        raise CheckFailed(tr("check.db_cannot_lock", path=lock.path,
-                             error=exc.strerror or exc)) from None
+        raise CheckFailed("check.db_cannot_lock", path=lock.path, error=exc) from None
     store = TaskStore(path)
     try:
         store.open()
         counts = store.status_counts()
     except StoreError as exc:
-        raise CheckFailed(tr("check.db_error", error=error_text(exc, tr.lang))) from None
+        raise CheckFailed("check.db_error", error=exc) from None
     finally:
         store.close()
         lock.release()
@@ -146,7 +199,7 @@ def check_commands(path: str | None, tr: Translator = ENGLISH) -> Any:
     try:
         return load_commands(path)
     except CommandsFileError as exc:
-        raise CheckFailed(error_text(exc, tr.lang)) from None
+        raise CheckFailed("check.commands_error", error=exc) from None
 
 
 def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float,
@@ -155,9 +208,9 @@ def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float,
     try:
         from robot import RobotLinkError, open_robot
     except ImportError as exc:  # pyserial missing from this Python
-        raise CheckFailed(tr("check.robot_layer_missing", error=exc)) from None
+        raise CheckFailed("check.robot_layer_missing", module=exc.name or "serial") from None
     if port == "sim" and sim_speed <= 0:
-        raise CheckFailed(tr("check.robot_sim_speed"))
+        raise CheckFailed("check.robot_sim_speed")
     try:
         robot = open_robot(port, protocol, wire_forms=table.wire_forms() if table else None,
                            commands_with_params=table.with_params() if table else (),
@@ -166,13 +219,13 @@ def check_robot(port: str, baudrate: int, *, sim_speed: float, timeout: float,
                            reconnect_min=60.0,
                            reply_rules=table.reply_rules() if table else None)
     except RobotLinkError as exc:
-        raise CheckFailed(tr("check.robot_error", error=error_text(exc, tr.lang))) from None
+        raise CheckFailed("check.robot_error", error=exc) from None
     url = robot.link.url
     try:
         robot.link.start(require_connection=True)  # opens the port and PINGs
         info = robot.link.info()
     except RobotLinkError as exc:
-        raise CheckFailed(tr("check.robot_error", error=error_text(exc, tr.lang))) from None
+        raise CheckFailed("check.robot_error", error=exc) from None
     finally:
         robot.stop()
     where = tr("check.simulator", url=url) if port == "sim" else port

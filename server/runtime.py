@@ -1,11 +1,11 @@
 """Start-up and shutdown of one server: store, queue, robot link, worker, HTTP.
 
 Start-up order is explicit: the command table and the robot's protocol (checked
-before anything is touched), the instance lock, the store, the queue state, the
-robot (the simulator, the link), the worker, HTTP. Shutdown runs in reverse:
-HTTP stops accepting (httpd.shutdown() from a thread other than serve_forever's),
-then the worker (the running task gets a grace period, then STOP), then the robot
-link and the simulator, then the store, the lock last.
+before anything is touched), the instance lock, the listen address (probed), the
+store, the queue state, the robot (the simulator, the link), the worker, HTTP.
+Shutdown runs in reverse: HTTP stops accepting (httpd.shutdown() from a thread other
+than serve_forever's), then the worker (the running task gets a grace period, then
+STOP), then the robot link and the simulator, then the store, the lock last.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from robot import RobotLink, RobotSetup, RobotSimulator, build_robot, make_codec
 from server.api.routes import build_router
 from server.app import Application
+from server.check import listen_refused, probe_port
 from server.http import RobotHTTPServer, make_server
 from settings import Settings
 from tasks.commands import CommandTable, load_commands
@@ -104,6 +105,11 @@ class RobotServer:
         lock = InstanceLock(s.db)
         lock.acquire()
         self.lock = lock
+        # The listen address, before the database is recovered or the robot (or the
+        # simulator) is touched: a busy port is the commonest mistake of a second start.
+        # Port 0 takes any free one. The bind itself comes last (step 5): it needs the app.
+        if s.port:
+            probe_port(s.host, s.port)
         # 1. The store: a bad database stops start-up before anything else runs.
         self.store = TaskStore(s.db, busy_timeout=s.db_busy_timeout)
         self.store.open()
@@ -126,7 +132,7 @@ class RobotServer:
                                  settle_time=s.robot_settle,
                                  settle_timeout=s.robot_settle_timeout,
                                  reply_rules=self.commands.reply_rules(),
-                                 on_link_event=self._on_link_event)
+                                 on_link_event=self._on_link_event, lang=s.lang)
         self.link, self.simulator = self.robot.link, self.robot.simulator
         # A task interrupted on the robot: the robot may still be running it, so it is
         # stopped, and must settle, before anything else is sent.
@@ -138,7 +144,11 @@ class RobotServer:
         self.app = Application(self.manager, self.worker, self.link, self.events, s,
                                commands=self.commands, static_dir=self.static_dir)
         self.manager.on_finish = self.app.metrics.observe_task
-        self.httpd = make_server(s.host, s.port, self.app, build_router(), backlog=s.backlog)
+        try:
+            self.httpd = make_server(s.host, s.port, self.app, build_router(),
+                                     backlog=s.backlog)
+        except OSError as exc:  # taken since the probe, or a name that does not resolve
+            raise listen_refused(s.host, s.port, exc) from None
 
     def _on_link_event(self, kind: str, info: dict[str, Any]) -> None:
         if kind == "alarm" and self.manager is not None and not self.manager.auto_resume:

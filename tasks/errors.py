@@ -6,7 +6,10 @@ server/errors.py; the task layer only says what went wrong.
 
 from __future__ import annotations
 
-from i18n import CodedError
+import sqlite3
+
+from i18n import CodedError, t
+from i18n.stdlib import os_error_text, sqlite_detail
 
 
 class TaskError(CodedError):
@@ -63,9 +66,29 @@ class NotAccepted(StoreWriteError):
         self.args = (detail,)
 
 
-class StoreError(Exception):
+class StoreError(CodedError):
     """The database cannot be used at all (corrupt, foreign, unreadable): start-up
-    stops with this one line. Not a refusal of a request, so not a TaskError."""
+    stops with this one line. Not a refusal of a request, so not a TaskError.
+
+    ``reason``: what SQLite or the OS said (English), filled into the text as
+    ``{reason}`` in the reader's language; ``str()`` stays English for the logs."""
+
+    # A class default too: a subclass may set its code through CodedError alone.
+    reason: OSError | sqlite3.Error | None = None
+
+    def __init__(self, code: str, *, reason: OSError | sqlite3.Error | None = None,
+                 **params: object) -> None:
+        self.reason = reason  # before CodedError renders the English text with it
+        super().__init__(code, params)
+
+    def text(self, lang: str) -> str:
+        if self.reason is None:
+            return super().text(lang)
+        if isinstance(self.reason, OSError):
+            why = os_error_text(self.reason, lang)
+        else:
+            why = sqlite_detail(str(self.reason), lang)
+        return t(f"error.{self.code}", lang, reason=why, **self.params)
 
 
 class TooManySubscribers(TaskError):

@@ -140,7 +140,7 @@ BAD_FILES = [
     ('{"commands": [\n  {"name": "DISPENSE",}\n]}', ["invalid JSON at line 2 column"]),
     (_with(volume=5), ["command DISPENSE", "unknown key 'volume'"]),
     (_with(params=BAD_PARAM), ["command DISPENSE: params[1].type: unknown type 'float' "
-                               "(use number, integer, string, integer_list)"]),
+                               "(use 'number', 'integer', 'string', 'integer_list')"]),
     (_with(wire="DISPENSE {position} {volume}"), ["command DISPENSE: wire:", "{volume}"]),
     (_with(params=OPTIONAL_VOLUME), ["command DISPENSE: wire:", "{volume_ul}", "optional"]),
     (_with(example={"position": 97, "volume_ul": 5}),
@@ -296,3 +296,34 @@ def test_served_commands_are_the_loaded_ones(make_server, lab_file) -> None:
     assert server.app.commands is server.commands
     r = requests.get(server.url + "/commands", timeout=5)
     assert r.json()["commands"] == server.commands.catalog()
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ('{"X": 1}', "命令文件 {path}: 未知的键 'X'（允许的键: 'commands'）"),
+    ('{"commands": [\n  {"name": "DISPENSE",}\n]}',
+     "命令文件 {path}: JSON 格式错误：第 2 行第 23 列（此处应为用双引号括起的键名）"),
+    (_with(params=BAD_PARAM), "命令文件 {path}: 命令 DISPENSE: params[1].type: 未知的类型 "
+                              "'float'（可用: 'number', 'integer', 'string', 'integer_list'）"),
+    (_with(example={"position": 97, "volume_ul": 5}),
+     "命令文件 {path}: 命令 DISPENSE: example.position: 示例被拒绝: 'position' = 97 超出范围 "
+     "[1, 96]"),
+    ({"commands": [5]}, "命令文件 {path}: 命令 #1: 必须是一个 JSON 对象（一条命令）"),
+])
+def test_a_bad_file_is_coded_and_reads_in_chinese(tmp_path, content, expected) -> None:
+    from tests.test_i18n_zh_only import english_words
+
+    path = _write(tmp_path, content, "my.json")
+    with pytest.raises(CommandsFileError) as info:
+        load_commands(path)
+    assert info.value.text("zh") == expected.format(path=path)
+    assert english_words(info.value.text("zh"), names=("DISPENSE",)) == []
+    assert str(info.value).startswith(f"commands file {path}: ")  # logs stay English
+    assert info.value.code.startswith("commands_")
+
+
+def test_an_unreadable_file_says_why_in_chinese(tmp_path) -> None:
+    missing = str(tmp_path / "nope.json")
+    with pytest.raises(CommandsFileError) as info:
+        load_commands(missing)
+    assert info.value.text("zh") == f"命令文件 {missing}: 无法读取: 文件或目录不存在"
+    assert str(info.value) == f"commands file {missing}: cannot read it: no such file or directory"

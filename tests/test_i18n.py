@@ -20,7 +20,7 @@ from tests.test_layout import PROJECT, module_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATIC = os.path.join(ROOT, "server", "static")
-ERROR_CLASSES = {"ApiError", "CommandError", "TaskError"}
+ERROR_CLASSES = {"ApiError", "CommandError", "TaskError", "StoreError"}
 CODE_PREFIXES = ("error.", "info.")
 # Codes whose message is the guide's fixed text, never a catalogue entry.
 GUIDE_FIXED_CODES = {"queued"}

@@ -117,3 +117,28 @@ def test_check_fails_when_the_port_is_taken(tmp_path) -> None:
                     "--port", str(s.getsockname()[1]))
     assert out.returncode == 1 and "already in use" in out.stderr
     assert len(out.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["--robot", "/dev/does-not-exist"], "/dev/does-not-exist"),
+    (["--port", "70000"], "'70000'"),
+    (["--db", "{tmp}"], "是目录"),
+    (["--db", "{tmp}/a-file/t.db"], "是文件"),
+    (["--commands", "{tmp}/missing.json"], "文件或目录不存在"),
+    (["--host", "198.51.100.250"], "本机没有这个地址"),  # TEST-NET-2: no PC has it
+])
+@needs_check
+def test_check_fails_in_chinese_with_no_english_word(tmp_path, args, reason) -> None:
+    from tests.test_i18n_zh_only import english_words
+
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    defaults = {"--robot": "sim", "--db": str(tmp_path / "ok.db"), "--host": "127.0.0.1",
+                "--port": str(free_port())}
+    given = dict(zip(args[::2], [a.format(tmp=tmp_path) for a in args[1::2]], strict=True))
+    flat = [x for k, v in {**defaults, **given}.items() for x in (k, v)]
+    out = check(*flat, "--sim-speed", "200", "--lang", "zh")
+    assert out.returncode == 1, out.stdout + out.stderr
+    line, = out.stderr.splitlines()
+    assert line.startswith("检查未通过: ") and reason in line, line
+    assert english_words(line) == [], line
+    assert all(english_words(passed) == [] for passed in out.stdout.splitlines()), out.stdout

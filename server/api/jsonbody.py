@@ -5,9 +5,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from i18n import t
+from i18n.stdlib import json_detail
 from server.errors import ApiError
 
 MAX_JSON_DEPTH = 32
+
+
+class JsonSyntaxError(ApiError):
+    """``invalid_json`` or ``json_value``: the parser's own words (English) are given as
+    ``detail`` and shown in the reader's language (i18n/stdlib.py)."""
+
+    def __init__(self, code: str, detail: str, **params: object) -> None:
+        self.detail = detail  # before ApiError renders the English text with it
+        super().__init__(code, 400, params={"detail": detail, **params})
+
+    def text(self, lang: str) -> str:
+        return t(f"error.{self.code}", lang,
+                 **{**self.params, "detail": json_detail(self.detail, lang)})
 
 
 def _reject_constant(name: str) -> Any:
@@ -67,8 +82,7 @@ def parse_json(body: bytes) -> Any:
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
         return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
-        # The parser's own words (English) name what is wrong; the sentence is ours.
-        raise ApiError("invalid_json", 400, params={"detail": exc.msg, "line": exc.lineno,
-                                                    "column": exc.colno}) from None
+        raise JsonSyntaxError("invalid_json", exc.msg, line=exc.lineno,
+                              column=exc.colno) from None
     except (ValueError, RecursionError) as exc:  # e.g. an integer with 5000 digits
-        raise ApiError("json_value", 400, params={"detail": str(exc)}) from None
+        raise JsonSyntaxError("json_value", str(exc)) from None

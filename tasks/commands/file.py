@@ -15,7 +15,8 @@ import re
 import string
 from typing import Any
 
-from i18n import LANGS
+from i18n import LANGS, CodedError, t
+from i18n.stdlib import json_detail, os_error_text
 from tasks.commands.table import (
     PARAM_TYPES,
     Command,
@@ -30,7 +31,7 @@ SHIPPED_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "command
 
 COMMAND_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # usable as a {placeholder} in wire
-RESERVED = {"STOP": "STOP is reserved: the server sends it itself to abort a command"}
+RESERVED = ("STOP",)  # the server sends it itself to abort a command
 
 TOP_KEYS = ("commands",)
 COMMAND_KEYS = ("name", "description", "params", "example", "timeout_s", "wire", "items_key",
@@ -39,17 +40,63 @@ REPLY_KEYS = ("item_per", "item_key", "item_params")
 PARAM_KEYS = ("name", "type", "description", "required", "minimum", "maximum", "max_length")
 BOUNDED_TYPES = ("number", "integer", "integer_list")
 LENGTH_TYPES = ("string", "integer_list")
+NOT_OBJECT = {"": "commands_top_not_object", "command": "commands_command_not_object",
+              "reply": "commands_reply_not_object", "param": "commands_param_not_object"}
 
 
-class CommandsFileError(Exception):
-    """A commands file that cannot be used; the message is one line for the operator."""
+class CommandsFileError(CodedError):
+    """A commands file that cannot be used: one line naming the file, the command (its
+    name, or ``#n``) and the field; ``str()`` is English (logs), ``text(lang)`` is the
+    operator's. A param may itself be coded (the example's CommandError, the reason of
+    an OSError, json's words): it is rendered in the same language."""
+
+    def __init__(self, code: str, file: str, *, command: str | None = None,
+                 field: str | None = None, **params: object) -> None:
+        self.file, self.command, self.field = file, command, field
+        super().__init__(code, params)
+
+    def text(self, lang: str) -> str:
+        problem = t(f"error.{self.code}", lang,
+                    **{name: _localized(value, lang) for name, value in self.params.items()})
+        where = {"file": self.file, "problem": problem}
+        if self.command is None:
+            if self.field:
+                return t("commands_file.field", lang, field=self.field, **where)
+            return t("commands_file.file", lang, **where)
+        if self.field:
+            return t("commands_file.command_field", lang, command=self.command,
+                     field=self.field, **where)
+        return t("commands_file.command", lang, command=self.command, **where)
+
+
+class _OSReason:
+    def __init__(self, exc: OSError) -> None:
+        self.exc = exc
+
+    def text(self, lang: str) -> str:
+        return os_error_text(self.exc, lang)
+
+
+class _JsonReason:
+    def __init__(self, msg: str) -> None:
+        self.msg = msg
+
+    def text(self, lang: str) -> str:
+        return json_detail(self.msg, lang)
+
+
+def _localized(value: object, lang: str) -> object:
+    return value.text(lang) if isinstance(value, CodedError | _OSReason | _JsonReason) else value
 
 
 class _Problem(Exception):
-    """A mistake at `where` inside the file; CommandsFileError adds the file name."""
+    """A mistake at ``field`` inside a command (or the file's top); CommandsFileError
+    adds the file and the command."""
 
-    def __init__(self, where: str, message: str) -> None:
-        super().__init__(f"{where}: {message}" if where else message)
+    def __init__(self, code: str, field: str = "", **params: object) -> None:
+        super().__init__(code)
+        self.code, self.field, self.params = code, field, params
+        self.command: str | None = None
 
 
 class _Object(dict):
@@ -77,10 +124,9 @@ def load_commands(path: str | None) -> CommandTable:
         with open(shown, encoding="utf-8") as fh:
             text = fh.read()
     except UnicodeDecodeError:
-        raise CommandsFileError(f"commands file {shown}: not UTF-8 text") from None
+        raise CommandsFileError("commands_not_utf8", shown) from None
     except OSError as exc:
-        raise CommandsFileError(f"commands file {shown}: cannot read it: "
-                                f"{exc.strerror or exc}") from None
+        raise CommandsFileError("commands_unreadable", shown, reason=_OSReason(exc)) from None
     return parse_commands(text, shown)
 
 
@@ -89,214 +135,222 @@ def parse_commands(text: str, source: str) -> CommandTable:
     try:
         data = json.loads(text, object_pairs_hook=_object)
     except json.JSONDecodeError as exc:
-        raise CommandsFileError(f"commands file {source}: invalid JSON at line {exc.lineno} "
-                                f"column {exc.colno}: {exc.msg}") from None
+        raise CommandsFileError("commands_invalid_json", source, line=exc.lineno,
+                                column=exc.colno, detail=_JsonReason(exc.msg)) from None
     try:
         return CommandTable(_commands(data), source)
     except _Problem as exc:
-        raise CommandsFileError(f"commands file {source}: {exc}") from None
+        raise CommandsFileError(exc.code, source, command=exc.command, field=exc.field or None,
+                                **exc.params) from None
 
 
 def _commands(data: Any) -> list[Command]:
-    _keys(data, TOP_KEYS, "", '{"commands": [...]}')
+    _keys(data, TOP_KEYS, "", "")
     if "commands" not in data:
-        raise _Problem("", 'missing "commands" (a list of command objects)')
+        raise _Problem("commands_missing")
     entries = data["commands"]
     if not isinstance(entries, list) or not entries:
-        raise _Problem("commands", "must be a non-empty list of command objects")
+        raise _Problem("commands_empty", "commands")
     commands: list[Command] = []
     seen: dict[str, int] = {}
     for n, entry in enumerate(entries, 1):
-        where = f"command #{n}"
         # Only a well-formed name is shown as is: the message must stay one line.
         name = entry.get("name") if isinstance(entry, dict) else None
-        if isinstance(name, str) and COMMAND_NAME.fullmatch(name.upper()):
-            where = f"command {name}"
-        command = _command(entry, where)
-        if command.name in seen:
-            raise _Problem(where, f"name: listed twice (commands #{seen[command.name]} and #{n})")
+        where = name if isinstance(name, str) and COMMAND_NAME.fullmatch(name.upper()) \
+            else f"#{n}"
+        try:
+            command = _command(entry)
+            if command.name in seen:
+                raise _Problem("commands_name_twice", "name", first=seen[command.name],
+                               second=n)
+        except _Problem as exc:
+            exc.command = where
+            raise
         seen[command.name] = n
         commands.append(command)
     return commands
 
 
-def _command(entry: Any, where: str) -> Command:
-    _keys(entry, COMMAND_KEYS, where, "a command")
+def _command(entry: Any) -> Command:
+    _keys(entry, COMMAND_KEYS, "", "command")
     name = entry.get("name")
+    if name is None:
+        raise _Problem("commands_name_missing", "name")
     if not isinstance(name, str) or not COMMAND_NAME.fullmatch(name):
-        shown = "missing" if name is None else f"{_shown(name)} is not a command name"
-        raise _Problem(where, f"name: {shown} (capital letters, digits and _, starting with a "
-                              "letter)")
+        raise _Problem("commands_name_invalid", "name", value=_shown(name))
     if name in RESERVED:
-        raise _Problem(where, f"name: {RESERVED[name]}")
-    description, descriptions = _description(entry.get("description"), where, "description")
+        raise _Problem("commands_name_reserved", "name", name=name)
+    description, descriptions = _description(entry.get("description"), "description")
     raw_params = entry.get("params", [])
     if not isinstance(raw_params, list):
-        raise _Problem(where, "params: must be a list of parameter objects")
+        raise _Problem("commands_params_not_list", "params")
     params: list[Param] = []
     for n, raw in enumerate(raw_params):
-        param = _param(raw, where, f"params[{n}]")
+        param = _param(raw, f"params[{n}]")
         if any(p.name == param.name for p in params):
-            raise _Problem(where, f"params[{n}].name: {param.name!r} is listed twice")
+            raise _Problem("commands_param_twice", f"params[{n}].name", name=repr(param.name))
         params.append(param)
     timeout = entry.get("timeout_s")
     if timeout is not None and (not _is_number(timeout) or not math.isfinite(timeout)
                                 or timeout <= 0):
-        raise _Problem(where, f"timeout_s: must be a number of seconds > 0, not "
-                              f"{_shown(timeout)}")
+        raise _Problem("commands_timeout_invalid", "timeout_s", value=_shown(timeout))
     keys = {k: entry.get(k) for k in ("items_key", "count_key")}
     for key, value in keys.items():
         if value is not None and (not isinstance(value, str) or not value):
-            raise _Problem(where, f"{key}: must be a non-empty string")
+            raise _Problem("commands_not_text", key)
     if keys["count_key"] is not None and keys["items_key"] is None:
-        raise _Problem(where, "count_key: needs items_key (it counts those items)")
+        raise _Problem("commands_count_needs_items", "count_key")
     command = Command(name, description, tuple(params), descriptions=descriptions,
                       items_key=keys["items_key"],
                       count_key=keys["count_key"],
-                      reply=_reply(entry.get("reply"), params, where),
+                      reply=_reply(entry.get("reply"), params),
                       timeout_s=None if timeout is None else float(timeout),
-                      wire=_wire(entry.get("wire"), params, where))
+                      wire=_wire(entry.get("wire"), params))
     example = entry.get("example", {})
     if not isinstance(example, dict):
-        raise _Problem(where, "example: must be an object of parameter values")
-    _no_duplicates(example, f"{where}: example")
+        raise _Problem("commands_example_not_object", "example")
+    _no_duplicates(example, "example")
     try:
         check_params(command, example)
     except CommandError as exc:
         field = (exc.field or "").removeprefix("params.")
-        raise _Problem(where, f"example{'.' + field if field else ''}: {exc.message}") from None
+        raise _Problem("commands_example_invalid", f"example{'.' + field if field else ''}",
+                       error=exc) from None
     return dataclasses.replace(command, example=dict(example))
 
 
-def _reply(raw: Any, params: list[Param], where: str) -> ReplyShape | None:
+def _reply(raw: Any, params: list[Param]) -> ReplyShape | None:
     """What the robot's replies to the command must look like (docs/commands.md)."""
     if raw is None:
         return None
-    _keys(raw, REPLY_KEYS, f"{where}: reply", "a reply description")
+    where = "reply"  # "reply.item_per" written whole would read as a catalogue key
+    _keys(raw, REPLY_KEYS, where, "reply")
     kinds = {p.name: p.kind for p in params}
     item_per, item_key = raw.get("item_per"), raw.get("item_key")
     if item_per is not None and kinds.get(item_per) != "integer_list":
-        raise _Problem(where, f"reply.item_per: {_shown(item_per)} is not an integer_list "
-                              "parameter of this command")
+        raise _Problem("commands_item_per_invalid", f"{where}.item_per", value=_shown(item_per))
     if (item_per is None) != (item_key is None):
-        raise _Problem(where, "reply: item_per and item_key go together")
+        raise _Problem("commands_item_per_with_key", where)
     if item_key is not None and (not isinstance(item_key, str) or not item_key):
-        raise _Problem(where, "reply.item_key: must be a non-empty string")
+        raise _Problem("commands_not_text", f"{where}.item_key")
     echoed = raw.get("item_params", [])
     if not isinstance(echoed, list) or any(name not in kinds for name in echoed):
-        raise _Problem(where, "reply.item_params: must be a list of this command's "
-                              "parameter names")
+        raise _Problem("commands_item_params_invalid", f"{where}.item_params")
     return ReplyShape(item_per, item_key, tuple(echoed))
 
 
-def _param(raw: Any, command_where: str, where: str) -> Param:
-    _keys(raw, PARAM_KEYS, f"{command_where}: {where}", "a parameter")
+def _param(raw: Any, where: str) -> Param:
+    _keys(raw, PARAM_KEYS, where, "param")
 
-    def problem(key: str, message: str) -> _Problem:
-        return _Problem(command_where, f"{where}.{key}: {message}")
+    def problem(key: str, code: str, **params: object) -> _Problem:
+        return _Problem(code, f"{where}.{key}", **params)
 
     name = raw.get("name")
+    if name is None:
+        raise problem("name", "commands_param_name_missing")
     if not isinstance(name, str) or not PARAM_NAME.fullmatch(name):
-        shown = "missing" if name is None else f"{_shown(name)} is not a parameter name"
-        raise problem("name", f"{shown} (letters, digits and _, not starting with a digit)")
+        raise problem("name", "commands_param_name_invalid", value=_shown(name))
     kind = raw.get("type")
+    if kind is None:
+        raise problem("type", "commands_type_missing", types=_listed(PARAM_TYPES))
     if not isinstance(kind, str) or kind not in PARAM_TYPES:
-        shown = "missing" if kind is None else f"unknown type {_shown(kind)}"
-        raise problem("type", f"{shown} (use {', '.join(PARAM_TYPES)})")
-    description, descriptions = _description(raw.get("description"), command_where,
-                                             f"{where}.description")
+        raise problem("type", "commands_type_unknown", value=_shown(kind),
+                      types=_listed(PARAM_TYPES))
+    description, descriptions = _description(raw.get("description"), f"{where}.description")
     required = raw.get("required", True)
     if not isinstance(required, bool):
-        raise problem("required", "must be true or false")
+        raise problem("required", "commands_not_boolean")
     bounds: dict[str, float | None] = {}
     for key in ("minimum", "maximum"):
         value = bounds[key] = raw.get(key)
         if value is None:
             continue
         if kind not in BOUNDED_TYPES:
-            raise problem(key, f"applies to {', '.join(BOUNDED_TYPES)}, not {kind}")
+            raise problem(key, "commands_bound_wrong_type", types=_listed(BOUNDED_TYPES),
+                          kind=repr(kind))
         if not _is_number(value) or not math.isfinite(value):
-            raise problem(key, f"must be a number, not {_shown(value)}")
+            raise problem(key, "commands_bound_not_number", value=_shown(value))
     low, high = bounds["minimum"], bounds["maximum"]
     if low is not None and high is not None and low > high:
-        raise problem("minimum", f"{low:g} is above maximum {high:g}")
+        raise problem("minimum", "commands_minimum_above_maximum", minimum=f"{low:g}",
+                      maximum=f"{high:g}")
     max_length = raw.get("max_length")
     if max_length is not None:
         if kind not in LENGTH_TYPES:
-            raise problem("max_length", f"applies to {', '.join(LENGTH_TYPES)}, not {kind}")
+            raise problem("max_length", "commands_bound_wrong_type",
+                          types=_listed(LENGTH_TYPES), kind=repr(kind))
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise problem("max_length", f"must be a whole number >= 1, not "
-                                        f"{_shown(max_length)}")
+            raise problem("max_length", "commands_max_length_invalid", value=_shown(max_length))
     return Param(name, kind, description, minimum=low, maximum=high, max_length=max_length,
                  required=required, descriptions=descriptions)
 
 
-def _description(value: Any, where: str, key: str) -> tuple[str, dict[str, str]]:
+def _description(value: Any, key: str) -> tuple[str, dict[str, str]]:
     """(English text, texts per language): one string for every language, or an object
     {"en": ..., "zh": ...} with English required (the fallback for the others)."""
-    if isinstance(value, str):
-        if not value.strip():
-            raise _Problem(where, f"{key}: required, a non-empty string or "
-                                  '{"en": ..., "zh": ...}')
+    if isinstance(value, str) and value.strip():
         return value, {}
     if not isinstance(value, dict):
-        raise _Problem(where, f"{key}: required, a non-empty string or "
-                              '{"en": ..., "zh": ...}')
-    _no_duplicates(value, f"{where}: {key}")
+        raise _Problem("commands_description_invalid", key)
+    _no_duplicates(value, key)
     for lang, text in value.items():
         if lang not in LANGS:
-            raise _Problem(where, f"{key}: unknown language {_shown(lang)} "
-                                  f"(use {', '.join(LANGS)})")
+            raise _Problem("commands_unknown_language", key, value=_shown(lang),
+                           langs=_listed(LANGS))
         if not isinstance(text, str) or not text.strip():
-            raise _Problem(where, f"{key}.{lang}: must be a non-empty string")
+            raise _Problem("commands_not_text", f"{key}.{lang}")
     if "en" not in value:
-        raise _Problem(where, f'{key}: needs "en" (shown where a language has no text)')
+        raise _Problem("commands_needs_en", key)
     return value["en"], dict(value)
 
 
-def _wire(wire: Any, params: list[Param], where: str) -> str | None:
+def _wire(wire: Any, params: list[Param]) -> str | None:
     if wire is None:
         return None
     if not isinstance(wire, str) or not wire.strip():
-        raise _Problem(where, "wire: must be a non-empty string")
+        raise _Problem("commands_not_text", "wire")
     if "\n" in wire or "\r" in wire:
-        raise _Problem(where, "wire: must be one line")
+        raise _Problem("commands_wire_one_line", "wire")
     names = [p.name for p in params]
     try:
         parsed = list(string.Formatter().parse(wire))
-    except ValueError as exc:  # a lone { or }
-        raise _Problem(where, f"wire: {exc} (write {{{{ and }}}} for literal braces)") from None
+    except ValueError:  # a lone { or }
+        raise _Problem("commands_wire_braces", "wire") from None
     for _, name, spec, conversion in parsed:
         if name is None:
             continue
         if spec or conversion:
             # The codec formats the values itself (lists as 1,2,3; 100.0 as 100).
-            raise _Problem(where, f"wire: placeholder {{{name}}} with a format spec or "
-                                  f"conversion; write plain {{{name}}}")
+            raise _Problem("commands_wire_spec", "wire", name=name)
         if name not in names:
-            takes = ", ".join(names) if names else "it has none"
-            raise _Problem(where, f"wire: placeholder {{{name}}} is not one of the command's "
-                                  f"params ({takes})")
+            if not names:
+                raise _Problem("commands_wire_unknown_none", "wire", name=name)
+            raise _Problem("commands_wire_unknown", "wire", name=name, names=_listed(names))
         if not next(p for p in params if p.name == name).required:
             # A line with a hole in it cannot be sent: found here, not at the robot.
-            raise _Problem(where, f"wire: placeholder {{{name}}} names an optional parameter; "
-                                  "make it required")
+            raise _Problem("commands_wire_optional", "wire", name=name)
     return wire
 
 
-def _keys(obj: Any, allowed: tuple[str, ...], where: str, what: str) -> None:
+def _keys(obj: Any, allowed: tuple[str, ...], field: str, what: str) -> None:
     if not isinstance(obj, dict):
-        raise _Problem(where, f"must be a JSON object ({what})")
-    _no_duplicates(obj, where)
+        raise _Problem(NOT_OBJECT[what], field)
+    _no_duplicates(obj, field)
     unknown = [k for k in obj if k not in allowed]
     if unknown:
-        raise _Problem(where, f"unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})")
+        raise _Problem("commands_unknown_key", field, key=repr(unknown[0]),
+                       allowed=_listed(allowed))
 
 
-def _no_duplicates(obj: dict[str, Any], where: str) -> None:
+def _no_duplicates(obj: dict[str, Any], field: str) -> None:
     duplicates = getattr(obj, "duplicates", ())
     if duplicates:
-        raise _Problem(where, f"key {duplicates[0]!r} is given twice")
+        raise _Problem("commands_key_twice", field, key=repr(duplicates[0]))
+
+
+def _listed(names: Any) -> str:
+    """Names (keys, types, languages) quoted, as a value is: 'rack', 'positions'."""
+    return ", ".join(repr(name) for name in names)
 
 
 def _shown(value: Any) -> str:

@@ -114,14 +114,14 @@ def open_database(path: str, busy_timeout: float) -> sqlite3.Connection:
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"{path}: cannot create directory: {exc.strerror}") from None
+        raise StoreError("db_cannot_create_directory", path=path, reason=exc) from None
     if os.path.exists(path) and not os.access(path, os.R_OK):
-        raise StoreError(f"{path}: cannot read the file (permission denied)")
+        raise StoreError("db_unreadable", path=path)
     try:
         conn = connect(path, busy_timeout)
         _check_and_migrate(path, conn)
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: not a usable task database ({exc})") from None
+        raise StoreError("db_unusable", path=path, reason=exc) from None
     try:
         # Proof by a real write transaction (which also runs WAL recovery): a file
         # that only reads would otherwise pass start-up and refuse every submit.
@@ -132,22 +132,38 @@ def open_database(path: str, busy_timeout: float) -> sqlite3.Connection:
                          (f"{time.time():.3f}",))
     except sqlite3.Error as exc:
         conn.close()
-        raise StoreError(f"{path}: the task database cannot be written "
-                         f"({exc}{write_hint(path)})") from None
+        obstacle = write_obstacle(path)
+        if obstacle is None:
+            raise StoreError("db_not_writable", path=path, reason=exc) from None
+        code, where = obstacle
+        raise StoreError(code, path=path, reason=exc, where=where) from None
     return conn
 
 
-def write_hint(path: str) -> str:
-    """Why writing may fail, in words an operator can act on."""
+def write_obstacle(path: str) -> tuple[str, str] | None:
+    """Why writing may fail, as something an operator can act on: the error code
+    (``db_not_writable_read_only`` or ``db_not_writable_no_permission``) and the
+    directory or file it is about; None when nothing shows."""
     directory = os.path.dirname(os.path.abspath(path))
     if on_read_only_fs(directory):
-        return f"; {directory} is on a read-only file system"
+        return "db_not_writable_read_only", directory
     for name in (path, path + "-wal", path + "-shm"):
         if os.path.exists(name) and not os.access(name, os.W_OK):
-            return f"; no write permission on {name}"
+            return "db_not_writable_no_permission", name
     if not os.access(directory, os.W_OK):
-        return f"; no write permission on {directory}"
-    return ""
+        return "db_not_writable_no_permission", directory
+    return None
+
+
+def write_hint(path: str) -> str:
+    """Why writing may fail, in English words appended to SQLite's (/health, logs)."""
+    obstacle = write_obstacle(path)
+    if obstacle is None:
+        return ""
+    code, where = obstacle
+    if code == "db_not_writable_read_only":
+        return f"; {where} is on a read-only file system"
+    return f"; no write permission on {where}"
 
 
 def _check_and_migrate(path: str, conn: sqlite3.Connection) -> None:
@@ -155,9 +171,9 @@ def _check_and_migrate(path: str, conn: sqlite3.Connection) -> None:
     tables = conn.execute(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
     if app_id != APPLICATION_ID and tables:
-        raise StoreError(f"{path}: not a robot task database (it holds other tables)")
+        raise StoreError("db_foreign", path=path)
     if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-        raise StoreError(f"{path}: cannot switch the database to WAL mode")
+        raise StoreError("db_no_wal", path=path)
     conn.execute("PRAGMA synchronous = FULL")
     if app_id != APPLICATION_ID:
         # One script, one transaction: a crash mid-way leaves no half schema.
@@ -170,6 +186,5 @@ def _check_and_migrate(path: str, conn: sqlite3.Connection) -> None:
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     version = int(row[0]) if row else 0
     if version > SCHEMA_VERSION:
-        raise StoreError(f"{path}: written by a newer version (schema {version}, "
-                         f"this server knows {SCHEMA_VERSION})")
+        raise StoreError("db_newer_schema", path=path, version=version, known=SCHEMA_VERSION)
     # Migrations from older schema versions go here, one step at a time.

@@ -34,7 +34,8 @@ import os
 import stat
 import sys
 
-from i18n import CodedError
+from i18n import CodedError, t
+from i18n.stdlib import os_error_text
 from tasks.errors import StoreError
 
 # msvcrt.locking locks a byte range, and a locked range cannot be read by others:
@@ -74,27 +75,37 @@ class DatabaseHardLinked(StoreError, CodedError):
         self.links = links
 
 
-class LockFileError(OSError):
+class LockFileError(CodedError, OSError):
     """The lock file cannot be made or opened (read-only file system, no permission).
 
     An OSError still (errno, strerror, filename kept), so callers that report OSErrors
-    keep working; its text is one line naming the database, the lock file and why.
+    keep working; its text is one line naming the database, the lock file and why, in
+    the reader's language (``text(lang)``; ``str()`` is English).
     """
 
     def __init__(self, db_path: str, lock_path: str, exc: OSError) -> None:
-        super().__init__(exc.errno, exc.strerror, lock_path)
+        if exc.errno == errno.EEXIST:  # makedirs met a file where a folder should be
+            exc = NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        self.cause = exc
         directory = os.path.dirname(os.path.abspath(lock_path))
         while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
             directory = os.path.dirname(directory)  # makedirs failed: say where it stopped
+        where = {"path": os.path.abspath(db_path), "lock": lock_path}
         if exc.errno == errno.EROFS:
-            why = f"{directory} is on a read-only file system"
+            CodedError.__init__(self, code="db_lock_read_only",
+                                params={**where, "directory": directory})
         elif exc.errno in (errno.EACCES, errno.EPERM):
-            where = lock_path if os.path.exists(lock_path) else directory
-            why = f"no write permission on {where}"
+            CodedError.__init__(self, code="db_lock_no_permission", params={
+                **where, "where": lock_path if os.path.exists(lock_path) else directory})
         else:
-            why = exc.strerror or str(exc)
-        self.message = (f"{os.path.abspath(db_path)}: the task database cannot be written "
-                        f"(cannot open its lock file {lock_path}: {why})")
+            CodedError.__init__(self, code="db_lock_failed", params=where)
+        self.errno, self.strerror, self.filename = exc.errno, exc.strerror, lock_path
+
+    def text(self, lang: str) -> str:
+        if self.code == "db_lock_failed":
+            return t("error.db_lock_failed", lang, reason=os_error_text(self.cause, lang),
+                     **self.params)
+        return super().text(lang)
 
     def __str__(self) -> str:
         return self.message
