@@ -46,6 +46,12 @@ def print_banner(server: Any, lang: str = "en") -> None:
                  + (tr("banner.simulator") if s.robot == "sim" else ""))
     lines.append(tr("banner.robot_protocol", protocol=s.robot_protocol))
     lines.append(tr("banner.database", path=os.path.abspath(s.db)))
+    table = server.commands
+    if table is not None:  # which --commands file the server reads, so a lab can tell
+        lines.append(tr("banner.commands", path=os.path.abspath(table.source or "?"),
+                        count=len(table),
+                        shipped=tr("banner.commands_shipped") if s.commands_file is None
+                        else ""))
     robot = server.link.info() if server.link is not None else {}
     if not robot.get("ready"):
         lines.append(tr("banner.robot_not_ready",

@@ -7,6 +7,9 @@ enqueues the record; AccessLog.emit enqueues a finished line (a str) when the ba
 handler is the only place its record would go anyway; one writer thread drains the
 queue in batches, formats each record once and flushes each handler once per batch.
 What is written is what logging.Formatter(FORMAT) and RotatingFileHandler write.
+
+Access lines have their own say per handler (the console shows them only when asked):
+the request thread pays nothing for it, the writer decides per batch.
 """
 
 from __future__ import annotations
@@ -36,6 +39,13 @@ _FORMATTER = logging.Formatter()  # exceptions only: formatException ignores the
 _MSECS = [f",{ms:03d}" for ms in range(1000)]  # "%03d" of msecs, a float, truncates
 
 Item = Any  # a LogRecord, or a finished INFO line (str) from AccessLog
+ACCESS_LOGGER = "server.access"
+# Loggers whose records are access lines (an AccessLog's, when it logs a record).
+_access_names = {ACCESS_LOGGER}
+
+
+def _is_access(item: Item) -> bool:
+    return type(item) is str or item.name in _access_names
 
 
 def is_standard(formatter: logging.Formatter | None) -> bool:
@@ -99,8 +109,11 @@ class BatchHandler(logging.Handler):
 class _Output:
     """One handler as the writer thread writes to it: in batches."""
 
-    def __init__(self, handler: logging.Handler) -> None:
+    def __init__(self, handler: logging.Handler, access: bool | None = None) -> None:
         self.handler: Any = handler
+        # Access lines: None by the handler's level like any INFO record, else always/never.
+        self.access = access
+        self.takes_access = access if access is not None else handler.level <= _INFO
         self.stream_handler = isinstance(handler, logging.StreamHandler)
         self.standard = is_standard(handler.formatter)
         self.rotating = (isinstance(handler, logging.handlers.RotatingFileHandler)
@@ -110,19 +123,22 @@ class _Output:
         self.crlf = len(os.linesep) - 1  # a text file on Windows writes "\n" as 2 bytes
 
     def write(self, items: Sequence[Item], lines: Sequence[str | None], text: str | None,
-              lowest: int) -> None:
+              lowest: int, highest: int = logging.CRITICAL, has_access: bool = True) -> None:
         """`lines`: each item in the standard format (or None); `text`: all of them, a
-        newline after each; `lowest`: the lowest level among the items."""
+        newline after each; `lowest`, `highest`: the items' levels; `has_access`: some
+        item is an access line."""
         h = self.handler
+        if h.level > highest and not (self.access and has_access):
+            return  # e.g. the console at WARNING under a stream of access lines
         if not self.stream_handler:
             for item in items:
-                if type(item) is not str and item.levelno >= h.level:
+                if type(item) is not str and self._wants(item):
                     h.handle(item)
             return
         chunks: list[str] | None = None
         sources: Sequence[Item] = items
         if not (text is not None and self.standard and h.level <= lowest and not h.filters
-                and h.terminator == "\n"):
+                and h.terminator == "\n" and (self.takes_access or not has_access)):
             chunks, sources = self._select(items, lines)
             if not chunks:
                 return
@@ -144,9 +160,9 @@ class _Output:
         chunks, sources = [], []
         for item, line in zip(items, lines, strict=True):
             if type(item) is str:
-                if h.level > _INFO:
+                if not self.takes_access:
                     continue
-            elif item.levelno < h.level or (h.filters and not h.filter(item)):
+            elif not self._wants(item) or (h.filters and not h.filter(item)):
                 continue
             elif line is None or not self.standard:
                 try:
@@ -157,6 +173,11 @@ class _Output:
             chunks.append(line + h.terminator)
             sources.append(item)
         return chunks, sources
+
+    def _wants(self, record: logging.LogRecord) -> bool:
+        if self.access is not None and record.name in _access_names:
+            return self.access
+        return record.levelno >= self.handler.level
 
     def _write_all(self, text: str) -> bool:
         """The batch in one write, unless a line of it would make the file rotate."""
@@ -220,15 +241,21 @@ class _Output:
 
 class LogBatch:
     """A queue, its root handler and the writer thread that empties it into `handlers`
-    (configured, formatter, level and filters, before start())."""
+    (configured, formatter, level and filters, before start()). `access`: per handler,
+    whether it writes access lines (None: by its level, as any INFO record)."""
 
     def __init__(self, handlers: Sequence[logging.Handler], batch_max: int = BATCH_MAX,
-                 pause: float = PAUSE_S) -> None:
+                 pause: float = PAUSE_S, *,
+                 access: Sequence[bool | None] | None = None) -> None:
         self.handlers = tuple(handlers)
         self.batch_max, self.pause = batch_max, pause
         self.queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self.handler = BatchHandler(self)
-        self._outputs = [_Output(h) for h in self.handlers]
+        access = [None] * len(self.handlers) if access is None else list(access)
+        self._outputs = [_Output(h, a) for h, a in zip(self.handlers, access, strict=True)]
+        # Whether a batch's access lines must be told apart: only if some handler
+        # writes them where its level alone would not say so.
+        self._sorts_access = any(o.access is not None for o in self._outputs)
         # AccessLog may enqueue a finished line only if every handler would write
         # exactly that line (a stream, the standard format, no filters).
         self.lines_ok = all(o.stream_handler and o.standard and not o.handler.filters
@@ -280,12 +307,14 @@ class LogBatch:
         if any(o.standard for o in self._outputs):
             lines = [item if type(item) is str else _standard_line(item) for item in items]
         text = None if None in lines else "\n".join(lines) + "\n"
-        lowest = 0
+        lowest, highest = 0, logging.CRITICAL
         if any(o.handler.level for o in self._outputs):
-            lowest = min(_INFO if type(item) is str else item.levelno for item in items)
+            levels = [_INFO if type(item) is str else item.levelno for item in items]
+            lowest, highest = min(levels), max(levels)
+        has_access = any(map(_is_access, items)) if self._sorts_access else True
         for output in self._outputs:
             try:
-                output.write(items, lines, text, lowest)
+                output.write(items, lines, text, lowest, highest, has_access)
             except Exception:  # one handler's failure is not the others'
                 output.handler.handleError(logging.makeLogRecord({"msg": "(log writer)"}))
 
@@ -299,6 +328,7 @@ class AccessLog:
 
     def __init__(self, name: str, clock: Callable[[], float] = time.time) -> None:
         self.name = name
+        _access_names.add(name)
         self._logger = logging.getLogger(name)
         self._suffix = f" INFO {name}: "
         self._clock = clock
@@ -336,21 +366,32 @@ def _only_batch(logger: logging.Logger) -> Callable[[Item], None] | None:
 
 
 def setup(level: str | int, log_file: str | None, *, max_bytes: int, backups: int,
-          stream: TextIO | None = None) -> LogBatch:
+          stream: TextIO | None = None, console_level: str | int | None = None,
+          access_console: bool | None = None, access_file: bool | None = None) -> LogBatch:
     """Root logging as main.py serve has it: stderr (or `stream`) plus, with
     `log_file`, a rotating UTF-8 file, through one LogBatch started here and stopped
-    at exit. Returns the LogBatch (tests stop it to wait for the writes)."""
+    at exit. Returns the LogBatch (tests stop it to wait for the writes). `level` is
+    the file's, and the console's unless `console_level` is given; `access_console`,
+    `access_file`: whether access lines go there (None: by the level)."""
     handlers: list[logging.Handler] = [logging.StreamHandler(stream)]
+    levels, access = [level if console_level is None else console_level], [access_console]
     if log_file:
         handlers.append(logging.handlers.RotatingFileHandler(
             log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"))
+        levels.append(level)
+        access.append(access_file)
     formatter = logging.Formatter(FORMAT)
-    for handler in handlers:
+    for handler, each in zip(handlers, levels, strict=True):
         handler.setFormatter(formatter)
-    batch = LogBatch(handlers)
+        handler.setLevel(each.upper() if isinstance(each, str) else each)
+    batch = LogBatch(handlers, access=access)
     root = logging.getLogger()
     root.handlers[:] = [batch.handler]
-    root.setLevel(level.upper() if isinstance(level, str) else level)
+    # Below every handler's level a record is never even made; access lines (made in
+    # the request threads) only if some handler writes them.
+    root.setLevel(min(h.level for h in handlers))
+    wanted = any(o.takes_access for o in batch._outputs)
+    logging.getLogger(ACCESS_LOGGER).setLevel(_INFO if wanted else logging.WARNING)
     batch.start()
     atexit.register(batch.stop)  # write what is queued before the process exits
     return batch

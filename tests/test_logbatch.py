@@ -30,17 +30,19 @@ def _restore(batch: LogBatch, handlers: list[logging.Handler], level: int) -> No
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(level)
+    logging.getLogger(logbatch.ACCESS_LOGGER).setLevel(logging.NOTSET)
 
 
 @contextlib.contextmanager
 def installed(level: str = "INFO", log_file: Path | None = None, *, max_bytes: int = 1 << 20,
-              backups: int = 2, stream: Any = None) -> Iterator[LogBatch]:
+              backups: int = 2, stream: Any = None, **kw: Any) -> Iterator[LogBatch]:
     """logbatch.setup on the root logger for one test; pytest's own handlers are put
     back after it (they are the phase's, so this must run inside the test)."""
     root = logging.getLogger()
     saved, saved_level = root.handlers[:], root.level
     batch = logbatch.setup(level, str(log_file) if log_file else None, max_bytes=max_bytes,
-                           backups=backups, stream=stream if stream is not None else io.StringIO())
+                           backups=backups, stream=stream if stream is not None else io.StringIO(),
+                           **kw)
     try:
         yield batch
     finally:
@@ -378,3 +380,78 @@ def test_a_handler_with_its_own_format_gets_records_not_lines() -> None:
         AccessLog("server.access").emit("an access line")
     assert out.getvalue() == "INFO|server.access|an access line\n"
     assert logbatch._only_batch(logging.getLogger("server.access")) is None  # stopped
+
+
+# -- the console and the file: each its own level, access lines where asked -----------------
+@pytest.mark.parametrize("access_console", [False, True])
+def test_the_console_keeps_to_warnings_and_access_lines_go_where_asked(
+        tmp_path, access_console) -> None:
+    console = io.StringIO()
+    with installed("INFO", tmp_path / "server.log", stream=console, console_level="WARNING",
+                   access_console=access_console) as batch:
+        assert logging.getLogger().level == logging.INFO  # the file's
+        assert logbatch._only_batch(logging.getLogger("server.access")) is batch.handler.put
+        AccessLog("server.access").emit('127.0.0.1 "GET /queue/status HTTP/1.1" 200 9')
+        logging.getLogger("test.logbatch").info("robot link connected")
+        logging.getLogger("test.logbatch").warning("queue paused")
+    shown = console.getvalue().splitlines()
+    assert [line.split(" ", 2)[2] for line in shown] == \
+        (["INFO server.access: 127.0.0.1 \"GET /queue/status HTTP/1.1\" 200 9"]
+         if access_console else []) + ["WARNING test.logbatch: queue paused"]
+    logged = text_of(tmp_path / "server.log")
+    assert "server.access" in logged and "robot link connected" in logged \
+        and "queue paused" in logged
+
+
+def test_access_records_are_sorted_too_when_logged_as_records(tmp_path) -> None:
+    """With another handler listening, AccessLog logs a record: it is still an access
+    line, kept off the console that does not take them."""
+    console = io.StringIO()
+    spy = logging.NullHandler()
+    with installed("INFO", tmp_path / "server.log", stream=console, console_level="INFO",
+                   access_console=False):
+        logging.getLogger().addHandler(spy)
+        assert logbatch._only_batch(logging.getLogger("server.access")) is None
+        AccessLog("server.access").emit("an access record")
+        logging.getLogger("test.logbatch").info("an info record")
+        logging.getLogger().removeHandler(spy)
+    assert "an access record" not in console.getvalue()
+    assert "an info record" in console.getvalue()
+    assert "an access record" in text_of(tmp_path / "server.log")
+
+
+def test_no_access_line_is_made_where_none_is_written() -> None:
+    """The console alone at WARNING: a request builds no access line at all."""
+    with installed("INFO", console_level="WARNING", access_console=False):
+        assert logging.getLogger().level == logging.WARNING
+        assert not logging.getLogger("server.access").isEnabledFor(logging.INFO)
+    with installed("INFO", console_level="WARNING", access_console=True):
+        assert logging.getLogger("server.access").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("test.logbatch").isEnabledFor(logging.INFO)
+
+
+@pytest.mark.parametrize("level, access, console_level, console_access, file_access", [
+    (None, None, logging.WARNING, False, True),  # the default: requests in the file only
+    ("INFO", None, logging.INFO, True, True),  # an explicit --log-level INFO shows them
+    ("debug", "file", logging.DEBUG, False, True),
+    (None, "console", logging.WARNING, True, True),
+    ("INFO", "off", logging.INFO, False, False),
+    ("WARNING", None, logging.WARNING, False, False),
+])
+def test_main_setup_logging_sends_access_lines_where_the_flags_say(
+        tmp_path, level, access, console_level, console_access, file_access) -> None:
+    import main
+
+    root = logging.getLogger()
+    saved, saved_level = root.handlers[:], root.level
+    batch = main.setup_logging(level, str(tmp_path / "server.log"), access)
+    try:
+        console, file = batch._outputs
+        assert console.handler.level == console_level
+        assert file.handler.level == (logging.getLevelName(level.upper()) if level
+                                      else logging.INFO)
+        assert (console.takes_access, file.takes_access) == (console_access, file_access)
+        assert logging.getLogger("server.access").isEnabledFor(logging.INFO) is \
+            (console_access or file_access)
+    finally:
+        _restore(batch, saved, saved_level)
