@@ -395,6 +395,32 @@ def test_screenshot_for_the_docs(lang: str, make_server: Callable[..., Any],
     assert tab.errors == []
 
 
+@pytest.mark.skipif(not os.environ.get("DASHBOARD_SCREENSHOT"),
+                    reason="set DASHBOARD_SCREENSHOT=docs/dashboard.png to refresh the docs")
+@needs_browser
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_held_queue_screenshot_for_the_docs(lang: str, make_server: Callable[..., Any],
+                                            dashboard: Callable[..., Dashboard]) -> None:
+    # docs/dashboard-held-en.png and docs/dashboard-held-zh.png: the queue held by the
+    # operator with tasks waiting, a scan finished before it, server and page in `lang`.
+    stem, ext = os.path.splitext(os.environ["DASHBOARD_SCREENSHOT"])
+    path = f"{stem}-held-{lang}{ext}"
+    server = make_server(sim_speed=20, lang=lang)
+    client = Client(server)
+    for command in ({"cmd_type": "PING"}, SCAN):
+        client.wait_final(client.submit(command))
+    client.post("/queue/pause")
+    waiting = [client.submit(SCAN), client.submit({"cmd_type": "PICK", "params": {"position": 5}}),
+               client.submit({"cmd_type": "HOME"})]
+    tab = dashboard(server, height=900, locale="zh-CN" if lang == "zh" else "en-US")
+    page = tab.open()
+    expect(page.locator("#banner")).to_be_visible(timeout=T)
+    expect(page.locator("#pending li")).to_have_count(len(waiting), timeout=T)
+    page.select_option("#cmd-type", "PICK")
+    page.screenshot(path=path)
+    assert tab.errors == []
+
+
 @needs_browser
 def test_a_robot_still_working_shows_as_settling(
         make_server: Callable[..., Any], dashboard: Callable[..., Dashboard]) -> None:
@@ -426,3 +452,56 @@ def test_a_robot_still_working_shows_as_settling(
     finally:
         done.set()
         robot.stop()
+
+
+# A lab PC's stable name for a USB serial adapter: the longest port name a header shows.
+LONG_PORT = "dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0"
+
+
+@needs_browser
+@pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
+def test_header_stays_one_row_at_1280_with_a_long_port_name(
+        locale: str, make_server: Callable[..., Any], dashboard: Callable[..., Dashboard],
+        tmp_path: Any) -> None:
+    from robot.sim.simulator import RobotSimulator
+
+    link = tmp_path / LONG_PORT
+    link.parent.mkdir(parents=True)
+    sim = RobotSimulator(200.0, link_path=str(link), heartbeat_s=0.05)
+    sim.start()
+    try:
+        server = make_server(robot=sim.path)
+        Client(server).post("/queue/pause")  # the pause button's longer label: Resume queue
+        tab = dashboard(server, width=1280, height=800, locale=locale)
+        page = tab.open()
+        port = page.locator("#robot .fact-port")
+        expect(port).to_have_attribute("title", str(link), timeout=T)
+        expect(page.locator("#banner")).to_be_visible(timeout=T)
+        measure = """() => [...document.querySelectorAll(
+                '.topbar > *, .controls > button:not([hidden]), #robot > *')]
+            .map(e => { const r = e.getBoundingClientRect();
+                        return {name: e.id || e.className, top: r.top, bottom: r.bottom,
+                                middle: (r.top + r.bottom) / 2, right: r.right}; })"""
+        # One row: every item of the header is centred on the emergency stop's line. Polled
+        # (the header re-renders on robot events), failing with the last layout seen.
+        one_row = f"""() => {{ const boxes = ({measure})();
+            const stop = boxes.find(b => b.name === 'estop-btn');
+            return boxes.every(b => Math.abs(b.middle - stop.middle) <= 2); }}"""
+        try:
+            page.wait_for_function(one_row, timeout=T)
+        except Exception:  # a TimeoutError: say where each item ended up
+            pytest.fail(f"the header is not one row: {page.evaluate(measure)}")
+        boxes = page.evaluate(measure)
+        buttons = [b for b in boxes if b["name"] in ("pause-btn", "estop-btn")]
+        assert len(buttons) == 2
+        assert buttons[0]["bottom"] > buttons[1]["top"] and buttons[1]["bottom"] > buttons[0]["top"]
+        assert max(b["right"] for b in boxes) <= 1280
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+        # The name is cut with an ellipsis (not wrapped); the tooltip has all of it.
+        value = port.locator(".fact-value")
+        assert value.evaluate("e => e.scrollWidth > e.clientWidth")
+        assert value.evaluate("e => getComputedStyle(e).textOverflow") == "ellipsis"
+        expect(value).to_have_text(str(link))
+        assert tab.errors == []
+    finally:
+        sim.stop()

@@ -257,3 +257,53 @@ def test_chinese_text_really_renders(server: Any, dashboard: Callable[..., Dashb
     assert rendered, "Chinese renders as tofu: install a CJK font (apt-get install fonts-noto-cjk)"
     expect(page.locator("#estop-btn")).to_have_text("紧急停止")
     assert tab.errors == []
+
+
+# -- the form's hints and the scanned-bottles table (issue 29) ------------------------------
+@needs_browser
+@pytest.mark.parametrize("locale", ["zh-CN", "en-US"])
+def test_a_range_is_said_once_and_item_columns_have_names(
+        locale: str, make_server: Callable[..., Any],
+        dashboard: Callable[..., Dashboard]) -> None:
+    lang = "zh" if locale.startswith("zh") else "en"
+    book = ZH if lang == "zh" else EN
+    server = make_server(sim_speed=30, lang=lang)
+    client = Client(server)
+    served = {c["cmd_type"]: c for c in requests.get(
+        server.url + "/commands", timeout=10, headers={"Accept-Language": lang}).json()["commands"]}
+    tab = dashboard(server, locale=locale)
+    page = tab.open()
+
+    # The shipped description already gives the range: it is not added a second time.
+    page.select_option("#cmd-type", "PICK")
+    position = served["PICK"]["params"]["position"]
+    assert "1-96" in position["description"]
+    expect(page.locator("#param-position ~ .hint")).to_have_text(position["description"])
+    # A description without it gets it once, from the schema's minimum and maximum.
+    page.select_option("#cmd-type", "MOVE_TO")
+    x = served["MOVE_TO"]["params"]["x"]
+    hint = page.locator("#param-x ~ .hint")
+    expect(hint).to_have_text(book["web.form.range"].format(
+        description=x["description"], min=-1000, max=1000))
+    assert page.evaluate("""async () => {
+        const { statesRange } = await import('/static/form.js');
+        return [statesRange('Rack position (1-96)', 1, 96), statesRange('架位（1–96）', 1, 96),
+                statesRange('X (-1000 ~ 1000)', -1000, 1000), statesRange('X in mm', -1000, 1000),
+                statesRange('Rack position (1-960)', 1, 96), statesRange('', 1, 96),
+                statesRange('from 0.5-2.5 s', 0.5, 2.5), statesRange('10.5-2.5', 0.5, 2.5)];
+    }""") == [True, True, True, False, False, False, True, False]
+
+    # The bottles scanned so far: column heads in the page's language, data keys kept.
+    task_id = client.submit({"cmd_type": "SCAN_QRCODE",
+                             "params": {"rack": "A", "positions": list(range(1, 41))}})
+    heads = page.locator("#running-items th")
+    expect(page.locator("#running-items tbody tr").first).to_be_visible(timeout=T)
+    expect(heads).to_have_text([book["web.item.position"], book["web.item.code"],
+                                book["web.item.rack"]])
+    assert heads.evaluate_all("hs => hs.map(h => h.dataset.key)") == ["position", "code", "rack"]
+    if lang == "zh":
+        assert not re.search(r"[A-Za-z]", "".join(heads.all_inner_texts()))
+    expect(page.locator("#running-items tbody tr").first.locator("td").first).to_have_text("1")
+    client.post(f"/task/{task_id}/cancel")
+    client.wait_final(task_id)
+    assert tab.errors == []

@@ -4,10 +4,12 @@ keeps to it under generated input (schemathesis against the simulator robot)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import requests
@@ -107,3 +109,100 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(make_server, tmp
         env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": str(hooks)})
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
     assert "generated" in out.stdout and " passed" in out.stdout
+
+
+# -- GET /events: each event type and its data, and the live stream keeps to them ----------
+def _validator(doc: dict, schema: dict) -> Any:
+    from jsonschema import Draft202012Validator
+
+    # The document's components beside the schema: "#/components/schemas/X" resolves.
+    return Draft202012Validator({**schema, "components": doc["components"]})
+
+
+def test_events_are_declared_as_an_event_stream_with_their_types() -> None:
+    doc = build_openapi(Settings())
+    reply = doc["paths"]["/events"]["get"]["responses"]["200"]
+    assert list(reply["content"]) == ["text/event-stream"]
+    stream = reply["content"]["text/event-stream"]["schema"]
+    assert stream.get("type") != "string"  # issue 29: once a plain string
+    assert stream["items"] == {"$ref": "#/components/schemas/Event"}
+    schemas = doc["components"]["schemas"]
+    mapping = schemas["Event"]["discriminator"]["mapping"]
+    assert set(mapping) == {"snapshot", "task", "progress", "queue", "robot", "reset"}
+    for kind, target in mapping.items():
+        event = schemas[target.rsplit("/", 1)[1]]
+        assert {"$ref": target} in schemas["Event"]["oneOf"]
+        assert event["properties"]["event"] == {"const": kind}
+        data = event["properties"]["data"]
+        assert data["contentMediaType"] == "application/json" and data["contentSchema"]
+    assert schemas["EventTask"]["properties"]["data"]["contentSchema"] == {
+        "$ref": "#/components/schemas/Task"}
+    # The doc's own example is a stream these schemas accept.
+    _validator(doc, stream).validate(stream["examples"][0])
+    for block in stream["examples"][0]:
+        data = schemas[mapping[block["event"]].rsplit("/", 1)[1]]["properties"]["data"]
+        _validator(doc, data["contentSchema"]).validate(json.loads(block["data"]))
+
+
+def test_a_live_stream_keeps_to_the_declared_events(make_server, tmp_path) -> None:
+    from robot.sim.simulator import RobotSimulator
+    from tests.conftest import Client
+    from tests.sse import SSEReader
+
+    sim = RobotSimulator(30.0, link_path=str(tmp_path / "robot"), heartbeat_s=0.05)
+    sim.start()
+    readers: list[SSEReader] = []
+    try:
+        server = make_server(robot=sim.path)
+        doc = requests.get(server.url + "/openapi.json", timeout=5).json()
+        schemas = doc["components"]["schemas"]
+        mapping = schemas["Event"]["discriminator"]["mapping"]
+        seen: dict[str, int] = {}
+
+        def check(event: dict) -> dict:
+            name = mapping[event["event"]].rsplit("/", 1)[1]
+            # The block's fields, with data as the JSON text it was on the wire.
+            block = {k: (json.dumps(v) if k == "data" else int(v) if k == "retry" else v)
+                     for k, v in event.items()}
+            _validator(doc, {"$ref": f"#/components/schemas/{name}"}).validate(block)
+            _validator(doc, {"$ref": "#/components/schemas/Event"}).validate(block)
+            content = schemas[name]["properties"]["data"]["contentSchema"]
+            _validator(doc, content).validate(event["data"])
+            seen[event["event"]] = seen.get(event["event"], 0) + 1
+            return event
+
+        reader = SSEReader(server.url)
+        readers.append(reader)
+        assert reader.status_line.endswith("200 OK")
+        assert "text/event-stream" in reader.headers
+        first = check(reader.next_event())
+        assert first["event"] == "snapshot" and "id" not in first
+        client = Client(server)
+        task_id = client.submit({"cmd_type": "SCAN_QRCODE",
+                                 "params": {"rack": "A", "positions": [1, 2, 3]}})
+        while True:
+            event = check(reader.next_event())
+            if event["event"] == "task" and event["data"]["status"] == "completed":
+                assert event["data"]["task_id"] == task_id
+                break
+        client.post("/queue/pause")
+        check(reader.wait_for(lambda e: check(e)["event"] == "queue"))
+        sim.unplug()
+        check(reader.wait_for(lambda e: check(e)["event"] == "robot"
+                              and e["data"]["event"] == "disconnected"))
+        # A Last-Event-ID from long ago: the answer starts with a reset.
+        old = SSEReader(server.url, headers={"Last-Event-ID": "1"})
+        readers.append(old)
+        assert check(old.next_event())["event"] == "snapshot"
+        assert check(old.next_event())["event"] == "reset"
+        assert {"snapshot", "task", "progress", "queue", "robot", "reset"} <= set(seen)
+        # A block that breaks its type's schema is refused: the check can fail.
+        from jsonschema import ValidationError
+
+        with pytest.raises(ValidationError):
+            _validator(doc, schemas["EventProgress"]["properties"]["data"]["contentSchema"]
+                       ).validate({"task_id": task_id})
+    finally:
+        for reader in readers:
+            reader.close()
+        sim.stop()

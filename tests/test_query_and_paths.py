@@ -251,11 +251,57 @@ def test_an_empty_list_parameter_is_refused(client: Client, params: dict[str, st
 
 
 # -- /queue/status ?since= --------------------------------------------------------------
-@pytest.mark.parametrize("since", [str(10**13), "-1", "", "x"])
-def test_since_is_checked_even_without_wait(client: Client, since: str) -> None:
-    body = _refused(client.get("/queue/status", params={"since": since}), 400,
-                    "query_not_integer")
+@pytest.mark.parametrize("since, code", [
+    (str(10**13), "query_out_of_range"), ("-1", "query_out_of_range"),
+    ("9" * 40, "query_out_of_range"), ("", "query_not_integer"), ("x", "query_not_integer"),
+    ("1.0", "query_not_integer"), ("+1", "query_not_integer"), ("\u0661", "query_not_integer"),
+])
+def test_since_is_checked_even_without_wait(client: Client, since: str, code: str) -> None:
+    body = _refused(client.get("/queue/status", params={"since": since}), 400, code)
     assert "since" in body["message"]
+
+
+# -- integers: not one (query_not_integer) or one out of range (query_out_of_range) ----------
+@pytest.mark.parametrize("path, name, value, low, high", [
+    ("/tasks", "limit", "0", 1, 500), ("/tasks", "limit", "501", 1, 500),
+    ("/tasks", "limit", "-3", 1, 500), ("/tasks", "offset", "-1", 0, 10**9),
+    ("/tasks", "offset", str(10**9 + 1), 0, 10**9), ("/tasks", "limit", "1" + "0" * 30, 1, 500),
+    ("/queue/status", "since", str(10**12 + 1), 0, 10**12),
+])
+def test_an_integer_out_of_range_says_so_with_the_range(
+        client: Client, path: str, name: str, value: str, low: int, high: int) -> None:
+    body = _refused(client.get(path, params={name: value}), 400, "query_out_of_range")
+    assert (body["param"], body["low"], body["high"]) == (name, low, high)
+    # Both ends belong to an integer range: [low, high], not the (low, high] of ?wait=.
+    assert body["message"] == f"query parameter '{name}' must be in [{low}, {high}]"
+    zh = client.get(path, params={name: value}, headers={"Accept-Language": "zh"}).json()
+    assert zh["code"] == "query_out_of_range" and f"[{low}, {high}]" in zh["message"]
+    assert "查询参数" in zh["message"]
+
+
+@pytest.mark.parametrize("value", ["1.5", "abc", "1e2", "5 ", "0x10", "\u00b2", "--1"])
+def test_a_limit_that_is_no_integer_is_not_integer(client: Client, value: str) -> None:
+    body = _refused(client.get("/tasks", params={"limit": value}), 400, "query_not_integer")
+    assert "limit" in body["message"] and "[1, 500]" in body["message"]
+
+
+@pytest.mark.parametrize("params, count", [({"limit": "1"}, 1), ({"limit": "500"}, 2),
+                                           ({"limit": "0002"}, 2), ({"offset": "-0"}, 2),
+                                           ({"offset": "1000000000"}, 0)])
+def test_the_ends_of_an_integer_range_are_accepted(client: Client, params: dict[str, str],
+                                                   count: int) -> None:
+    for _ in range(2):
+        client.submit(PING)
+    r = client.get("/tasks", params=params)
+    assert r.status_code == 200, r.text
+    assert r.json()["count"] == count
+
+
+def test_a_wait_out_of_range_keeps_its_half_open_range(client: Client) -> None:
+    body = _refused(client.get("/queue/status", params={"wait": "0"}), 400,
+                    "query_out_of_range")
+    assert body["message"].startswith("query parameter 'wait' must be in (0, ")
+    assert body["message"].endswith("]") and body["low"] == 0
 
 
 def test_a_valid_since_without_wait_answers_at_once(client: Client) -> None:

@@ -182,11 +182,16 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
                                    "robot link, HTTP responses by class",
                     "content": {"text/plain": {"schema": {"type": "string"}}}}})},
         "/events": {"get": _operation("Server-Sent Events (task, progress, queue, robot)", {
-            "200": {"description": "an endless text/event-stream",
+            "200": {"description": "an endless text/event-stream: snapshot first, then "
+                                   "task, progress, queue, robot and reset events",
                     "content": {"text/event-stream": {"schema": SSE_STREAM}}},
             "503": error_reply("too many subscribers (Retry-After)"),
         }, params=[{"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
-                   {"name": "last_event_id", "in": "query", "schema": {"type": "string"}}])},
+                   {"name": "last_event_id", "in": "query", "schema": {"type": "string"}}],
+            description="Each event is a block of 'id:', 'event:' and 'data:' lines; the "
+                        "data is JSON whose schema depends on the event type (components "
+                        "Event, discriminated by event: EventSnapshot, EventTask, "
+                        "EventProgress, EventQueue, EventRobot, EventReset).")},
         "/openapi.json": {"get": _operation("This document", {
             "200": json_reply({"type": "object"}, "OpenAPI 3.1")}, public_route=True)},
         "/static/{name}": {"get": _operation("Dashboard files", {

@@ -22,21 +22,39 @@ ACCEPT_LANGUAGE = {"name": "Accept-Language", "in": "header", "required": False,
                                   "languages, or none: the server's --lang",
                    "schema": {"type": "string"}}
 TIME = {"type": ["string", "null"], "description": "local time, YYYY-MM-DD HH:MM:SS"}
+PROGRESS = {"type": ["object", "null"],
+            "properties": {"done": {"type": ["integer", "null"]},
+                           "total": {"type": ["integer", "null"]},
+                           "message": NULLABLE_STRING,
+                           "percent": {"type": ["number", "null"]},
+                           "items": {"type": "array",
+                                     "description": "what the robot reported per item so "
+                                                    "far, e.g. {position, code, rack}"},
+                           "items_dropped": {"type": "integer"}}}
 TIMED_OUT = {"type": "boolean",
              "description": "only with ?wait=: true when the wait ended without the awaited "
                             "change (ask again), false when it saw it"}
-# GET /events: what the text is, since a schema cannot say more of a stream.
+# GET /events. A schema describes values, not a stream, so the stream is read as the list
+# of its events (what OpenAPI 3.2 calls the media type's itemSchema): each block of lines
+# is one event, `data` a line of JSON whose shape depends on `event` (components Event*).
+EVENT_KINDS = ("snapshot", "task", "progress", "queue", "robot", "reset")
 SSE_STREAM = {
-    "type": "string", "contentMediaType": "text/event-stream",
-    "description": "blocks separated by a blank line. The first is 'retry: 2000', 'event: "
-                   "snapshot' and 'data: {queue, robot, mode}'; then 'id: N', 'event: task | "
-                   "progress | queue | robot | reset' and 'data: <JSON>'; ': keep-alive' comments "
-                   "every 15 s. Reconnect with Last-Event-ID to get what was missed.",
-    "examples": ["retry: 2000\nevent: snapshot\ndata: {\"queue\": {}, \"robot\": {}, "
-                 "\"mode\": \"queue\"}\n\n"],
+    "type": "array", "items": {"$ref": "#/components/schemas/Event"},
+    "description": "blocks separated by a blank line, one event each: 'retry: 2000' with "
+                   "the first ('event: snapshot', the state now, without an id); then "
+                   "'id: N', 'event: task | progress | queue | robot | reset' and 'data: "
+                   "<JSON>', the JSON's schema depending on the event (see Event). ': "
+                   "keep-alive' comments every 15 s. Reconnect with Last-Event-ID to get "
+                   "what was missed (or a reset event when it is gone).",
+    "examples": [[{"event": "snapshot", "retry": 2000,
+                   "data": '{"queue": {"queue_size": 0, "total_tasks": 0, "completed_tasks": '
+                           '0, "failed_tasks": 0, "running_task": null, "paused": false}, '
+                           '"robot": {"connected": true, "port": "/dev/ttyUSB0"}, '
+                           '"mode": "queue"}'},
+                  {"id": "7", "event": "queue",
+                   "data": '{"paused": true, "pause_reason": "paused by the operator", '
+                           '"pause_code": "paused_by_operator"}'}]],
 }
-
-
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -122,13 +140,7 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
                            "description": "null until final, then {success, message, "
                                           "...data}; a failure also has code"},
                 "params": {"type": "object"}, "duration_s": {"type": "number"},
-                "progress": {"type": ["object", "null"],
-                             "properties": {"done": {"type": ["integer", "null"]},
-                                            "total": {"type": ["integer", "null"]},
-                                            "message": NULLABLE_STRING,
-                                            "percent": {"type": ["number", "null"]},
-                                            "items": {"type": "array"},
-                                            "items_dropped": {"type": "integer"}}},
+                "progress": PROGRESS,
                 "retry_of": {"type": "string"},
                 "queue_position": {"type": "integer", "minimum": 1},
                 "estimated_start_time": TIME, "estimated_end_time": TIME,
@@ -278,4 +290,62 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
         "Service": {"type": "object", "required": ["service", "mode"],
                     "properties": {"service": {"type": "string"},
                                    "mode": {"enum": ["sync", "queue"]}}},
+        **_event_schemas(),
     }
+
+
+def _event(kind: str, data: dict[str, Any], description: str) -> dict[str, Any]:
+    """One event of GET /events: its lines as fields, `data` as JSON text of a schema."""
+    props: dict[str, Any] = {
+        "event": {"const": kind},
+        "data": {"type": "string", "contentMediaType": JSON, "contentSchema": data},
+    }
+    if kind == "snapshot":
+        props["retry"] = {"const": 2000, "description": "ms before a reconnect"}
+    else:
+        props["id"] = {"type": "string", "pattern": "^[0-9]+$",
+                       "description": "increasing; send it back as Last-Event-ID"}
+    return {"type": "object", "description": description,
+            "required": ["event", "data"] if kind == "snapshot" else ["id", "event", "data"],
+            "properties": props}
+
+
+def _event_schemas() -> dict[str, Any]:
+    queue_state = {"type": "object", "required": ["paused", "pause_reason"],
+                   "properties": {"paused": {"type": "boolean"},
+                                  "pause_reason": NULLABLE_STRING,
+                                  "pause_code": NULLABLE_STRING}}
+    robot = {"type": "object", "required": ["event", "port"],
+             "properties": {
+                 "event": {"type": "string",
+                           "description": "what happened to the link: connected, "
+                                          "connect_failed, disconnected, settling, fault, "
+                                          "alarm (a client should ignore others)"},
+                 "port": {"type": "string"}, "firmware": NULLABLE_STRING,
+                 "error": NULLABLE_STRING, "retry_in": {"type": "number"},
+                 "seconds": {"type": "number"}, "cmd": {"type": "string"}}}
+    events = {
+        "EventSnapshot": _event("snapshot", {
+            "type": "object", "required": ["queue", "robot", "mode"],
+            "properties": {"queue": ref("QueueStatus"), "robot": ref("Robot"),
+                           "mode": {"enum": ["sync", "queue"]}}},
+            "first on every connection: the state now (reload what you show)"),
+        "EventTask": _event("task", ref("Task"), "a task changed state: queued, started, "
+                                                 "finished (the task document)"),
+        "EventProgress": _event("progress", {
+            "type": "object", "required": ["task_id", "progress"],
+            "properties": {"task_id": {"type": "string"}, "progress": PROGRESS}},
+            "the running task's progress"),
+        "EventQueue": _event("queue", queue_state, "the queue was paused or resumed"),
+        "EventRobot": _event("robot", robot, "the robot link's state changed"),
+        "EventReset": _event("reset", {
+            "type": "object", "required": ["reason"],
+            "properties": {"reason": {"type": "string"}}},
+            "events were missed (Last-Event-ID too old, or a slow reader): reload state"),
+    }
+    names = {f"Event{kind.capitalize()}": kind for kind in EVENT_KINDS}
+    return {**events, "Event": {
+        "oneOf": [ref(name) for name in names],
+        "discriminator": {"propertyName": "event",
+                          "mapping": {kind: f"#/components/schemas/{name}"
+                                      for name, kind in names.items()}}}}

@@ -20,6 +20,7 @@ FLAG_TRUE = ("true", "1", "yes", "on")
 FLAG_FALSE = ("false", "0", "no", "off")
 # JSON Schema's number, no more: float() would also take "nan", "inf" and "1_0".
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_INTEGER = re.compile(r"-?[0-9]+")  # [0-9]: ASCII digits, not every Unicode digit
 # What a Location header may carry as is; the rest of a client's path is %-escaped.
 _URL_SAFE = "/%:@!$&'()*+,;=-._~?"
 
@@ -117,21 +118,30 @@ class Request:
             return high
         if not low < value <= high:
             raise ApiError("query_out_of_range", 400,
-                           params={"name": name, "low": f"{low:g}", "high": f"{high:g}"},
+                           params={"name": name, "range": f"({low:g}, {high:g}]"},
                            extra={"param": name, "low": low, "high": high})
         return value
 
     def query_int(self, name: str, *, default: int, low: int, high: int) -> int:
+        """An integer in [low, high]; absent: default. Not an integer: query_not_integer;
+        an integer outside the range: query_out_of_range (the client's value was read)."""
         raw = self.query.get(name)
         if raw is None:
             return default
-        # isascii: str.isdigit() also accepts digits int() refuses ("\xb2"). An empty
-        # value is refused too: `?limit=` is more likely a script's unset variable
+        # ASCII digits only: str.isdigit() also accepts digits int() refuses ("\xb2"). An
+        # empty value is refused too: `?limit=` is more likely a script's unset variable
         # than a wish for the default.
-        if not (raw.isascii() and raw.isdigit() and len(raw) <= 18) or not low <= int(raw) <= high:
+        if not _INTEGER.fullmatch(raw):
             raise ApiError("query_not_integer", 400,
                            params={"name": name, "low": low, "high": high})
-        return int(raw)
+        # More than 18 digits is past every limit: a huge number is never converted.
+        digits = raw.lstrip("-").lstrip("0") or "0"
+        value = (-1 if raw[0] == "-" else 1) * int(digits[:19])
+        if len(digits) > 18 or not low <= value <= high:
+            raise ApiError("query_out_of_range", 400,
+                           params={"name": name, "range": f"[{low}, {high}]"},
+                           extra={"param": name, "low": low, "high": high})
+        return value
 
     def query_flag(self, name: str) -> bool:
         """A yes/no parameter: absent is no; true/1/yes/on or false/0/no/off in any case."""

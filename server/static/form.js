@@ -6,6 +6,13 @@ import { api, ApiError } from './api.js';
 import { t } from './i18n.js';
 import { h, statusLabel } from './views.js';
 
+// Whether a description already gives the range ("Rack position (1-96)", "架位（1-96）"),
+// so the hint does not say it twice.
+export function statesRange(description, min, max) {
+  const num = (n) => String(n).replace(/[.+-]/g, '\\$&');
+  return new RegExp(`(^|[^\\d.])${num(min)}\\s*[-–—~～至到]\\s*${num(max)}($|[^\\d.])`).test(description || '');
+}
+
 export class CommandForm {
   constructor(root, commands) {
     this.root = root;
@@ -78,7 +85,8 @@ export class CommandForm {
       if (value !== undefined) input.value = Array.isArray(value) ? value.join(', ') : String(value);
       let hint = spec.description;
       if (spec.type === 'integer_list') hint = t('web.form.comma_separated', { description: spec.description });
-      else if (spec.minimum !== undefined) {
+      else if (spec.minimum !== undefined && spec.maximum !== undefined
+               && !statesRange(spec.description, spec.minimum, spec.maximum)) {
         hint = t('web.form.range', { description: spec.description, min: spec.minimum, max: spec.maximum });
       }
       this.fields.append(h('div', { class: 'field' },

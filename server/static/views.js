@@ -122,14 +122,19 @@ export function renderRobot(el, robot, mode) {
       ? h('span', { class: 'badge state-unknown', id: 'robot-state', text: t('web.robot.settling') })
       : h('span', { class: 'badge state-ok', id: 'robot-state', text: t('web.robot.connected') }));
   const facts = [
-    [t('web.robot.port'), robot.port],
-    [t('web.robot.firmware'), robot.firmware],
-    [t('web.robot.mode'), mode ? (MODE_LABELS[mode] ? t(MODE_LABELS[mode]) : mode) : null],
+    [t('web.robot.port'), robot.port, 'fact-port'],
+    [t('web.robot.firmware'), robot.firmware, ''],
+    [t('web.robot.mode'), mode ? (MODE_LABELS[mode] ? t(MODE_LABELS[mode]) : mode) : null, ''],
   ];
-  for (const [label, value] of facts) {
-    if (value) el.append(h('span', { class: 'fact' }, h('span', { class: 'fact-label', text: `${label} ` }), h('span', { text: value })));
+  for (const [label, value, cls] of facts) {
+    // A long port name (/dev/serial/by-id/...) is cut with an ellipsis to keep the header
+    // on one row; the whole name stays in the tooltip.
+    if (value) el.append(h('span', { class: `fact ${cls}`.trim(), title: cls ? value : null }, h('span', { class: 'fact-label', text: `${label} ` }), h('span', { class: 'fact-value', text: value })));
   }
-  if (robot.error) el.append(h('span', { class: 'fact error-text', text: t('web.robot.error', { error: robot.error }) }));
+  if (robot.error) {
+    const error = t('web.robot.error', { error: robot.error });
+    el.append(h('span', { class: 'fact error-text', title: error, text: error }));
+  }
 }
 
 export function renderConnection(el, status, info) {
@@ -144,15 +149,25 @@ export function renderConnection(el, status, info) {
   el.title = info.reason || '';
 }
 
+// Column heads for the item fields our codecs and simulator send; a lab robot's own
+// fields keep their JSON names. The data keys themselves never change.
+const ITEM_LABELS = { position: 'web.item.position', code: 'web.item.code', rack: 'web.item.rack' };
+
+function itemCell(value) {
+  if (value === undefined) return '';
+  if (value === null) return t('web.item.none'); // an empty slot: no bottle, no code
+  return typeof value === 'object' ? JSON.stringify(value) : String(value);
+}
+
 function itemsTable(items) {
   const columns = [];
   for (const item of items) {
     for (const key of Object.keys(item)) if (!columns.includes(key)) columns.push(key);
   }
   return h('table', { class: 'items', id: 'running-items' },
-    h('thead', {}, h('tr', {}, columns.map((c) => h('th', { text: c })))),
+    h('thead', {}, h('tr', {}, columns.map((c) => h('th', { 'data-key': c, text: ITEM_LABELS[c] ? t(ITEM_LABELS[c]) : c })))),
     h('tbody', {}, items.map((item) => h('tr', {},
-      columns.map((c) => h('td', { text: item[c] === undefined ? '' : String(item[c]) }))))));
+      columns.map((c) => h('td', { text: itemCell(item[c]) }))))));
 }
 
 export function renderRunning(el, task, { onCancel }) {
