@@ -222,11 +222,6 @@ def serve(args: argparse.Namespace) -> int:
     except (CommandsFileError, StoreError, RobotLinkError, InstanceLockHeld, OSError) as exc:
         print(tr("start.cannot_start", error=error_text(exc, tr.lang)), file=sys.stderr)
         return 1
-    assert server.events is not None
-    task_lines = ConsoleEvents(server.events, tr.lang)  # subscribed before the banner
-    print_banner(server, tr.lang)
-    task_lines.start()
-
     stop = threading.Event()
     finished = threading.Event()
 
@@ -252,7 +247,14 @@ def serve(args: argparse.Namespace) -> int:
         stop.set()
         stop_robot_now(tr("shutdown.console_closing"))
 
+    # Before the banner: whoever reads it as "started" may signal at once.
     install_shutdown_handlers(on_signal, on_console_close, finished)
+
+    assert server.events is not None
+    task_lines = ConsoleEvents(server.events, tr.lang)  # subscribed before the banner
+    print_banner(server, tr.lang)
+    task_lines.start()
+
     # Wait in slices: a signal delivered to another thread runs its Python handler only
     # when the main thread next wakes (an untimed wait may never wake).
     while not stop.wait(0.2):
