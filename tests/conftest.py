@@ -111,6 +111,19 @@ def make_server(tmp_path) -> Iterator[Callable[..., RobotServer]]:
 
 
 @pytest.fixture
+def text_sim(tmp_path) -> Iterator[Any]:
+    """A robot whose firmware speaks the text protocol, on a real pty the test can
+    unplug; a bottle every 0.05 s."""
+    from robot.sim.simulator import RobotSimulator
+
+    sim = RobotSimulator(20.0, link_path=str(tmp_path / "robot"), heartbeat_s=0.05,
+                         protocol="text")
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
 def server(make_server) -> RobotServer:
     return make_server()
 

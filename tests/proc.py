@@ -34,6 +34,19 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 20.0, *,
     wait_until(up, timeout, 0.05, "server start")
 
 
+def end(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM unless it has ended; killed if it does not stop within `timeout`. For a
+    process whose output a reader thread collects (sigterm reads it itself)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def sigterm(proc: subprocess.Popen, timeout: float = 30.0) -> str:
     """SIGTERM and the process's output; killed if it does not stop within `timeout`."""
     try:

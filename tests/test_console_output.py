@@ -9,7 +9,6 @@ import os
 import pty
 import re
 import select
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import requests
 from console import menus
 from i18n import Translator
 from tests.conftest import ROOT, wait_until
-from tests.proc import free_port, scan, wait_healthy
+from tests.proc import end, free_port, scan, wait_healthy
 from tests.test_i18n_console import LOG_RECORD, Served, clean_env
 
 LISTENING = {"en": r"^Listening on: 127\.0\.0\.1:(\d+)$", "zh": r"^监听地址: 127\.0\.0\.1:(\d+)$"}
@@ -265,14 +264,9 @@ class PtyConsole:
         os.write(self.master, line.encode() + b"\r")  # the Enter key: CR, made NL by the pty
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(30)
+            end(self.proc)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
             self.reader.join(5)
             os.close(self.master)
         return self.text()

@@ -17,7 +17,6 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -120,16 +119,6 @@ def clean_environ(**values: str) -> dict[str, str]:
     return {**env, **values}
 
 
-@pytest.fixture
-def text_robot(tmp_path: Path) -> Iterator[RobotSimulator]:
-    """A robot whose firmware speaks the text protocol, on a real pty."""
-    sim = RobotSimulator(50.0, link_path=str(tmp_path / "robot"), heartbeat_s=0.2,
-                         protocol="text")
-    sim.start()
-    yield sim
-    sim.stop()
-
-
 def _lab(tmp_path: Path, robot: RobotSimulator, **more: str) -> dict[str, str]:
     return {"ROBOT_PORT": robot.path, "ROBOT_PROTOCOL": "text",
             "ROBOT_DB": str(tmp_path / "state" / "tasks.db"),
@@ -138,9 +127,9 @@ def _lab(tmp_path: Path, robot: RobotSimulator, **more: str) -> dict[str, str]:
 
 
 # -- the unit's command lines ---------------------------------------------------------------
-def test_unit_lines_check_then_serve_a_text_robot(tmp_path, text_robot) -> None:
+def test_unit_lines_check_then_serve_a_text_robot(tmp_path, text_sim) -> None:
     (tmp_path / "state").mkdir()
-    lab = _lab(tmp_path, text_robot)
+    lab = _lab(tmp_path, text_sim)
     env = service_environ(lab_env_file(tmp_path, **lab))
     check = subprocess.run(unit_command("ExecStartPre"), cwd=ROOT, env=env, text=True,
                            capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
@@ -155,7 +144,7 @@ def test_unit_lines_check_then_serve_a_text_robot(tmp_path, text_robot) -> None:
         wait_healthy(url, proc, 30)
         assert requests.get(url + "/health", timeout=5).json()["status"] == "ok"
         robot = requests.get(url + "/robot", timeout=5).json()
-        assert robot["protocol"] == "text" and robot["port"] == text_robot.path, robot
+        assert robot["protocol"] == "text" and robot["port"] == text_sim.path, robot
         with open(os.path.join(ROOT, "SCAN_QR_CODE_command.json"), encoding="utf-8") as fh:
             command = json.load(fh)
         reply = requests.post(url, json=command, timeout=10)
@@ -177,10 +166,10 @@ def test_unit_lines_check_then_serve_a_text_robot(tmp_path, text_robot) -> None:
     assert proc.returncode == 0, out
 
 
-def test_check_speaks_the_protocol_the_environment_names(tmp_path, text_robot) -> None:
+def test_check_speaks_the_protocol_the_environment_names(tmp_path, text_sim) -> None:
     """The issue's failure: `check` pinged a text robot in JSON. With the unit's one
     place it reads ROBOT_PROTOCOL as `serve` does; without it, it still fails (json)."""
-    lab = _lab(tmp_path, text_robot)
+    lab = _lab(tmp_path, text_sim)
     env = service_environ(lab_env_file(tmp_path, **lab))
     ok = subprocess.run(unit_command("ExecStartPre"), cwd=ROOT, env=env, text=True,
                         capture_output=True, timeout=60)
@@ -299,8 +288,8 @@ def test_serve_check_refuses_to_start_when_a_check_fails(tmp_path) -> None:
     assert "check failed: database" in done.stderr and "is a directory" in done.stderr
 
 
-def test_serve_check_checks_then_serves_the_same_robot(tmp_path, text_robot) -> None:
-    lab = _lab(tmp_path, text_robot, ROBOT_MODE="queue", ROBOT_DB=str(tmp_path / "tasks.db"))
+def test_serve_check_checks_then_serves_the_same_robot(tmp_path, text_sim) -> None:
+    lab = _lab(tmp_path, text_sim, ROBOT_MODE="queue", ROBOT_DB=str(tmp_path / "tasks.db"))
     url = f"http://127.0.0.1:{lab['ROBOT_HTTP_PORT']}"
     proc = subprocess.Popen([sys.executable, "main.py", "serve", "--check"], cwd=ROOT,
                             env=clean_environ(**lab), text=True, stdin=subprocess.DEVNULL,

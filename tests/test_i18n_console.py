@@ -18,7 +18,7 @@ import requests
 
 import i18n
 from tests.conftest import ROOT, wait_until
-from tests.proc import scan
+from tests.proc import end, scan
 
 # The guide's console output, verbatim (docs: 第1步：启动服务器（队列模式）); the port and
 # the machine's address are this run's.
@@ -93,14 +93,7 @@ class Served:
         return "\n".join(self.lines)
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
+        end(self.proc)
         self.reader.join(10)
         return self.text()
 

@@ -15,8 +15,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -43,16 +41,6 @@ def english_left(text: str, *allowed: str) -> list[str]:
 
 def chinese(text: str) -> bool:
     return bool(re.search(r"[\u4e00-\u9fff]", text))
-
-
-@pytest.fixture
-def own_sim(tmp_path: Path) -> Iterator[RobotSimulator]:
-    """A text-protocol robot on a pty the test can unplug, a bottle every 0.05 s."""
-    sim = RobotSimulator(20.0, link_path=str(tmp_path / "robot"), heartbeat_s=0.05,
-                         protocol="text")
-    sim.start()
-    yield sim
-    sim.stop()
 
 
 # -- a port that will not open -------------------------------------------------------------
@@ -140,13 +128,13 @@ def test_a_protocol_that_does_not_load_is_said_in_chinese() -> None:
 
 
 # -- a robot lost mid-task -----------------------------------------------------------------
-def test_unplugged_mid_task_the_stored_failure_and_link_error_are_chinese(own_sim,
+def test_unplugged_mid_task_the_stored_failure_and_link_error_are_chinese(text_sim,
                                                                           make_server) -> None:
-    client = Client(make_server(robot=own_sim.path, robot_protocol="text", lang="zh"))
+    client = Client(make_server(robot=text_sim.path, robot_protocol="text", lang="zh"))
     task_id = client.submit(SCAN_B)
     wait_until(lambda: (client.task(task_id).get("progress") or {}).get("done", 0) >= 1, 15,
                message="one bottle scanned")
-    own_sim.unplug()
+    text_sim.unplug()
     doc = client.wait_final(task_id)
     result = doc["result"]
     assert doc["status"] == "failed" and result["code"] == "robot_disconnected", doc
@@ -159,7 +147,7 @@ def test_unplugged_mid_task_the_stored_failure_and_link_error_are_chinese(own_si
     # the reopen that fails.
     wait_until(lambda: client.get("/robot").json()["error"] is not None, 10, message="error")
     error = client.get("/robot").json()["error"]
-    assert chinese(error) and not english_left(error, own_sim.path), error
+    assert chinese(error) and not english_left(error, text_sim.path), error
 
 
 def test_a_lost_read_in_english_is_unchanged_in_form() -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from robot import RobotSimulator
 from tests.conftest import ROOT, SCAN, Client, wait_until
 from tests.proc import free_port, sigterm, wait_healthy
 
@@ -152,27 +151,18 @@ def test_silence_times_out_sends_stop_and_holds(make_server) -> None:
     _resume_then_next_completes(client)
 
 
-@pytest.fixture
-def own_sim(tmp_path: Path) -> Iterator[RobotSimulator]:
-    sim = RobotSimulator(20.0, link_path=str(tmp_path / "robot"), heartbeat_s=0.05,
-                         protocol="text")
-    sim.start()
-    yield sim
-    sim.stop()
-
-
-def test_unplug_fails_holds_and_reconnects(own_sim, make_server) -> None:
-    server = make_server(robot=own_sim.path, robot_protocol="text")
+def test_unplug_fails_holds_and_reconnects(text_sim, make_server) -> None:
+    server = make_server(robot=text_sim.path, robot_protocol="text")
     client = Client(server)
     task_id = client.submit(SLOW_SCAN)
     _progress_done(client, task_id, 1)
-    own_sim.unplug()
+    text_sim.unplug()
     doc = client.wait_final(task_id)
     assert doc["status"] == "failed" and "disconnected" in doc["result"]["message"], doc
     assert doc["result"]["scanned_count"] >= 1, "bottles before the unplug are kept"
     assert client.status()["paused"] is True
-    own_sim.speed = 200.0
-    own_sim.replug()
+    text_sim.speed = 200.0
+    text_sim.replug()
     wait_until(lambda: client.get("/robot").json()["ready"], 10, message="reconnected")
     _resume_then_next_completes(client)
 
@@ -206,9 +196,9 @@ def lab_codec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     sys.modules.pop("acme_robot", None)
 
 
-def test_a_lab_codec_loaded_by_module_and_class(lab_codec, own_sim, make_server) -> None:
-    own_sim.speed = 200.0
-    server = make_server(robot=own_sim.path, robot_protocol=lab_codec)
+def test_a_lab_codec_loaded_by_module_and_class(lab_codec, text_sim, make_server) -> None:
+    text_sim.speed = 200.0
+    server = make_server(robot=text_sim.path, robot_protocol=lab_codec)
     client = Client(server)
     assert client.get("/robot").json()["protocol"] == "acme"
     _next_completes(client)
