@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from i18n import DEFAULT_LANG, t
+from i18n import DEFAULT_LANG, message, t
 
 # json.JSONDecodeError.msg by how it starts (the C and the Python scanner, 3.10-3.13).
 JSON_SYNTAX = (
@@ -99,7 +99,14 @@ def os_error_text(exc: OSError, lang: str) -> str:
 def sqlite_detail(msg: str, lang: str) -> str:
     """What SQLite said (``str(sqlite3.Error)``), in ``lang``: a known message by its key;
     another one quoted as SQLite's own words inside a sentence of ``lang``."""
+    found = sqlite_message(msg)
+    return t(str(found["i18n"]), lang, **found["params"])  # type: ignore[arg-type]
+
+
+def sqlite_message(msg: str) -> dict[str, object]:
+    """``sqlite_detail`` not yet rendered (``i18n.message``): a parameter of another
+    message, or kept (a hold's params) to be rendered later in whatever language."""
     for prefix, key in SQLITE_ERRORS:
         if msg.startswith(prefix):
-            return t(key, lang)
-    return msg if lang == DEFAULT_LANG else t("sqlite.other", lang, message=msg)
+            return message(key)
+    return message("sqlite.other", message=msg)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from i18n import CodedError, t
-from i18n.stdlib import os_error_text, sqlite_detail
+from i18n import CodedError, message, t
+from i18n.stdlib import os_error_text, sqlite_detail, sqlite_message
 
 
 class TaskError(CodedError):
@@ -50,19 +50,29 @@ class IdempotencyConflict(TaskError):
 
 
 class StoreWriteError(TaskError):
-    """A write failed (disk full, read-only, locked): nothing was changed."""
+    """A write failed (disk full, read-only, locked): nothing was changed. ``reason``:
+    what SQLite said; the reader then gets it in their language (``params["detail"]``
+    is a message not yet rendered, which a hold's params can keep too)."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(code="not_saved", detail=detail)
-        # str() stays the store's own words: logs and hold reasons quote it.
+    def __init__(self, detail: str, *, reason: sqlite3.Error | None = None) -> None:
+        super().__init__(code="not_saved", detail=self._shown(detail, reason))
+        self.reason = reason
+        # str() stays the store's own words (English): the logs quote it.
         self.args = (detail,)
+
+    @staticmethod
+    def _shown(detail: str, reason: sqlite3.Error | None) -> object:
+        if reason is None:
+            return detail
+        return message("store.cannot_write", reason=sqlite_message(str(reason)))
 
 
 class NotAccepted(StoreWriteError):
     """A submit whose task could not be stored: the task does not exist."""
 
-    def __init__(self, detail: str) -> None:
-        TaskError.__init__(self, code="not_accepted", detail=detail)
+    def __init__(self, detail: str, *, reason: sqlite3.Error | None = None) -> None:
+        TaskError.__init__(self, code="not_accepted", detail=self._shown(detail, reason))
+        self.reason = reason
         self.args = (detail,)
 
 

@@ -248,7 +248,8 @@ class Worker:
                 # first, the task is still `running` on disk and recovery fails it.
                 if not self.manager.paused:
                     self.manager.pause(code="hold_result_not_saved",
-                                       params={"task_id": task_id, "error": str(exc)})
+                                       params={"task_id": task_id,
+                                               "error": exc.params["detail"]})
                 if self._stop.wait(1.0):
                     log.error("task %s: result not saved at shutdown", task_id)
                     return

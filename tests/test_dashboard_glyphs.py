@@ -45,8 +45,9 @@ STATIC_DIR = base.STATIC_DIR
 
 # The symbols the page may use, each with the Windows default font that has it (from the
 # fonts' documented coverage, Windows 7 and later; not verified on a Windows machine here);
-# anything added must be checked against that font's character set first. U+23F8 (pause) is deliberately absent: Segoe UI
-# Symbol lacks it before Windows 10 and Debian's fonts lack it altogether.
+# anything added must be checked against that font's character set first. U+23F8 (pause)
+# is deliberately absent: Segoe UI Symbol lacks it before Windows 10 and Debian's fonts
+# lack it altogether.
 WINDOWS_SAFE = {
     "\u00a0": "Segoe UI",  # no-break space
     "\u00b0": "Segoe UI",  # ° degree

@@ -273,3 +273,30 @@ def test_sqlites_own_words_are_translated_or_quoted_as_its_own() -> None:
     folder = StoreError("db_cannot_create_directory", path="/d/t.db",
                         reason=PermissionError(errno.EACCES, "Permission denied"))
     assert folder.text("zh") == "/d/t.db: 无法创建目录：没有权限"
+
+
+def test_a_write_that_fails_while_serving_is_explained_in_the_readers_language() -> None:
+    import sqlite3
+
+    from server.errors import from_task_error
+    from tasks.errors import NotAccepted, StoreWriteError
+    from tasks.reasons import pause_text
+
+    full = sqlite3.OperationalError("database or disk is full")
+    refused = NotAccepted("the task database cannot be written (database or disk is full)",
+                          reason=full)
+    reply = from_task_error(refused)
+    assert reply.text("zh") == "任务未被接受：任务数据库无法写入（数据库或磁盘已满）"
+    assert reply.text("en") == \
+        "the task was not accepted: the task database cannot be written (database or disk is full)"
+    odd = StoreWriteError("the task database cannot be written (new words)",
+                          reason=sqlite3.OperationalError("new words"))
+    assert odd.text("zh") == '更改未保存：任务数据库无法写入（SQLite 报告的错误："new words"）'
+    assert str(odd) == "the task database cannot be written (new words)"  # the logs' words
+    # A hold keeps the detail unrendered (JSON, as the store saves a hold's params), so it
+    # is shown in the language of whoever reads it, after a restart too.
+    params = json.loads(json.dumps({"task_id": "t1", "error": refused.params["detail"]}))
+    held = pause_text("hold_result_not_saved", "zh", params)
+    assert "数据库或磁盘已满" in held and english_words(held, ("t1",)) == [], held
+    assert "(the task database cannot be written (database or disk is full))" in \
+        pause_text("hold_result_not_saved", "en", params)

@@ -145,7 +145,7 @@ class TaskManager:
         try:
             inserted = self.store.insert(new)
         except StoreWriteError as exc:
-            raise NotAccepted(str(exc)) from None
+            raise NotAccepted(str(exc), reason=exc.reason) from None
         if not inserted.created:
             task = self.get(inserted.task_id)
             assert task is not None

@@ -97,7 +97,8 @@ class TaskStore:
         except sqlite3.Error as exc:
             log.error("task database write failed: %s", exc)
             self.write_error = f"{exc}{write_hint(self.path)}"
-            raise StoreWriteError(f"the task database cannot be written ({exc})") from exc
+            raise StoreWriteError(f"the task database cannot be written ({exc})",
+                                  reason=exc) from exc
         self.write_error = None
 
     def probe_write(self) -> str | None:
