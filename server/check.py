@@ -8,7 +8,6 @@ and answers with a bool; the exit code is the CLI's (client/cli.py).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import logging
 import os
@@ -117,19 +116,12 @@ def listen_address(host: str, port: int) -> str:
 def probe_port(host: str, port: int) -> None:
     """Bind ``host:port`` as the server will, and let it go: ListenRefused (naming the
     address) if the server could not. `serve` calls it before the robot is touched."""
+    from server.transport.listener import listen_options
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as s:
-            # As the server's socket (server/transport/listener.py), so that TIME_WAIT
-            # is not "in use" and, on Windows, a port taken exclusively is.
-            exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)
-            if exclusive is not None:
-                s.setsockopt(socket.SOL_SOCKET, exclusive, 1)
-            else:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6 and host == "::":
-                with contextlib.suppress(AttributeError, OSError):
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            listen_options(s, host)  # as the server's socket, so the answer is the server's
             s.bind((host, port))
     except OSError as exc:
         raise listen_refused(host, port, exc) from None

@@ -40,23 +40,34 @@ _REJECT_LINGER_S = 1.0  # a refused socket stays half-closed this long so the 50
 _MAX_LINGERING = 256
 
 
+def listen_options(sock: socket.socket, host: str) -> bool:
+    """The options of the server's listening socket, for the server and for whoever
+    probes its address first (server/check.py): False if ``host`` "::" cannot take IPv4
+    clients too. On Windows SO_REUSEADDR lets a second process bind the same port and
+    steal some of the connections: the socket is made exclusive there instead; elsewhere
+    it reuses the address, so TIME_WAIT is not "in use"."""
+    exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)  # Windows only
+    if exclusive is not None:
+        sock.setsockopt(socket.SOL_SOCKET, exclusive, 1)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if sock.family == socket.AF_INET6 and host == "::":
+        # "::" means every interface: IPv4 clients too, where the OS allows it.
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        except (AttributeError, OSError):
+            return False
+    return True
+
+
 class RobotHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
-    # On Windows SO_REUSEADDR lets a second process bind the same port and steal some
-    # of the connections; there the socket is made exclusive instead (server_bind).
-    allow_reuse_address = os.name != "nt"
+    allow_reuse_address = os.name != "nt"  # as listen_options: not on Windows
 
     def server_bind(self) -> None:
-        exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)  # Windows only
-        if exclusive is not None:
-            self.socket.setsockopt(socket.SOL_SOCKET, exclusive, 1)
-        if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
-            # "::" means every interface: IPv4 clients too, where the OS allows it.
-            try:
-                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            except (AttributeError, OSError):
-                log.warning("this system cannot serve IPv4 on an IPv6 socket; "
-                            "listening on IPv6 only")
+        if not listen_options(self.socket, str(self.server_address[0])):
+            log.warning("this system cannot serve IPv4 on an IPv6 socket; "
+                        "listening on IPv6 only")
         super().server_bind()
 
     def __init__(self, address: tuple[str, int], app: Application, router: Router,
