@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from i18n import message as coded
-from robot.codecs.seam import MAX_LINE, LineCodec, Reply, Sent, invalid
+from robot.codecs.seam import MAX_LINE, LineCodec, Reply, Sent, invalid, scanned
 from shared.jsonbounds import MAX_DEPTH, text_too_deep, top_level_fields
 
 MESSAGE_KINDS = ("ack", "progress", "result", "heartbeat", "log", "alarm")
@@ -70,11 +69,9 @@ def parse_json_line(line: bytes) -> Reply:
         reply.done, reply.total, reply.item = obj.get("done"), obj.get("total"), obj.get("item")
         item = reply.item
         if message is None and item is not None and "rack" in item and "position" in item:
-            # A scanned bottle the robot did not describe: composed here, so shown in
-            # the operator's language (a robot's own message stays as it said it).
-            reply.message = f"scanned {item['rack']} position {item['position']}"
-            reply.text = coded("wire.progress.scanned", rack=item["rack"],
-                               position=item["position"])
+            # A scanned bottle the robot did not describe (a robot's own message stays
+            # as it said it).
+            reply.message, reply.text = scanned(item["rack"], item["position"])
     elif kind == "result":
         if not isinstance(obj.get("success"), bool):
             return invalid("result without boolean success")

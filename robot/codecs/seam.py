@@ -82,6 +82,13 @@ def stray(reason: str, why: dict[str, Any] | None = None) -> Reply:
     return Reply(kind="stray", error=reason, why=why)
 
 
+def scanned(rack: Any, position: Any) -> tuple[str, dict[str, Any]]:
+    """A scanned bottle worded by the host, not by the robot: ``Reply.message`` (English)
+    and ``Reply.text`` (shown in the operator's language)."""
+    return (f"scanned {rack} position {position}",
+            message("wire.progress.scanned", rack=rack, position=position))
+
+
 class CodecError(ValueError):
     """A command this codec cannot put on the wire (e.g. no wire form for it).
 

@@ -28,7 +28,7 @@ import re
 from typing import Any
 
 from i18n import message
-from robot.codecs.seam import CodecError, LineCodec, Reply, Sent, invalid, stray
+from robot.codecs.seam import CodecError, LineCodec, Reply, Sent, invalid, scanned, stray
 
 _NONCE = re.compile(r"[0-9a-f]{8}")
 # Words in a STATUS reply that mean the robot is working.
@@ -158,9 +158,7 @@ class TextCodec(LineCodec):
         positions = sent.params.get("positions")
         item = {"position": int(position), "code": None if code == "EMPTY" else code,
                 "rack": rack}
-        # Composed here, not said by the robot: shown in the operator's language.
+        said, text = scanned(rack, int(position))
         return Reply(kind="progress", item=item,
                      total=len(positions) if isinstance(positions, list) else None,
-                     message=f"scanned {rack} position {int(position)}",
-                     text=message("wire.progress.scanned", rack=rack,
-                                  position=int(position)))
+                     message=said, text=text)
