@@ -13,6 +13,7 @@ from settings import Settings
 from tasks.commands import CommandTable
 from tasks.queue.events import EventBus
 from tasks.queue.manager import TaskManager
+from tasks.sequences.service import SequenceService
 from tasks.worker import Worker
 
 log = logging.getLogger("server.app")
@@ -76,6 +77,7 @@ class Application:
     commands: CommandTable | None = None
     store_health: StoreHealth | None = None
     static_dir: str | None = None  # the dashboard's files; None: GET / is always JSON
+    sequences: SequenceService | None = None  # None: the sequence routes answer 503
 
     def __post_init__(self) -> None:
         if self.commands is None:

@@ -24,6 +24,13 @@ TASK_REPLIES: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {
     "not_accepted": (503, _RETRY_SOON),  # the store could not write: nothing changed
     "not_saved": (503, _RETRY_SOON),  # alike, for a change other than a submit
     "too_many_subscribers": (503, _RETRY_SOON),
+    # Sequences (tasks/sequences/): a request its state cannot take.
+    "sequence_not_found": (404, ()),
+    "sequence_ended": (409, ()),
+    "sequence_not_held": (409, ()),
+    "not_waiting_confirm": (409, ()),
+    "fixit_running": (409, ()),
+    "recover_action_invalid": (400, ()),
 }
 
 

@@ -24,6 +24,8 @@ from settings import Settings
 from tasks.commands import CommandTable, load_commands
 from tasks.queue.events import EventBus
 from tasks.queue.manager import TaskManager
+from tasks.sequences.runner import SequenceRunner
+from tasks.sequences.service import SequenceService
 from tasks.store import TaskStore
 from tasks.store.housekeeping import Pruner
 from tasks.store.instance_lock import InstanceLock
@@ -49,6 +51,7 @@ class RobotServer:
         self.simulator: RobotSimulator | None = None
         self.link: RobotLink | None = None
         self.manager: TaskManager | None = None
+        self.sequences: SequenceService | None = None
         self.worker: Worker | None = None
         self.events: EventBus | None = None
         self.httpd: RobotHTTPServer | None = None
@@ -119,6 +122,9 @@ class RobotServer:
                                    auto_resume=s.auto_resume, commands=self.commands,
                                    lang=s.lang)
         self.interrupted = self.manager.recover()
+        # Sequences after the tasks: the one that was running is held at its step.
+        self.sequences = SequenceService(self.manager)
+        self.sequences.recover()
         self.pruner = Pruner(self.store, s.keep_days)
         self.pruner.start()
         # 3. The robot: its protocol, the simulator (pty or loopback TCP) or the real port.
@@ -140,9 +146,12 @@ class RobotServer:
         # 4. The worker, then 5. HTTP.
         self.worker = Worker(self.manager, self.link, shutdown_grace=s.shutdown_grace,
                              commands=self.commands)
+        self.worker.sequences = SequenceRunner(self.sequences, self.worker)
+        self.sequences.abort_robot = self.link.abort
         self.worker.start()
         self.app = Application(self.manager, self.worker, self.link, self.events, s,
-                               commands=self.commands, static_dir=self.static_dir)
+                               commands=self.commands, static_dir=self.static_dir,
+                               sequences=self.sequences)
         self.manager.on_finish = self.app.metrics.observe_task
         try:
             self.httpd = make_server(s.host, s.port, self.app, build_router(),

@@ -85,13 +85,14 @@ _id_stamp = LocalTimeFormat("%Y%m%d_%H%M%S")
 local_second = LocalTimeFormat("%Y-%m-%d %H:%M:%S")
 
 
-def new_task_id(now: float | None = None) -> str:
-    """`task_YYYYMMDD_HHMMSS_` + 6 random [0-9a-z], as the user guide shows."""
+def new_task_id(now: float | None = None, prefix: str = "task") -> str:
+    """`task_YYYYMMDD_HHMMSS_` + 6 random [0-9a-z], as the user guide shows (a
+    sequence's: `seq_...`)."""
     with _id_lock:
         if not _id_suffixes:
             _refill_suffixes()
         suffix = _id_suffixes.pop()
-    return f"task_{_id_stamp(time.time() if now is None else now)}_{suffix}"
+    return f"{prefix}_{_id_stamp(time.time() if now is None else now)}_{suffix}"
 
 
 def format_time(ts: float | None) -> str | None:
@@ -123,6 +124,10 @@ class Task:
     # a step of the wall clock (NTP, an operator) during the run does not change it.
     # None when unknown: a task failed by recovery after a restart, or an older row.
     run_s: float | None = None
+    # A sequence's task (tasks/sequences/): its step (from 1), or None for a fix-it
+    # command run while the sequence was held.
+    sequence_id: str | None = None
+    step: int | None = None
 
     @property
     def is_final(self) -> bool:
@@ -154,4 +159,10 @@ class Task:
             doc["progress"] = self.progress
         if self.retry_of:
             doc["retry_of"] = self.retry_of
+        if self.sequence_id is not None:
+            doc["sequence_id"] = self.sequence_id
+            if self.step is None:
+                doc["fixit"] = True
+            else:
+                doc["step"] = self.step
         return doc

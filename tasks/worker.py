@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from i18n import t
@@ -18,6 +20,7 @@ from tasks.models import TaskStatus
 from tasks.queue.manager import Run, TaskManager
 from tasks.queue.stops import SHUTDOWN
 from tasks.reasons import EMERGENCY_STOP, failure, fault_hold, outcome_code, progress_message
+from tasks.store import Statement
 
 log = logging.getLogger("tasks.worker")
 
@@ -37,6 +40,30 @@ class Outcome(Protocol):
     sent: bool  # the command's line reached the robot's port
     code: str | None  # a failure's code: its text is error.<code> (robot/link/outcome.py)
     params: dict[str, Any]
+
+
+@dataclass
+class Verdict:
+    """How a task's run ended, before it is committed."""
+
+    status: TaskStatus
+    result: dict[str, Any]
+    transcript: list[dict[str, Any]] | None
+    hold: Hold | None  # the queue's pause: the robot's state is unknown
+    log_text: str
+    drop_items: bool = False
+    stop: str | None = None  # why it was stopped: cancel, emergency stop, shutdown
+    # The robot answered with an error (ERR): nothing unknown, a step's `retry` may
+    # repeat it. Never set for a fault, an interruption or a stop.
+    robot_error: bool = False
+
+
+class SequencePort(Protocol):
+    """The sequences' runner (tasks/sequences/runner.py), wired in by the server."""
+
+    def holding(self) -> bool: ...  # a started sequence holds the robot
+    def owns(self, entry: str) -> bool: ...  # a FIFO entry that is a sequence
+    def run(self, entry: str | None, stop: threading.Event) -> None: ...
 
 
 class RobotPort(Protocol):
@@ -73,6 +100,7 @@ class Worker:
         self._idle.set()
         self._current: str | None = None  # the task whose command is on the robot
         self._thread: threading.Thread | None = None
+        self.sequences: SequencePort | None = None
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -141,6 +169,11 @@ class Worker:
     # -- one task ---------------------------------------------------------------------------
     def run_once(self) -> bool:
         """Run the next task if one may start now; True if a task ran."""
+        sequences = self.sequences
+        if sequences is not None and sequences.holding():
+            # A started sequence holds the robot, held or paused too: only its runner
+            # may start anything (its steps, its fix-it commands).
+            return self._run_sequence(sequences, None)
         if not self.manager.wait_runnable(self._stop, self.poll_interval):
             return False
         # A disconnected robot leaves tasks pending (not failed) until it is back.
@@ -154,6 +187,8 @@ class Worker:
         if self._stop.is_set() or not self.link.wait_ready(0):
             self.manager.put_back_first(task_id)
             return False
+        if sequences is not None and sequences.owns(task_id):
+            return self._run_sequence(sequences, task_id)
         self._idle.clear()
         try:
             # The manager reads the link's STOP count before `running` is committed: a
@@ -168,7 +203,38 @@ class Worker:
             self._current = None
             self._idle.set()
 
+    def _run_sequence(self, sequences: SequencePort, entry: str | None) -> bool:
+        self._idle.clear()
+        try:
+            sequences.run(entry, self._stop)
+            return True
+        finally:
+            self._idle.set()
+
+    def execute(self, run: Run) -> Verdict | None:
+        """Run a started task on the robot (a sequence's step, a fix-it command), with
+        ``_current`` set for its live transcript; None if it went back to the queue."""
+        self._current = run.task.task_id
+        try:
+            return self.perform(run)
+        finally:
+            self._current = None
+
     def _execute(self, run: Run) -> None:
+        verdict = self.perform(run)
+        if verdict is not None:
+            self.finish_verdict(run.task.task_id, verdict)
+
+    def finish_verdict(self, task_id: str, verdict: Verdict, *, hold: Hold | None = None,
+                       extra: Sequence[Statement] = (), settled: Iterable[str] = ()) -> None:
+        """Commit a run's end (``hold``: the queue's pause instead of the verdict's)."""
+        self._finish(task_id, verdict.status, verdict.result, verdict.transcript,
+                     hold or verdict.hold, verdict.log_text, drop_items=verdict.drop_items,
+                     extra=extra, settled=settled)
+
+    def perform(self, run: Run) -> Verdict | None:
+        """Send the task's command and judge its outcome; None if the command never
+        reached the robot and the task went back to the queue."""
         task_id, cmd_type = run.task.task_id, run.task.cmd_type
         items: list[dict[str, Any]] = []
 
@@ -199,22 +265,25 @@ class Worker:
                                         stop_epoch=run.stop_epoch)
         except Exception as exc:  # a driver bug must not leave the task running forever
             log.exception("task %s: robot driver error", task_id)
-            self._finish(task_id, TaskStatus.FAILED,
-                         {**failure("driver_error", self.lang, error=str(exc)),
-                          **self.commands.partial_result(cmd_type, items)}, None,
-                         ("hold_driver_error", {"task_id": task_id, "cmd_type": cmd_type}),
-                         f"internal error: {exc}")
-            return
+            return Verdict(TaskStatus.FAILED,
+                           {**failure("driver_error", self.lang, error=str(exc)),
+                            **self.commands.partial_result(cmd_type, items)}, None,
+                           ("hold_driver_error", {"task_id": task_id, "cmd_type": cmd_type}),
+                           f"internal error: {exc}")
         if self._unsent(run, outcome):
-            return
+            return None
         status, result, hold = self._judge(run, outcome)
         dropped = getattr(outcome, "items_dropped", 0)
         if dropped:
             result["items_dropped"] = dropped  # the items in the result are not all of them
+        stop = self.manager.stop_reason(run)
         # Replies out of step may be another command's: none of its items are kept, not
         # even in its progress (robot/link/fit.py).
-        self._finish(task_id, status, result, outcome.transcript, hold, outcome.message,
-                     drop_items=outcome.fault == "out_of_step")
+        return Verdict(status, result, outcome.transcript, hold, outcome.message,
+                       drop_items=outcome.fault == "out_of_step", stop=stop,
+                       robot_error=(status == TaskStatus.FAILED and stop is None
+                                    and hold is None and outcome.fault is None
+                                    and outcome.sent))
 
     def _unsent(self, run: Run, outcome: Outcome) -> bool:
         """A link that dropped before the command went out: the robot did nothing, so
@@ -231,7 +300,8 @@ class Worker:
 
     def _finish(self, task_id: str, status: TaskStatus, result: dict[str, Any],
                 transcript: list[dict[str, Any]] | None, hold: Hold | None,
-                log_text: str, *, drop_items: bool = False) -> None:
+                log_text: str, *, drop_items: bool = False,
+                extra: Sequence[Statement] = (), settled: Iterable[str] = ()) -> None:
         # Hold first, then commit the final state: whoever sees the task failed
         # (a poll, a waiter, an event) also sees the queue paused, and a crash in
         # between leaves the task running, which recovery fails and holds anyway.
@@ -240,7 +310,7 @@ class Worker:
         while True:
             try:
                 self.manager.finish(task_id, status, result, transcript, log_text=log_text,
-                                    drop_items=drop_items)
+                                    drop_items=drop_items, extra=extra, settled=settled)
                 return
             except StoreWriteError as exc:
                 # Without a record of this result no further task may start: hold,

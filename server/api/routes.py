@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from server.api.openapi import openapi_document
+from server.api.sequences import add_routes as add_sequence_routes
 from server.api.routing import (
     Request,
     Response,
@@ -160,8 +161,18 @@ def task_transcript(req: Request) -> Response:
                           "live": live is not None, "transcript": lines or []})
 
 
+def _not_a_step(req: Request, task: dict[str, Any] | None) -> None:
+    """A sequence's step is cancelled or retried with its sequence, never alone: the
+    protocol's order and its rules would break (docs/sequences.md)."""
+    if task is not None and "step" in task and task.get("sequence_id"):
+        raise ApiError("task_in_sequence", 409, params={"task_id": task["task_id"],
+                                                        "sequence_id": task["sequence_id"]},
+                       extra={"sequence_id": task["sequence_id"]})
+
+
 def cancel_task(req: Request) -> Response:
     task_id = req.params["task_id"]
+    _not_a_step(req, req.app.manager.get(task_id))
     state = req.app.worker.cancel(task_id)  # TaskNotFound, TaskFinished
     if state == "cancelled":
         return Response(200, {"success": True, "task_id": task_id,
@@ -174,6 +185,7 @@ def cancel_task(req: Request) -> Response:
 
 def retry_task(req: Request) -> Response:
     old = _get_task(req)
+    _not_a_step(req, old)
     if old["status"] not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         raise ApiError("task_not_retryable", 409,
                        params={"task_id": old["task_id"], "status": old["status"]})
@@ -193,6 +205,7 @@ def list_tasks(req: Request) -> Response:
         raise ApiError("unknown_status", 400,
                        params={"status": repr(status), "statuses": ", ".join(ALL_STATUSES)})
     cmd_type = req.query.get("cmd_type") or None
+    sequence_id = req.query.get("sequence_id") or None
     limit = req.query_int("limit", default=50, low=1, high=500)
     offset = req.query_int("offset", default=0, low=0, high=10**9)
     cursor = req.query.get("cursor")
@@ -200,11 +213,12 @@ def list_tasks(req: Request) -> Response:
         raise ApiError("invalid_cursor", 400)  # "" too: a lost next_cursor, not page one
     tasks, last_seq = req.app.manager.list_page(
         status=status, cmd_type=cmd_type, limit=limit, offset=offset if cursor is None else 0,
-        before_seq=None if cursor is None else int(cursor))
+        before_seq=None if cursor is None else int(cursor), sequence_id=sequence_id)
     next_cursor = str(last_seq) if len(tasks) == limit and last_seq is not None else None
     return Response(200, {"tasks": tasks, "count": len(tasks), "limit": limit,
                           "offset": offset, "next_cursor": next_cursor,
-                          "total": req.app.manager.count(status=status, cmd_type=cmd_type)})
+                          "total": req.app.manager.count(status=status, cmd_type=cmd_type,
+                                                         sequence_id=sequence_id)})
 
 
 # -- queue -------------------------------------------------------------------------------
@@ -343,4 +357,5 @@ def build_router() -> Router:
     r.add("GET", "/events", events)
     r.add("GET", "/openapi.json", openapi_document)
     r.add("GET", "/static/<name>", static_file)
+    add_sequence_routes(r)
     return r

@@ -8,11 +8,9 @@ stopped is one StopRecord (tasks/queue/stops.py).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -21,10 +19,11 @@ from typing import Any
 
 from tasks.commands import CommandTable, default_table
 from tasks.errors import NotAccepted, QueueFull, StoreWriteError, TaskFinished, TaskNotFound
-from tasks.models import Task, TaskStatus, new_task_id
+from tasks.models import TaskStatus, new_task_id
 from tasks.queue.events import EventBus
 from tasks.queue.recovery import recover
-from tasks.queue.state import NOT_HELD, WAKE, Hold, QueueState
+from tasks.queue.running import Run, RunSide
+from tasks.queue.state import NOT_HELD, Hold, QueueState
 from tasks.queue.stops import StopRecord
 from tasks.queue.views import TaskViews
 from tasks.queue.waiters import FinalWaiters
@@ -40,24 +39,13 @@ class SubmitResult:
     created: bool  # False when an Idempotency-Key replay returned the original task
 
 
-@dataclass(frozen=True)
-class Run:
-    """A task the worker may now send to the robot."""
-
-    task: Task
-    # The link's STOP count, read before `running` was committed: a STOP from then on
-    # keeps the command off the wire instead of being overtaken by it.
-    stop_epoch: int
-    stop_mark: int  # where this task's stops begin in the StopRecord
-
-
 def body_hash(cmd_type: str, params: dict[str, Any]) -> str:
     canonical = json.dumps({"cmd_type": cmd_type, "params": params}, sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class TaskManager:
+class TaskManager(RunSide):
     def __init__(self, store: TaskStore, events: EventBus, *, max_queue: int = 1000,
                  auto_resume: bool = False, commands: CommandTable | None = None,
                  lang: str = "en", wall: Callable[[], float] = time.time) -> None:
@@ -79,8 +67,7 @@ class TaskManager:
         self.state = QueueState()
         self.views = TaskViews(self.state, store, events)
         # What clients read is the views' (tasks/queue/views.py); offered here too, because
-        # a caller holding the manager asks it.
-        self.get = self.views.get
+        # a caller holding the manager asks it (get: RunSide's).
         self.get_with_json = self.views.get_with_json
         self.list_page = self.views.list_page
         self.count = self.views.count
@@ -95,10 +82,6 @@ class TaskManager:
 
     def transcript(self, task_id: str) -> list[dict[str, Any]] | None:
         return self.store.transcript(task_id)
-
-    @property
-    def paused(self) -> bool:
-        return self.state.hold.paused
 
     @property
     def pause_reason(self) -> str | None:
@@ -223,6 +206,7 @@ class TaskManager:
                 # Holding the robot matters more than remembering that we did.
                 log.error("queue pause could not be saved; paused until restart only")
             self.state.hold = Hold(True, reason, code)
+            self._runnable.notify_all()  # a sequence waiting at a boundary or CONFIRM
             # Logs stay English whatever the server speaks.
             log.warning("queue paused (%s): %s", code,
                         pause_text(code, "en", params) if rendered else reason)
@@ -244,153 +228,3 @@ class TaskManager:
     def queue_state(self) -> dict[str, Any]:
         hold = self.state.hold
         return {"paused": hold.paused, "pause_reason": hold.reason, "pause_code": hold.code}
-
-    # -- worker side ---------------------------------------------------------------------
-    def wait_runnable(self, stop: threading.Event, timeout: float) -> bool:
-        """Block while the queue is paused; True when tasks may start."""
-        with self._lock:
-            if self.paused and not stop.is_set():
-                self._runnable.wait(timeout)
-            return not self.paused and not stop.is_set()
-
-    def wake(self) -> None:
-        """Wake a worker blocked in wait_runnable or take (used at shutdown)."""
-        with self._lock:
-            self._runnable.notify_all()
-        self.state.fifo.put(WAKE)
-
-    def take(self, timeout: float) -> str | None:
-        """The next queued task id, or None after timeout."""
-        try:
-            return self.state.fifo.get(timeout=timeout)[1] or None
-        except queue.Empty:
-            return None
-
-    def put_back_first(self, task_id: str) -> None:
-        """Return a task taken but not started: it stays first in line."""
-        with self.state.lock:
-            if task_id in self.state.pending:  # else cancelled meanwhile: nothing to run
-                self.state.put_back(task_id)
-
-    def start(self, task_id: str, stop_epoch: Callable[[], int]) -> Run | None:
-        """Commit `running` (before any byte goes to the robot); None if not runnable.
-
-        ``stop_epoch`` reads the link's STOP count; it is read, with this task's mark
-        in the StopRecord, before the commit."""
-        with self._lock:
-            with self.state.lock:
-                pending = task_id in self.state.pending
-            if not pending:
-                return None  # cancelled while it waited
-            if self.paused:
-                # Paused between the worker's check and its take: keep its place.
-                self.put_back_first(task_id)
-                return None
-            epoch, mark = stop_epoch(), self.stops.mark()
-            clock = time.monotonic()
-            task = self.store.mark_running(task_id, self.wall())
-            if task is None:  # not pending on disk: nothing to run
-                with self.state.lock:
-                    self.state.pending.pop(task_id, None)
-                return None
-            with self.state.lock:
-                del self.state.pending[task_id]
-                self.state.counts[TaskStatus.PENDING] -= 1
-                self.state.counts[TaskStatus.RUNNING] += 1
-                self.state.running = task
-                self._run_clocks[task_id] = clock
-        log.info("task %s %s running", task_id, task.cmd_type)
-        self.events.publish("task", self.views.doc(task))
-        return Run(task, epoch, mark)
-
-    def requeue_unsent(self, task_id: str) -> bool:
-        """Put a running task whose command never reached the robot back at the head
-        of the queue (nothing happened on the robot, so nothing is repeated)."""
-        with self._lock:
-            with self.state.lock:
-                running = self.state.running
-            task = running if running is not None and running.task_id == task_id \
-                else self.store.get(task_id)
-            if task is None or not self.store.unstart(task_id):
-                return False
-            with self.state.lock:
-                self.state.running = None
-                self.state.counts[TaskStatus.RUNNING] -= 1
-                self.state.counts[TaskStatus.PENDING] += 1
-                self.state.requeue_first(task)
-                self._run_clocks.pop(task_id, None)
-            self.stops.forget(task_id)
-        log.warning("task %s was not sent (robot link down): back at the head of the queue",
-                    task_id)
-        doc = self.get(task_id)
-        if doc is not None:
-            self.events.publish("task", doc)
-        return True
-
-    def progress(self, task_id: str, progress: dict[str, Any],
-                 new_items: list[Any] | None = None, first: int = 0) -> None:
-        """The running task's progress now (without items) and its items from index
-        ``first`` on: stored by appending, shown with all items so far."""
-        new_items = list(new_items or [])
-        self.store.set_progress(task_id, progress, new_items, first)
-        with self.state.lock:
-            running = self.state.running
-            if running is not None and running.task_id == task_id:
-                before = (running.progress or {}).get("items") or []
-                # A new dict, not an update: a document already built keeps its own.
-                progress = {**progress, "items": [*before[:first], *new_items]}
-                running.progress = progress
-            else:
-                progress = {**progress, "items": new_items}
-        self.events.publish("progress", {"task_id": task_id, "progress": progress})
-
-    def finish(self, task_id: str, status: TaskStatus, result: dict[str, Any],
-               transcript: list[dict[str, Any]] | None = None, *,
-               log_text: str | None = None, drop_items: bool = False) -> dict[str, Any] | None:
-        """Commit the final state, then report it (events, waiters, metrics).
-
-        ``log_text``: the outcome in English for the log (the stored message is in the
-        server's language). ``drop_items``: its progress items are discarded with it
-        (replies out of step: they may be another command's). Raises StoreWriteError
-        with nothing changed if the state cannot be saved."""
-        ended, clock = self.wall(), time.monotonic()
-        with self.state.lock:
-            began = self._run_clocks.get(task_id)
-        run_s = None if began is None else clock - began
-        # Not popped before the commit: a write that fails is tried again, same start.
-        self.store.finish(task_id, status, ended, result, transcript,
-                          only_if=(TaskStatus.RUNNING,), run_s=run_s, drop_items=drop_items)
-        with self.state.lock:
-            self._run_clocks.pop(task_id, None)
-            running = self.state.running
-            self.state.running = None
-            self.state.counts[TaskStatus.RUNNING] -= 1
-            self.state.counts[status] += 1
-            final = dataclasses.replace(running, status=status, ended=ended, result=result,
-                                        run_s=run_s) if running is not None else None
-            if final is not None and drop_items and final.progress:
-                final.progress = {k: v for k, v in final.progress.items() if k != "items"}
-            if status == TaskStatus.COMPLETED and final and final.duration is not None:
-                self.views.record_duration(final.cmd_type, final.duration)
-        self.stops.forget(task_id)
-        if final is not None and final.task_id == task_id:
-            # Built from memory, not read back: the row was just committed as this.
-            doc: dict[str, Any] | None = self.views.doc(final)
-            assert doc is not None
-            self.views.cache_final(task_id, doc)
-        else:
-            doc = self.get(task_id)
-        duration = (final.duration if final else None) or 0.0
-        log.info("task %s %s %s in %.2f s: %s", task_id,
-                 running.cmd_type if running else "?", status.value, duration,
-                 log_text or result.get("message"))
-        # Before waiters wake: whoever sees the task final also sees it in the metrics.
-        if self.on_finish is not None and running is not None:
-            try:
-                self.on_finish(running.cmd_type, status.value, duration)
-            except Exception:
-                log.exception("on_finish hook failed for task %s", task_id)
-        self.waiters.set_final(task_id)
-        if doc is not None:
-            self.events.publish("task", doc)
-        return doc

@@ -43,7 +43,9 @@ def recover(store: TaskStore, state: QueueState, views: TaskViews, commands: Com
                       task.task_id, task.cmd_type)
         else:
             assert task.seq is not None  # unfinished() reads it
-            state.add_pending(task.task_id, task.seq, task.cmd_type)
+            # A sequence's step runs from its sequence's entry (tasks/sequences/).
+            state.add_pending(task.task_id, task.seq, task.cmd_type,
+                              fifo=task.sequence_id is None)
     state.counts.update(store.status_counts())
     views.load_durations()
     if store.get_meta("paused") == "1":

@@ -38,13 +38,21 @@ class QueueState:
         # task id -> (seq, cmd_type), in seq order: positions and ETAs walk it.
         self.pending: collections.OrderedDict[str, tuple[int, str]] = \
             collections.OrderedDict()
+        # Sequence id -> its key in the FIFO (tasks/sequences/): a sequence is one entry
+        # there, its steps are in ``pending`` only (positions and ETAs count them).
+        self.sequence_keys: dict[str, int] = {}
+        # {sequence_id, status, current_step} of the sequence holding the robot, or None
+        # (replaced whole, like the hold).
+        self.active_sequence: dict[str, object] | None = None
         self.counts: collections.Counter[str] = collections.Counter()
         self.running: Task | None = None
         self.hold = NOT_HELD  # replaced whole: readers without the lock see one state
 
-    def add_pending(self, task_id: str, seq: int, cmd_type: str) -> int:
-        """Queue a committed task (lock held); its 1-based position."""
-        self.fifo.put((seq, task_id))
+    def add_pending(self, task_id: str, seq: int, cmd_type: str, *, fifo: bool = True) -> int:
+        """Queue a committed task (lock held); its 1-based position. ``fifo=False``: a
+        sequence's step, which its sequence's entry runs."""
+        if fifo:
+            self.fifo.put((seq, task_id))
         # Out of seq order only when a submit committed in the same batch as a later
         # one got here second: step back over those few, not over the whole queue.
         later: list[tuple[str, tuple[int, str]]] = []
@@ -56,16 +64,21 @@ class QueueState:
             self.pending[entry[0]] = entry[1]
         return position
 
-    def put_back(self, task_id: str) -> None:
-        """A task taken but not started keeps its place (lock held; it is pending)."""
-        self.fifo.put((self.pending[task_id][0], task_id))
+    def put_back(self, entry: str) -> None:
+        """An entry taken but not started keeps its place (lock held); one that is
+        gone meanwhile (a cancelled task, an ended sequence) is dropped."""
+        if entry in self.pending:
+            self.fifo.put((self.pending[entry][0], entry))
+        elif entry in self.sequence_keys:
+            self.fifo.put((self.sequence_keys[entry], entry))
 
-    def requeue_first(self, task: Task) -> None:
+    def requeue_first(self, task: Task, *, fifo: bool = True) -> None:
         """A started task goes back to pending, at the head (lock held)."""
         assert task.seq is not None  # every stored task read back has its seq
         self.pending[task.task_id] = (task.seq, task.cmd_type)
         self.pending.move_to_end(task.task_id, last=False)
-        self.fifo.put((task.seq, task.task_id))
+        if fifo:
+            self.fifo.put((task.seq, task.task_id))
 
     def queue_size(self) -> int:
         return self.counts.get(TaskStatus.PENDING, 0) + self.counts.get(TaskStatus.RUNNING, 0)

@@ -101,7 +101,10 @@ class TaskViews:
         tasks = self.store.list(**filters)
         return [self.doc(task, eta=False) for task in tasks], (tasks[-1].seq if tasks else None)
 
-    def count(self, *, status: str | None = None, cmd_type: str | None = None) -> int:
+    def count(self, *, status: str | None = None, cmd_type: str | None = None,
+              sequence_id: str | None = None) -> int:
+        if sequence_id is not None:
+            return self.store.count(status=status, cmd_type=cmd_type, sequence_id=sequence_id)
         if cmd_type is None:
             with self.state.lock:
                 if status is not None:
@@ -121,6 +124,10 @@ class TaskViews:
         return doc
 
     # -- ETA ---------------------------------------------------------------------------
+    def mean(self, cmd_type: str) -> float | None:
+        """The mean of ``cmd_type``'s recent completed runs, None without history."""
+        return self._mean(cmd_type)
+
     def _mean(self, cmd_type: str) -> float | None:
         values = self._durations.get(cmd_type)
         return sum(values) / len(values) if values else None
@@ -202,6 +209,7 @@ class TaskViews:
             running = self.state.running.task_id if self.state.running else None
             pending = list(itertools.islice(self.state.pending, recent))
             hold = self.state.hold
+            active_sequence = self.state.active_sequence
         finished = sum(counts.get(s.value, 0) for s in FINAL_STATUSES)
         queue_size = counts.get(TaskStatus.PENDING, 0) + counts.get(TaskStatus.RUNNING, 0)
         return {
@@ -216,6 +224,7 @@ class TaskViews:
             "pause_reason": hold.reason,
             "pause_code": hold.code,
             "pending": pending,
+            "active_sequence": active_sequence,
             # Six columns, no JSON decoding of params/result: this runs on every poll.
             "recent_tasks": [
                 {"task_id": task_id, "status": status, "cmd_type": cmd_type,

@@ -65,7 +65,41 @@ CREATE TABLE IF NOT EXISTS progress_items (
 
 # tasks.run_s: the seconds a task ran, on the monotonic clock of the process that ran
 # it (a wall-clock step during the run does not change it); NULL when unknown.
-_ADDED_COLUMNS = (("tasks", "run_s", "REAL"),)
+# tasks.sequence_id, tasks.step: a sequence's task and its step (NULL step: a fix-it).
+_ADDED_COLUMNS = (("tasks", "run_s", "REAL"), ("tasks", "sequence_id", "TEXT"),
+                  ("tasks", "step", "INTEGER"))
+# Sequences (tasks/sequences/, docs/sequences.md): one row each, one row per step; the
+# steps' attempts are tasks (tasks.sequence_id, tasks.step). Additive like the above.
+_SEQUENCES = """
+CREATE TABLE IF NOT EXISTS sequences (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    sequence_id  TEXT NOT NULL UNIQUE,
+    name         TEXT,
+    external_id  TEXT,
+    on_error     TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    submitted    REAL NOT NULL,
+    started      REAL,
+    ended        REAL,
+    current_step INTEGER,
+    hold_code    TEXT,
+    hold_params  TEXT
+);
+CREATE INDEX IF NOT EXISTS sequences_status ON sequences(status, seq);
+CREATE TABLE IF NOT EXISTS sequence_steps (
+    sequence_id TEXT NOT NULL,
+    step        INTEGER NOT NULL,
+    label       TEXT,
+    cmd_type    TEXT NOT NULL,
+    params      TEXT NOT NULL,
+    on_error    TEXT,
+    retry       INTEGER NOT NULL,
+    task_id     TEXT NOT NULL,
+    skipped     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (sequence_id, step)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tasks_sequence ON tasks(sequence_id, seq);
+"""
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
@@ -73,6 +107,9 @@ def _add_columns(conn: sqlite3.Connection) -> None:
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    for statement in _SEQUENCES.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def on_read_only_fs(directory: str) -> bool:

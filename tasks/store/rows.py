@@ -15,7 +15,7 @@ from tasks.models import Task, TaskStatus
 log = logging.getLogger("tasks.store")
 
 COLUMNS = ("seq, task_id, cmd_type, params, status, submitted, started, ended, result, "
-           "progress, retry_of, run_s")
+           "progress, retry_of, run_s, sequence_id, step")
 
 # What a stored value that cannot be decoded is served as: the row stays readable,
 # and the placeholder says so instead of pretending to be data.
@@ -63,14 +63,15 @@ def _status(text: Any, task_id: str) -> TaskStatus:
 
 def row_to_task(row: sqlite3.Row | tuple) -> Task:
     (seq, task_id, cmd_type, params, status, submitted, started, ended, result, progress,
-     retry_of, run_s) = row
+     retry_of, run_s, sequence_id, step) = row
     return Task(
         task_id=task_id, cmd_type=cmd_type, params=loads(params, task_id, "params"),
         status=_status(status, task_id), submitted=submitted, started=started, ended=ended,
         result=loads(result, task_id, "result") if result is not None else None,
         progress=loads(progress, task_id, "progress") if progress is not None else None,
         retry_of=retry_of, seq=seq,
-        run_s=float(run_s) if isinstance(run_s, (int, float)) and run_s >= 0 else None)
+        run_s=float(run_s) if isinstance(run_s, (int, float)) and run_s >= 0 else None,
+        sequence_id=sequence_id, step=step if isinstance(step, int) else None)
 
 
 def with_items(conn: sqlite3.Connection, tasks: list[Task]) -> list[Task]:
@@ -101,16 +102,27 @@ def status_value(status: TaskStatus | str) -> str:
 
 
 def filters(*, status: TaskStatus | str | None = None, cmd_type: str | None = None,
-             before_seq: int | None = None) -> tuple[str, list[Any]]:
+            before_seq: int | None = None,
+            sequence_id: str | None = None) -> tuple[str, list[Any]]:
     """A WHERE clause of fixed column tests and its parameters (values never in SQL)."""
     clauses, args = [], []
     stored = None if status is None else status_value(status)
     for clause, value in (("status = ?", stored), ("cmd_type = ?", cmd_type),
-                          ("seq < ?", before_seq)):
+                          ("seq < ?", before_seq), ("sequence_id = ?", sequence_id)):
         if value is not None:
             clauses.append(clause)
             args.append(value)
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+
+
+# One SQL statement and its parameters, built by a store module (tasks/store/seqrows.py)
+# and run inside another write's transaction (TaskStore.finish's ``extra``).
+Statement = tuple[str, tuple[Any, ...]]
+
+
+def run_statements(conn: sqlite3.Connection, statements: Any) -> None:
+    for sql, args in statements:
+        conn.execute(sql, args)
 
 
 def dumps(value: Any) -> str:

@@ -15,16 +15,27 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tasks.errors import StoreWriteError
 from tasks.models import FINAL_STATUSES, Task, TaskStatus
 from tasks.store.commit import GroupCommit, Inserted, NewTask
 from tasks.store.db import connect, immediate, on_read_only_fs, open_database, write_hint
-from tasks.store.rows import COLUMNS, dumps, filters, loads, row_to_task, status_value, with_items
+from tasks.store.rows import (
+    COLUMNS,
+    Statement,
+    dumps,
+    filters,
+    loads,
+    row_to_task,
+    run_statements,
+    status_value,
+    with_items,
+)
 
-__all__ = ["IDEMPOTENCY_KEEP_S", "Inserted", "NewTask", "TaskStore", "on_read_only_fs"]
+__all__ = ["IDEMPOTENCY_KEEP_S", "Inserted", "NewTask", "Statement", "TaskStore",
+           "on_read_only_fs"]
 
 log = logging.getLogger("tasks.store")
 
@@ -119,14 +130,18 @@ class TaskStore:
         return self._inserts.insert(task)
 
     # -- state transitions -------------------------------------------------------------
-    def mark_running(self, task_id: str, started: float) -> Task | None:
-        """Commit pending -> running; the task as now stored, or None if not pending."""
+    def mark_running(self, task_id: str, started: float, *,
+                     extra: Sequence[Statement] = ()) -> Task | None:
+        """Commit pending -> running; the task as now stored, or None if not pending.
+        ``extra``: statements committed with it, only if it was pending."""
         with self._transaction() as conn:
             # RETURNING: the worker gets the row from the same statement (one query
             # fewer between one task's result and the next task's command).
             row = conn.execute(f"UPDATE tasks SET status = 'running', started = ? "
                                f"WHERE task_id = ? AND status = 'pending' RETURNING {COLUMNS}",
                                (started, task_id)).fetchone()
+            if row:
+                run_statements(conn, extra)
         return row_to_task(row) if row else None
 
     def unstart(self, task_id: str) -> bool:
@@ -155,11 +170,13 @@ class TaskStore:
     def finish(self, task_id: str, status: TaskStatus | str, ended: float,
                result: dict[str, Any], transcript: list[dict[str, Any]] | None = None,
                only_if: tuple[TaskStatus | str, ...] = ("pending", "running"), *,
-               run_s: float | None = None, drop_items: bool = False) -> bool:
+               run_s: float | None = None, drop_items: bool = False,
+               extra: Sequence[Statement] = ()) -> bool:
         """Record a final state; False if the task was not in one of `only_if`.
 
         ``run_s``: seconds it ran on the monotonic clock. ``drop_items``: its progress
-        items are deleted in the same transaction (they may be another command's)."""
+        items are deleted in the same transaction (they may be another command's).
+        ``extra``: statements committed with it (a sequence's next state)."""
         value = status_value(status)
         assert value in _FINAL
         with self._transaction() as conn:
@@ -173,6 +190,8 @@ class TaskStore:
             if cur.rowcount == 1 and transcript:
                 conn.execute("INSERT OR REPLACE INTO transcripts(task_id, lines) VALUES (?, ?)",
                              (task_id, dumps(transcript)))
+            if cur.rowcount == 1:
+                run_statements(conn, extra)
             return cur.rowcount == 1
 
     # -- reads -------------------------------------------------------------------------
@@ -209,8 +228,8 @@ class TaskStore:
                                 "FROM tasks ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
 
     def count(self, *, status: TaskStatus | str | None = None,
-              cmd_type: str | None = None) -> int:
-        where, args = filters(status=status, cmd_type=cmd_type)
+              cmd_type: str | None = None, sequence_id: str | None = None) -> int:
+        where, args = filters(status=status, cmd_type=cmd_type, sequence_id=sequence_id)
         with self._reader() as conn:
             return conn.execute(f"SELECT count(*) FROM tasks {where}", args).fetchone()[0]
 
@@ -248,10 +267,12 @@ class TaskStore:
         return out
 
     def list(self, *, status: TaskStatus | str | None = None, cmd_type: str | None = None,
-             limit: int = 50, before_seq: int | None = None, offset: int = 0) -> list[Task]:
+             limit: int = 50, before_seq: int | None = None, offset: int = 0,
+             sequence_id: str | None = None) -> list[Task]:
         """Newest first, seq set. `before_seq` is a cursor (the last seq of the
         previous page)."""
-        where, args = filters(status=status, cmd_type=cmd_type, before_seq=before_seq)
+        where, args = filters(status=status, cmd_type=cmd_type, before_seq=before_seq,
+                              sequence_id=sequence_id)
         sql = f"SELECT {COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ? OFFSET ?"
         with self._reader() as conn:
             rows = conn.execute(sql, (*args, limit, offset)).fetchall()
@@ -296,9 +317,17 @@ class TaskStore:
                              f"(SELECT task_id FROM tasks WHERE {prunable})",
                              (*_FINAL, older_than))
             cur = conn.execute(f"DELETE FROM tasks WHERE {prunable}", (*_FINAL, older_than))
+            # A sequence goes like a task, by its own end: its steps end before it.
+            ended_seq = "status IN ('completed', 'failed', 'cancelled') AND ended < ?"
+            conn.execute("DELETE FROM sequence_steps WHERE sequence_id IN "
+                         f"(SELECT sequence_id FROM sequences WHERE {ended_seq})", (older_than,))
+            conn.execute(f"DELETE FROM sequences WHERE {ended_seq}", (older_than,))
             # After the tasks: the keys of those just pruned are gone with them (with
-            # --keep-days under a day, a day after they were made).
+            # --keep-days under a day, a day after they were made). A sequence's key
+            # names the sequence.
             conn.execute("DELETE FROM idempotency WHERE created < ? AND NOT EXISTS "
-                         "(SELECT 1 FROM tasks WHERE tasks.task_id = idempotency.task_id)",
+                         "(SELECT 1 FROM tasks WHERE tasks.task_id = idempotency.task_id) "
+                         "AND NOT EXISTS (SELECT 1 FROM sequences "
+                         "WHERE sequences.sequence_id = idempotency.task_id)",
                          (now - IDEMPOTENCY_KEEP_S,))
             return cur.rowcount

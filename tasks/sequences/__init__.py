@@ -1,0 +1,1 @@
+"""Sequences: a protocol of several steps as one unit (docs/sequences.md)."""
