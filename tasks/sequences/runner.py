@@ -75,6 +75,8 @@ class SequenceRunner:
                                          unless=lambda: bool(active.requests))
                 continue
             self._step(active, stop)
+        if self.service.active is not active:
+            self._answer(active)  # requests made as it ended: a cancel is then done
 
     def _ready(self) -> bool:
         return bool(self.worker.link.wait_ready(0))
@@ -283,7 +285,9 @@ class SequenceRunner:
         requests = self._take(active)
         for request in requests:
             if self.service.active is not active:
-                self._refuse(request, "sequence_ended", active)
+                if request.kind != "cancel" or not active.cancel_requested:
+                    self._refuse(request, "sequence_ended", active)
+                request.done.set()
                 continue
             try:
                 self._do(active, request)

@@ -221,7 +221,14 @@ class SequenceService:
             # As a task cancel: STOP now, the runner records the outcome.
             self.manager.stops.cancel(running)
             self.abort_robot()
-        return self.ask(sequence_id, "cancel", timeout=timeout)
+        try:
+            return self.ask(sequence_id, "cancel", timeout=timeout)
+        except SequenceError as exc:
+            # The runner may have ended it between the two steps above, for this cancel.
+            row = self.store.get(sequence_id)
+            if exc.code == "sequence_ended" and row is not None and row.status == "cancelled":
+                return True
+            raise
 
     # Set by the wiring: sends STOP to the robot (the worker's link).
     abort_robot: Any = staticmethod(lambda: False)
