@@ -87,6 +87,7 @@ class ConsoleEvents:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._running: set[str] = set()  # started and not yet final: a pending again is a requeue
+        self._sequences: dict[str, tuple[Any, ...]] = {}  # what was last shown of each
         # Subscribed here, printed from start(): the banner first, and no event missed.
         self._sub = source.subscribe()
 
@@ -123,6 +124,9 @@ class ConsoleEvents:
         if event.kind == "reset":
             self.write(self.tr("events.missed"))
             return
+        if event.kind == "sequence":
+            self._show_sequence(event.data)
+            return
         if event.kind != "task":
             return
         doc = event.data
@@ -136,3 +140,43 @@ class ConsoleEvents:
         line = task_line(self.tr, doc, requeued=requeued)
         if line is not None:
             self.write(line)
+
+    def _show_sequence(self, doc: dict[str, Any]) -> None:
+        """A sequence's line when what an operator must know changed: queued, held (and
+        why), waiting for a confirmation, ended."""
+        sequence_id = str(doc.get("sequence_id"))
+        status, confirm = doc.get("status"), doc.get("confirm")
+        shown = (status, doc.get("hold_code"), bool(confirm))
+        if self._sequences.get(sequence_id) == shown:
+            return
+        self._sequences[sequence_id] = shown
+        line = sequence_line(self.tr, doc)
+        if status in SEQUENCE_FINAL:
+            self._sequences.pop(sequence_id, None)
+        if line is not None:
+            self.write(line)
+
+
+SEQUENCE_FINAL = {"completed": "events.sequence_completed", "failed": "events.sequence_failed",
+                  "cancelled": "events.sequence_cancelled"}
+
+
+def sequence_line(tr: Translator, doc: dict[str, Any], now: float | None = None) -> str | None:
+    """The line for a sequence's event, or None for a change the console does not show
+    (its steps' own lines say the rest)."""
+    status, confirm = doc.get("status"), doc.get("confirm")
+    progress = doc.get("progress") if isinstance(doc.get("progress"), dict) else {}
+    params = {"time": time.strftime("%H:%M:%S", time.localtime(now)),
+              "sequence_id": doc.get("sequence_id", "?"), "name": doc.get("name") or "",
+              "step": doc.get("current_step") or "?", "total": progress.get("steps_total", "?"),
+              "reason": " ".join(str(doc.get("hold_reason") or "?").split())[:REASON_CHARS]}
+    if status == "pending":
+        return tr("events.sequence_queued", **params)
+    if status == "held":
+        return tr("events.sequence_held", **params)
+    if status == "running" and isinstance(confirm, dict):
+        message = " ".join(str(confirm.get("message") or "").split())[:REASON_CHARS]
+        return tr("events.sequence_confirm", **params, message=message)
+    if status in SEQUENCE_FINAL:
+        return tr(SEQUENCE_FINAL[status], **params)
+    return None
