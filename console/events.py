@@ -165,7 +165,9 @@ def sequence_line(tr: Translator, doc: dict[str, Any], now: float | None = None)
     """The line for a sequence's event, or None for a change the console does not show
     (its steps' own lines say the rest)."""
     status, confirm = doc.get("status"), doc.get("confirm")
-    progress = doc.get("progress") if isinstance(doc.get("progress"), dict) else {}
+    progress = doc.get("progress")
+    if not isinstance(progress, dict):
+        progress = {}
     params = {"time": time.strftime("%H:%M:%S", time.localtime(now)),
               "sequence_id": doc.get("sequence_id", "?"), "name": doc.get("name") or "",
               "step": doc.get("current_step") or "?", "total": progress.get("steps_total", "?"),

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from server.api.openapi import openapi_document
-from server.api.sequences import add_routes as add_sequence_routes
 from server.api.routing import (
     Request,
     Response,
@@ -20,6 +19,7 @@ from server.api.routing import (
     long_lived,
     public,
 )
+from server.api.sequences import add_routes as add_sequence_routes
 from server.api.static_files import serve_static, static_file
 from server.errors import ApiError
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE

@@ -136,7 +136,8 @@ def _step(raw: Any, k: int, table: CommandTable,
     before = len(problems)
     unknown = sorted(set(raw) - _STEP_KEYS)
     if unknown:
-        problems.append(Problem(k, "sequence_unknown_field", {"names": ", ".join(unknown)}, unknown[0]))
+        problems.append(Problem(k, "sequence_unknown_field", {"names": ", ".join(unknown)},
+                                unknown[0]))
     label = _text(raw, "label", k, problems)
     rule = _rule(raw, k, problems)
     retry = raw.get("retry", 0)
