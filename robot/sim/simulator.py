@@ -78,6 +78,7 @@ class RobotSimulator(SimEngine):
         self._reader: threading.Thread | None = None
         self._garbage_index = 0
         self._record: TextIO | None = None
+        self._next_faults: dict[str, list[str]] = {}  # fault_next(): cmd -> modes to use
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> str:
@@ -115,6 +116,14 @@ class RobotSimulator(SimEngine):
             raise ValueError(f"unknown fault mode {mode!r}; use one of {FAULT_MODES}")
         with self._cond:
             self._fault = mode
+
+    def fault_next(self, cmd: str, mode: str = "fail", times: int = 1) -> None:
+        """Test helper: the next ``times`` ``cmd`` commands run in fault ``mode`` while
+        the others keep set_fault's, e.g. to fail one step of a sequence alone."""
+        if mode is None or mode not in FAULT_MODES:
+            raise ValueError(f"unknown fault mode {mode!r}; use one of {FAULT_MODES}")
+        with self._cond:
+            self._next_faults[cmd] = [mode] * times
 
     def unplug(self) -> None:
         """Simulate pulling the cable: the pty (and the symlink) or the TCP port disappear."""
@@ -256,6 +265,9 @@ class RobotSimulator(SimEngine):
             self.received.append(parsed.record)
             self._cond.notify_all()
             mode = self._fault
+            scripted = self._next_faults.get(str(parsed.cmd))
+            if scripted:
+                mode = scripted.pop(0)
         if self._record is not None:
             self._record.write(json.dumps(parsed.record, ensure_ascii=False) + "\n")
             self._record.flush()

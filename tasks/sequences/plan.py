@@ -154,8 +154,8 @@ def _step(raw: Any, k: int, table: CommandTable,
             cmd_type, params = table.validate({key: raw[key] for key in ("cmd_type", "params")
                                                if key in raw})
         except CommandError as exc:
-            field = exc.field if exc.field in (None, "cmd_type") else f"params.{exc.field}"
-            problems.append(Problem(k, exc.code, dict(exc.params), field))
+            # The field as POST / names it (``params.x``): the same path in both replies.
+            problems.append(Problem(k, exc.code, dict(exc.params), exc.field))
             return None
     if len(problems) > before or params is None:
         return None
