@@ -54,7 +54,10 @@ def document(row: SequenceRow, steps: list[StepRow], fixits: list[Fixit],
     done = sum(1 for d in docs if d["status"] in ("completed", "skipped")) + len(failed)
     fixit_at = []
     for f in fixits:
-        before = [s.step for s in steps for a in s.attempts if a.seq < f.seq]
+        # The step reached when it was asked for: the last one started before it (every
+        # step's first task exists from the submit on, so "made before" says nothing).
+        before = [s.step for s in steps for a in s.attempts
+                  if a.started is not None and a.started <= f.submitted]
         fixit_at.append({"task_id": f.task_id, "cmd_type": f.cmd_type, "params": f.params,
                          "status": f.status, "at_step": max(before) if before else None})
     doc = _head(row, lang, current, live)

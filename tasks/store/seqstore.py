@@ -90,6 +90,7 @@ class Fixit:
     params: Any
     status: str
     seq: int
+    submitted: float
 
 
 def _sequence(row: tuple) -> SequenceRow:
@@ -226,14 +227,14 @@ class SequenceStore:
                                      "task_id, skipped FROM sequence_steps WHERE "
                                      "sequence_id = ? ORDER BY step", (sequence_id,))]
             tasks = conn.execute("SELECT seq, task_id, step, status, started, result, "
-                                 "cmd_type, params FROM tasks WHERE sequence_id = ? "
+                                 "cmd_type, params, submitted FROM tasks WHERE sequence_id = ? "
                                  "ORDER BY seq", (sequence_id,)).fetchall()
         by_step = {s.step: s for s in steps}
         fixits = []
-        for seq, task_id, step, status, started, result, cmd_type, params in tasks:
+        for seq, task_id, step, status, started, result, cmd_type, params, submitted in tasks:
             if step is None:
                 fixits.append(Fixit(task_id, cmd_type, _params(params, task_id),
-                                    status_value(status), seq))
+                                    status_value(status), seq, submitted))
             elif step in by_step:
                 decoded = loads(result, task_id, "result") if result is not None else None
                 by_step[step].attempts.append(Attempt(task_id, status, started, decoded, seq))
