@@ -7,6 +7,7 @@ client PC (as robot_client.py, say) and import it from there.
     client = RobotClient("http://127.0.0.1:8090", token=None)
     task = client.submit({"cmd_type": "SCAN_QRCODE", "params": {...}}, wait=True)
     print(task["status"], task["result"])
+    seq = client.submit_sequence({"steps": [...]}, wait=True)  # docs/sequences.md
 
 Why it is more than `urllib.request.urlopen` in a loop:
 - every submit carries a fresh Idempotency-Key and is retried (with backoff) on
@@ -32,13 +33,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})  # of tasks and sequences
 DEFAULT_URL = "http://127.0.0.1:8090"
 POLL_INTERVAL_S = 2.0  # the guide's interval, for servers without ?wait=
 # One long-poll request: under the 60 s idle timeout of common proxies. The server
 # clamps a longer one to its max_wait (55 s by default); servers before that refused
 # it (400) and said their bound, which _wait_once learns.
 LONG_POLL_S = 30.0
+SequenceUpdate = Callable[[dict[str, Any], dict[str, Any] | None], None]
 
 
 class RobotClientError(Exception):
@@ -65,11 +67,12 @@ class RobotHTTPError(RobotClientError):
 
 
 class RobotTimeoutError(RobotClientError):
-    """The task did not become final in time; `task` is its last known state."""
+    """The task (or sequence) did not end in time; `task` is its last known document."""
 
-    def __init__(self, task_id: str, timeout: float, task: dict[str, Any] | None) -> None:
+    def __init__(self, task_id: str, timeout: float, task: dict[str, Any] | None,
+                 what: str = "task") -> None:
         status = task.get("status") if task else "unknown"
-        super().__init__(f"task {task_id} not finished after {timeout:g} s (still {status})")
+        super().__init__(f"{what} {task_id} not finished after {timeout:g} s (still {status})")
         self.task_id = task_id
         self.task = task
 
@@ -138,16 +141,20 @@ class RobotClient:
     def submit(self, cmd: dict[str, Any], wait: bool = False, timeout: float = 600.0, *,
                on_update: Callable[[dict[str, Any]], None] | None = None,
                idempotency_key: str | None = None) -> dict[str, Any]:
-        """Queue a command. Returns the server's 202 body, or with `wait` the final task.
+        """Queue a command: the server's 202 body, or with `wait` the final task."""
+        body = self._post_retrying("/", cmd, idempotency_key)
+        if not wait:
+            return body
+        return self.wait(body["task_id"], timeout=timeout, on_update=on_update)
 
-        Retried on connection errors and 503 with the same Idempotency-Key: the server
-        answers a retry with the task the first attempt created (Idempotent-Replayed).
-        """
-        key = idempotency_key or str(uuid.uuid4())
+    def _post_retrying(self, path: str, payload: Any, key: str | None) -> dict[str, Any]:
+        """POST, resent on connection errors and 503 under the same Idempotency-Key: the
+        server answers a resend with what the first attempt created (Idempotent-Replayed)."""
+        key = key or str(uuid.uuid4())
         attempt = 0
         while True:
             try:
-                _, headers, body = self.request("POST", "/", cmd,
+                _, headers, body = self.request("POST", path, payload,
                                                 headers={"Idempotency-Key": key})
                 break
             except (RobotConnectionError, RobotHTTPError) as exc:
@@ -161,9 +168,7 @@ class RobotClient:
         body = dict(body or {})
         body["replayed"] = headers.get("Idempotent-Replayed") == "true"
         body["attempts"] = attempt + 1
-        if not wait:
-            return body
-        return self.wait(body["task_id"], timeout=timeout, on_update=on_update)
+        return body
 
     def task(self, task_id: str) -> dict[str, Any]:
         return self.request("GET", f"/task/{_quote(task_id)}")[2]
@@ -188,15 +193,18 @@ class RobotClient:
             try:
                 task = self._wait_once(task_id, min(slice_s, remaining), remaining)
             except RobotConnectionError as exc:
-                # Asking is safe to repeat: a dropped network only delays the answer.
-                if failures >= self.retries or not _worth_retrying(exc):
-                    raise
-                failures += 1
-                self.sleep(min(self.backoff * 2 ** (failures - 1), 10.0, remaining))
+                failures = self._backoff(exc, failures, remaining)
                 continue
             failures = 0
             if on_update is not None:
                 on_update(task)
+
+    def _backoff(self, exc: RobotConnectionError, failures: int, remaining: float) -> int:
+        """Asking is safe to repeat: a dropped network only delays the answer."""
+        if failures >= self.retries or not _worth_retrying(exc):
+            raise exc
+        self.sleep(min(self.backoff * 2 ** failures, 10.0, max(remaining, 0.0)))
+        return failures + 1
 
     def _wait_once(self, task_id: str, wait: float, remaining: float) -> dict[str, Any]:
         path = f"/task/{_quote(task_id)}"
@@ -249,6 +257,87 @@ class RobotClient:
         if status:
             query["status"] = status
         return self.request("GET", "/tasks?" + urllib.parse.urlencode(query))[2]
+
+    # -- sequences (docs/sequences.md) ------------------------------------------------------
+    def submit_sequence(self, seq: dict[str, Any], wait: bool = False, timeout: float = 600.0,
+                        *, until_held: bool = True, idempotency_key: str | None = None,
+                        on_update: SequenceUpdate | None = None) -> dict[str, Any]:
+        """Queue a sequence (`{"steps": [...]}`), resent as submit is: the 202 body, or
+        with `wait` the sequence document as wait_sequence returns it."""
+        body = self._post_retrying("/sequences", seq, idempotency_key)
+        if not wait:
+            return body
+        return self.wait_sequence(body["sequence_id"], timeout, until_held=until_held,
+                                  on_update=on_update)
+
+    def validate_sequence(self, seq: dict[str, Any]) -> dict[str, Any]:
+        """`POST /sequences?dry_run=1`: the plan, with estimated durations; queues nothing."""
+        return self.request("POST", "/sequences?dry_run=1", seq)[2]
+
+    def sequence(self, sequence_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/sequences/{_quote(sequence_id)}")[2]
+
+    def sequences(self, status: str | None = None, limit: int = 50,
+                  cursor: str | None = None) -> dict[str, Any]:
+        query = {"limit": limit, "status": status, "cursor": cursor}
+        return self.request("GET", "/sequences?" + urllib.parse.urlencode(
+            {k: v for k, v in query.items() if v is not None}))[2]
+
+    def wait_sequence(self, sequence_id: str, timeout: float = 600.0, *,
+                      until_held: bool = True,
+                      on_update: SequenceUpdate | None = None) -> dict[str, Any]:
+        """The sequence once completed, failed, cancelled or (`until_held`) held: a held
+        sequence waits for a person's recover. RobotTimeoutError after `timeout` s.
+        Long-polls the current step's task; `on_update(sequence, step_task or None)`
+        comes at least every second."""
+        deadline = time.monotonic() + timeout
+        slice_s = 1.0 if on_update else LONG_POLL_S
+        task: dict[str, Any] | None = None
+        failures = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                seq = self.sequence(sequence_id)
+                status = seq.get("status")
+                if status in FINAL_STATUSES or (until_held and status == "held"):
+                    return seq
+                if remaining <= 0:
+                    raise RobotTimeoutError(sequence_id, timeout, seq, "sequence")
+                k, steps = seq.get("current_step"), seq.get("steps") or []
+                task_id = steps[k - 1].get("task_id") if isinstance(k, int) and \
+                    0 < k <= len(steps) else None
+                task = task if task and task.get("task_id") == task_id else None
+                if task_id and status != "held" and (task or {}).get("status") \
+                        not in FINAL_STATUSES:
+                    task = self._wait_once(task_id, min(slice_s, remaining), remaining)
+                else:  # held, or its step ended and the next has not begun yet
+                    self.sleep(min(self.poll_interval if status == "held" else 0.2, remaining))
+            except RobotConnectionError as exc:
+                failures = self._backoff(exc, failures, remaining)
+                continue
+            failures = 0
+            if on_update is not None:
+                on_update(seq, task)
+
+    def recover_sequence(self, sequence_id: str, action: str) -> dict[str, Any]:
+        """A held sequence: `retry` its step, `skip` it, or `abort` the sequence."""
+        return self._sequence_post(sequence_id, "recover", {"action": action})
+
+    def confirm_sequence(self, sequence_id: str) -> dict[str, Any]:
+        """Answer the CONFIRM step the sequence waits at."""
+        return self._sequence_post(sequence_id, "confirm")
+
+    def cancel_sequence(self, sequence_id: str) -> dict[str, Any]:
+        """200 cancelled, or 202 while the robot has not yet confirmed the STOP."""
+        return self._sequence_post(sequence_id, "cancel")
+
+    def fixit_sequence(self, sequence_id: str, cmd: dict[str, Any]) -> dict[str, Any]:
+        """While held: run one command (HOME, say) at once, ahead of everything."""
+        return self._sequence_post(sequence_id, "fixit", cmd)
+
+    def _sequence_post(self, sequence_id: str, action: str, body: Any = None) -> dict[str, Any]:
+        # The server's reply: its code, message and the sequence document (docs/sequences.md).
+        return self.request("POST", f"/sequences/{_quote(sequence_id)}/{action}", body)[2]
 
     # -- queue and robot ----------------------------------------------------------------------
     def queue_status(self) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """main.py's client commands: they talk HTTP to a running server (standard library only).
 
-    python main.py submit FILE.json [--wait] [--timeout S]   # queue a command file
+    python main.py submit FILE.json [--wait] [--timeout S]   # queue a command or sequence file
     python main.py status [TASK_ID]                          # one task, or the queue
     python main.py cancel TASK_ID
     python main.py tasks [--status S]
+    python main.py sequence [ID] [--recover retry|skip|abort | --confirm | --cancel]
 
 (`python main.py check`, run on the lab PC before a first start, is server/check.py.)
 
@@ -11,13 +12,14 @@ Server address: --url, else $ROBOT_SERVER_URL, else http://127.0.0.1:8090.
 API token: --token, else $ROBOT_API_TOKEN.
 
 Exit codes (stable: scripts may rely on them):
-    0  success; with --wait: the task completed
-    1  the task failed (with --wait); `check`: the configuration is not usable
+    0  success; with --wait: the task (or sequence) completed
+    1  the task or sequence failed (with --wait); `check`: the configuration is not usable
     2  usage error or unusable command file
-    3  the task was cancelled (with --wait)
-    4  timed out waiting (the task is still pending or running on the server)
+    3  the task or sequence was cancelled (with --wait)
+    4  timed out waiting (the task or sequence is still pending or running on the server)
     5  the server could not be reached (after retries)
     6  the server refused the request (HTTP error; its message is printed)
+    7  the sequence is held (with --wait): it waits for an operator's recover
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, TextIO
 
 import constants
 import i18n
+from client import sequences
 from client.api import (
     DEFAULT_URL,
     RobotClient,
@@ -48,7 +51,7 @@ from console.text import (
 )
 from i18n import Translator
 
-COMMANDS = ("submit", "status", "cancel", "tasks")
+COMMANDS = ("submit", "status", "cancel", "tasks", "sequence")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -57,7 +60,9 @@ EXIT_CANCELLED = 3
 EXIT_TIMEOUT = 4
 EXIT_CONNECTION = 5
 EXIT_HTTP = 6
-EXIT_BY_STATUS = {"completed": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+EXIT_HELD = 7
+EXIT_BY_STATUS = {"completed": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED,
+                  "held": EXIT_HELD}
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 
 
@@ -91,7 +96,8 @@ def add_parsers(sub: Any, tr: Translator | None = None) -> None:
                             description=tr("args.submit_exit_codes"))
     submit.add_argument("file", help=tr("args.command_file"))
     submit.add_argument("--wait", action="store_true",
-                        help="wait for the task, show its progress, exit by its final status")
+                        help="wait for the task (or sequence), show its progress, exit by "
+                             "its final status")
     submit.add_argument("--timeout", type=float, default=600.0,
                         help="with --wait: give up after this many seconds (default 600)")
     submit.add_argument("--retries", type=int, default=4,
@@ -113,6 +119,7 @@ def add_parsers(sub: Any, tr: Translator | None = None) -> None:
     tasks.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     tasks.add_argument("--json", action="store_true", help="print the server's JSON")
     _client_flags(tasks, tr)
+    sequences.add_parser(sub, tr, _client_flags)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
                              token=args.token or os.environ.get("ROBOT_API_TOKEN") or None,
                              timeout=args.request_timeout,
                              retries=max(0, getattr(args, "retries", 4)), lang=lang)
-    handler = {"submit": submit, "status": status, "cancel": cancel, "tasks": list_tasks}
+    handler = {"submit": submit, "status": status, "cancel": cancel, "tasks": list_tasks,
+               "sequence": sequence}
     try:
         return handler[args.command](client, args, tr)
     except RobotConnectionError as exc:
@@ -179,11 +187,16 @@ def submit(client: RobotClient, args: argparse.Namespace, tr: Translator) -> int
     if not isinstance(command, dict):
         _err(tr("client.cannot_use", file=args.file, error=tr("client.not_an_object")))
         return EXIT_USAGE
+    is_sequence = "steps" in command  # a sequence file (docs/sequences.md)
     try:
-        accepted = client.submit(command)
+        accepted = (client.submit_sequence if is_sequence else client.submit)(command)
     except RobotHTTPError as exc:
         _err(tr("client.not_queued", message=exc.message, detail=_http_detail(exc)))
+        for line in sequences.error_lines(exc, tr) if is_sequence else ():
+            _err(line)
         return EXIT_USAGE if exc.status in (400, 413, 415, 422) else EXIT_HTTP
+    if is_sequence:
+        return _submitted_sequence(client, args, tr, accepted)
     task_id = accepted["task_id"]
     note = tr("client.replayed") if accepted.get("replayed") else ""
     if not args.wait:
@@ -211,6 +224,39 @@ def submit(client: RobotClient, args: argparse.Namespace, tr: Translator) -> int
             if isinstance(duration, (int, float)) else "")
          + (f": {result.get('message')}" if result.get("message") else ""))
     return EXIT_BY_STATUS.get(task["status"], EXIT_FAILED)
+
+
+def _submitted_sequence(client: RobotClient, args: argparse.Namespace, tr: Translator,
+                        accepted: dict[str, Any]) -> int:
+    seq_id, steps = accepted["sequence_id"], len(accepted.get("task_ids") or [])
+    note = tr("client.seq_replayed") if accepted.get("replayed") else ""
+    _err(tr("client.seq_queued", sequence_id=seq_id, note=note, steps=steps,
+            size=accepted.get("queue_size"))
+         + (f"; {accepted['warning']}" if accepted.get("warning") else ""))
+    if not args.wait:
+        print(seq_id, flush=True)
+        return EXIT_OK
+    view = ProgressView(sys.stderr, tr)
+    try:
+        seq = client.wait_sequence(seq_id, timeout=args.timeout,
+                                   on_update=sequences.SequenceView(view, tr).update)
+    except RobotTimeoutError as exc:
+        view.close()
+        _err(tr("client.seq_wait_timeout", timeout=f"{args.timeout:g}", sequence_id=seq_id,
+                status=sequences.status_word(tr, (exc.task or {}).get("status", "unknown"))))
+        return EXIT_TIMEOUT
+    view.close()
+    _print_json(seq)
+    _err("\n".join(sequences.final_lines(seq, tr)))
+    return EXIT_BY_STATUS.get(seq["status"], EXIT_FAILED)
+
+
+def sequence(client: RobotClient, args: argparse.Namespace, tr: Translator) -> int:
+    if not args.sequence_id and sequences.wants_action(args):
+        _err(tr("client.seq_needs_id"))
+        return EXIT_USAGE
+    sequences.command(client, args, tr)
+    return EXIT_OK
 
 
 def status(client: RobotClient, args: argparse.Namespace, tr: Translator) -> int:
@@ -289,11 +335,12 @@ class ProgressView:
         self.tty = stream.isatty()
         self.last: tuple[Any, ...] | None = None
         self.drawn = False
+        self.prefix = ""  # a sequence's "step k of n: "
 
     def update(self, task: dict[str, Any]) -> None:
         progress = task.get("progress") or {}
         done, total = progress.get("done"), progress.get("total")
-        state = (task.get("status"), done, total, progress.get("message"))
+        state = (self.prefix, task.get("status"), done, total, progress.get("message"))
         if state == self.last:
             return
         self.last = state
@@ -307,12 +354,20 @@ class ProgressView:
             position = task.get("queue_position")
             text = status + (self.tr("client.progress_position", position=position)
                              if position else "")
+        text = self.prefix + text
         if self.tty:
             self.stream.write("\r" + fit(text, 79))
             self.drawn = True
         else:
             self.stream.write(text.rstrip() + "\n")
         self.stream.flush()
+
+    def say(self, text: str) -> None:
+        """A line of its own, between progress lines."""
+        self.close()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        self.last = None
 
     def close(self) -> None:
         if self.tty and self.drawn:
