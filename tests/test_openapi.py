@@ -128,7 +128,8 @@ def test_events_are_declared_as_an_event_stream_with_their_types() -> None:
     assert stream["items"] == {"$ref": "#/components/schemas/Event"}
     schemas = doc["components"]["schemas"]
     mapping = schemas["Event"]["discriminator"]["mapping"]
-    assert set(mapping) == {"snapshot", "task", "progress", "queue", "robot", "reset"}
+    assert set(mapping) == {"snapshot", "task", "progress", "queue", "robot", "sequence",
+                            "reset"}
     for kind, target in mapping.items():
         event = schemas[target.rsplit("/", 1)[1]]
         assert {"$ref": target} in schemas["Event"]["oneOf"]

@@ -20,6 +20,7 @@ from server.api.openapi_schemas import (
     ref,
     schemas,
 )
+from server.api.openapi_sequences import sequence_paths, sequence_schemas
 from server.api.routing import FLAG_FALSE, FLAG_TRUE, Request, Response, public
 from settings import Settings
 from tasks.commands import CommandTable, default_table
@@ -116,6 +117,8 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
             {"name": "status", "in": "query", "description": "absent: every status",
              "schema": {"enum": list(ALL_STATUSES)}},
             {"name": "cmd_type", "in": "query", "schema": {"type": "string"}},
+            {"name": "sequence_id", "in": "query", "description": "a sequence's tasks: its "
+             "steps' attempts and its fix-it commands", "schema": {"type": "string"}},
             {"name": "limit", "in": "query",
              "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
             {"name": "offset", "in": "query",
@@ -201,7 +204,11 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
             "404": error_reply("no such file"),
         }, params=[{"name": "name", "in": "path", "required": True,
                     "schema": {"type": "string"}}], public_route=True)},
+        **sequence_paths(_operation, errors, dry_run=dry_run, idempotency=idempotency,
+                         command_body=command_body),
     }
+    components = schemas(commands)
+    components.update(sequence_schemas(components["Command"]))
     return {
         "openapi": "3.1.0",
         "info": {"title": "Robot task server", "version": "1.0.0",
@@ -214,7 +221,7 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
                                 "308 with Location, to the one without."},
         "paths": paths,
         "components": {
-            "schemas": schemas(commands),
+            "schemas": components,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

@@ -37,7 +37,7 @@ TIMED_OUT = {"type": "boolean",
 # GET /events. A schema describes values, not a stream, so the stream is read as the list
 # of its events (what OpenAPI 3.2 calls the media type's itemSchema): each block of lines
 # is one event, `data` a line of JSON whose shape depends on `event` (components Event*).
-EVENT_KINDS = ("snapshot", "task", "progress", "queue", "robot", "reset")
+EVENT_KINDS = ("snapshot", "task", "progress", "queue", "robot", "sequence", "reset")
 SSE_STREAM = {
     "type": "array", "items": {"$ref": "#/components/schemas/Event"},
     "description": "blocks separated by a blank line, one event each: 'retry: 2000' with "
@@ -126,7 +126,10 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
             "properties": {"success": {"const": False}, "code": CODE,
                            "message": {"type": "string",
                                        "description": "in the Accept-Language language"},
-                           "field": NULLABLE_STRING, "task_id": {"type": "string"}},
+                           "field": NULLABLE_STRING, "task_id": {"type": "string"},
+                           "sequence_id": {"type": "string"},
+                           "errors": {"type": "array", "description": "sequence_invalid: "
+                                      "[{step (null: the sequence), code, message, field?}]"}},
         },
         "Task": {
             "type": "object",
@@ -142,6 +145,9 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
                 "params": {"type": "object"}, "duration_s": {"type": "number"},
                 "progress": PROGRESS,
                 "retry_of": {"type": "string"},
+                "sequence_id": {"type": "string", "description": "a sequence's step or fix-it"},
+                "step": {"type": "integer", "minimum": 1, "description": "its step (from 1)"},
+                "fixit": {"const": True, "description": "a fix-it command of a held sequence"},
                 "queue_position": {"type": "integer", "minimum": 1},
                 "estimated_start_time": TIME, "estimated_end_time": TIME,
                 "timed_out": TIMED_OUT,
@@ -217,6 +223,11 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
                 "running_task": NULLABLE_STRING, "paused": {"type": "boolean"},
                 "pause_reason": NULLABLE_STRING, "pause_code": NULLABLE_STRING,
                 "pending": {"type": "array", "items": {"type": "string"}},
+                "active_sequence": {
+                    "type": ["object", "null"], "description": "the sequence holding the robot",
+                    "properties": {"sequence_id": {"type": "string"},
+                                   "status": {"enum": ["pending", "running", "held"]},
+                                   "current_step": {"type": "integer"}}},
                 "recent_tasks": {"type": "array", "items": task_summary},
                 "version": {"type": "integer"}, "timed_out": TIMED_OUT,
             },
@@ -338,6 +349,9 @@ def _event_schemas() -> dict[str, Any]:
             "the running task's progress"),
         "EventQueue": _event("queue", queue_state, "the queue was paused or resumed"),
         "EventRobot": _event("robot", robot, "the robot link's state changed"),
+        "EventSequence": _event("sequence", ref("SequenceSummary"),
+                                "a sequence changed: queued, a step began, held, waiting "
+                                "for a confirmation, ended (docs/sequences.md)"),
         "EventReset": _event("reset", {
             "type": "object", "required": ["reason"],
             "properties": {"reason": {"type": "string"}}},

@@ -141,6 +141,8 @@ def _step(raw: Any, k: int, table: CommandTable,
     label = _text(raw, "label", k, problems)
     rule = _rule(raw, k, problems)
     retry = raw.get("retry", 0)
+    if isinstance(retry, float) and retry.is_integer():
+        retry = int(retry)  # JSON's 6.0 is the integer 6, as for a command's integer params
     if isinstance(retry, bool) or not isinstance(retry, int) or not 0 <= retry <= MAX_RETRY:
         problems.append(Problem(k, "retry_invalid", {"max": MAX_RETRY}, "retry"))
         retry = 0
