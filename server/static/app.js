@@ -8,9 +8,11 @@ import { askForToken } from './token.js';
 import { t, initLanguage, setLanguage, onLanguageChange } from './i18n.js';
 import {
   renderRobot, renderConnection, renderRunning, renderPending, renderHistory,
-  renderDetail, renderTranscript, tickRelativeTimes,
+  renderDetail, renderTranscript, tickRelativeTimes, inSequence,
 } from './views.js';
 import { CommandForm } from './form.js';
+import { SequencePanel, cancelTarget } from './sequences.js';
+import { SequenceBuilder } from './seqform.js';
 
 const $ = (sel) => document.querySelector(sel);
 const RANK = { pending: 0, running: 1, completed: 2, failed: 2, cancelled: 2 };
@@ -36,6 +38,10 @@ const state = {
 };
 
 let form = null;
+let builder = null;
+// onNew: a sequence not seen before; no task events announced its pending steps.
+const seqs = new SequencePanel($('#sequences-panel'), { onError: failed, onOpenTask: openDetail, onNew: () => reload(null) });
+const seqName = (id) => seqs.nameOf(id);
 let reloading = false;
 let reloadAgain = false;
 let buffered = [];
@@ -87,8 +93,8 @@ function renderAll() {
   renderRobot($('#robot'), state.robot, state.mode);
   renderQueueState();
   renderStoreAlert();
-  renderRunning($('#running'), state.running, { onCancel: cancelTask });
-  renderPending($('#pending'), $('#pending-empty'), $('#pending-count'), state.pending, { onCancel: cancelTask });
+  renderRunning($('#running'), state.running, { onCancel: cancelTask, seqName });
+  renderPending($('#pending'), $('#pending-empty'), $('#pending-count'), state.pending, { onCancel: cancelTask, seqName });
 }
 
 function renderDetailPanel() {
@@ -133,6 +139,7 @@ async function reload(snapshot) {
   events.forEach(([type, data]) => apply(type, data));
   refreshEtas();
   loadHistory();
+  seqs.load().then(() => { renderAll(); renderHistoryPage(); }); // the step tags name their sequence
   if (state.detail) openDetail(state.detail.task_id);
   if (reloadAgain) { reloadAgain = false; reload(null); }
 }
@@ -172,7 +179,7 @@ async function loadHistory() {
 
 function renderHistoryPage() {
   const hs = state.history;
-  renderHistory($('#history'), hs.tasks, { onOpen: openDetail, onRetry: retryTask });
+  renderHistory($('#history'), hs.tasks, { onOpen: openDetail, onRetry: retryTask, seqName });
   const first = hs.page * HISTORY_PAGE + (hs.count ? 1 : 0);
   $('#page-info').textContent = t('web.history.page_info', {
     first, last: hs.page * HISTORY_PAGE + hs.count, total: hs.total,
@@ -219,6 +226,7 @@ function applyTask(doc) {
     state.detail = { ...state.detail, ...doc };
     renderDetailPanel();
   }
+  seqs.taskChanged(doc);
   renderAll();
   refreshEtas();
   historyChanged();
@@ -227,7 +235,7 @@ function applyTask(doc) {
 function applyProgress({ task_id: id, progress }) {
   if (state.running && state.running.task_id === id) {
     state.running.progress = progress;
-    renderRunning($('#running'), state.running, { onCancel: cancelTask });
+    renderRunning($('#running'), state.running, { onCancel: cancelTask, seqName });
   } else if ((state.rank.get(id) ?? -1) < 2) {
     // We missed its start: fetch the document rather than guess.
     get(`/task/${encodeURIComponent(id)}`).then(applyTask).catch(() => {});
@@ -237,6 +245,7 @@ function applyProgress({ task_id: id, progress }) {
 function apply(type, data) {
   switch (type) {
     case 'task': applyTask(data); break;
+    case 'sequence': seqs.apply(data); renderAll(); break;
     case 'progress': applyProgress(data); break;
     case 'queue':
       state.paused = data.paused;
@@ -260,8 +269,8 @@ function onEvent(type, data) {
 // -- operator actions -----------------------------------------------------------------
 async function cancelTask(task) {
   try {
-    const { data } = await api('POST', `/task/${encodeURIComponent(task.task_id)}/cancel`);
-    notice(t('web.notice.task_message', { task_id: task.task_id, message: data.message }));
+    const { data } = await api('POST', cancelTarget(task));
+    if (data.message) notice(t('web.notice.task_message', { task_id: inSequence(task) ? task.sequence_id : task.task_id, message: data.message }));
   } catch (err) { failed(err); }
 }
 
@@ -342,6 +351,8 @@ function wire() {
 // is asked again, because its descriptions come from the server in that language.
 async function relabel() {
   renderAll();
+  seqs.render();
+  if (builder) builder.render();
   renderConnection($('#conn'), ...state.conn);
   renderHistoryPage();
   renderDetailPanel();
@@ -356,7 +367,10 @@ async function loadCommands() {
     const { commands } = await get('/commands');
     if (asked !== commandsAsked) return; // a newer answer (the other language) wins
     if (form) form.relabel(commands);
-    else form = new CommandForm($('#submit-form'), commands);
+    else {
+      form = new CommandForm($('#submit-form'), commands);
+      builder = new SequenceBuilder($('#seq-builder'), form);
+    }
   } catch (err) { failed(err); }
 }
 

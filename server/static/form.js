@@ -5,6 +5,7 @@
 import { api, ApiError } from './api.js';
 import { t } from './i18n.js';
 import { h, statusLabel } from './views.js';
+import { isSequence, sendSequence } from './seqform.js';
 
 // Whether a description already gives the range ("Rack position (1-96)", "架位（1-96）"),
 // so the hint does not say it twice.
@@ -188,12 +189,17 @@ export class CommandForm {
     return true;
   }
 
-  // POST / (or /validate) and say what came of it under the buttons.
+  // POST / (or /validate) and say what came of it under the buttons. Raw JSON that
+  // is a sequence (an object with `steps`) goes to POST /sequences (?dry_run=1).
   async send(validateOnly) {
     const body = this.command();
     const out = this.root.querySelector('#submit-result');
     out.textContent = '';
     if (body === null) return;
+    if (isSequence(body)) {
+      await sendSequence(body, validateOnly, out);
+      return;
+    }
     try {
       const { status, data } = await api('POST', validateOnly ? '/validate' : '/', body);
       if (validateOnly) out.textContent = data.message;

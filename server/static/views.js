@@ -11,6 +11,8 @@ const STATUS_LABELS = {
   completed: 'web.status.completed',
   failed: 'web.status.failed',
   cancelled: 'web.status.cancelled',
+  held: 'web.status.held', // a sequence's
+  skipped: 'web.status.skipped', // a sequence's step
 };
 const MODE_LABELS = { queue: 'web.mode.queue', sync: 'web.mode.sync' };
 
@@ -109,6 +111,17 @@ export function paramsSummary(params) {
   return entries.map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : v}`).join('  ');
 }
 
+// A step of a sequence (or a fix-it command run while it is held) says so: it is not
+// cancelled or retried on its own (the server answers 409 task_in_sequence).
+export const inSequence = (task) => Boolean(task && task.sequence_id && !task.fixit);
+
+function sequenceNote(task, seqName) {
+  if (!task.sequence_id) return null;
+  const name = seqName(task.sequence_id);
+  return h('span', { class: 'seq-tag', dataset: { sequenceId: task.sequence_id },
+    text: task.fixit ? t('web.seq.fixit_of', { name }) : t('web.seq.step_of', { step: task.step, name }) });
+}
+
 export function renderRobot(el, robot, mode) {
   el.replaceChildren();
   if (!robot) {
@@ -170,7 +183,7 @@ function itemsTable(items) {
       columns.map((c) => h('td', { text: itemCell(item[c]) }))))));
 }
 
-export function renderRunning(el, task, { onCancel }) {
+export function renderRunning(el, task, { onCancel, seqName }) {
   el.replaceChildren();
   if (!task) {
     el.append(h('p', { class: 'empty', text: t('web.running.none') }));
@@ -187,7 +200,9 @@ export function renderRunning(el, task, { onCancel }) {
       statusBadge('running'),
       h('strong', { text: task.cmd_type }),
       h('code', { text: task.task_id }),
-      h('button', { type: 'button', class: 'secondary', onclick: () => onCancel(task), text: t('web.action.cancel') })),
+      h('button', { type: 'button', class: 'secondary', onclick: () => onCancel(task),
+        text: inSequence(task) ? t('web.seq.cancel') : t('web.action.cancel') })),
+    sequenceNote(task, seqName),
     h('p', { class: 'params', text: paramsSummary(task.params) }),
     progress,
     h('p', { class: 'progress-text', id: 'running-progress-text' },
@@ -200,32 +215,54 @@ export function renderRunning(el, task, { onCancel }) {
   if (Array.isArray(p.items) && p.items.length) el.append(itemsTable(p.items));
 }
 
-export function renderPending(list, empty, count, tasks, { onCancel }) {
-  list.replaceChildren(...tasks.map((task, i) => h('li', { class: 'pending-item', dataset: { taskId: task.task_id } },
-    h('span', { class: 'position', text: `#${i + 1}` }),
+// The steps of one sequence wait as one item (they take one place in the queue); its
+// Cancel cancels the sequence.
+function pendingGroups(tasks) {
+  const groups = [];
+  tasks.forEach((task, i) => {
+    const last = groups[groups.length - 1];
+    if (inSequence(task) && last && last.sequenceId === task.sequence_id) last.tasks.push(task);
+    else groups.push({ position: i + 1, sequenceId: inSequence(task) ? task.sequence_id : null, tasks: [task] });
+  });
+  return groups;
+}
+
+const stepsSummary = (group) => group.slice(0, 6).map((g) => g.cmd_type).join(' · ') + (group.length > 6 ? ' …' : '');
+
+export function renderPending(list, empty, count, tasks, { onCancel, seqName }) {
+  list.replaceChildren(...pendingGroups(tasks).map(({ position, sequenceId, tasks: group }) => {
+    const task = group[0];
+    const head = sequenceId
+      ? h('div', {}, statusBadge('pending'), ' ', h('strong', { text: t('web.seq.pending_group', { name: seqName(sequenceId), n: group.length }) }))
+      : h('div', {}, statusBadge('pending'), ' ', h('strong', { text: task.cmd_type }), ' ', h('code', { text: task.task_id }));
+    return h('li', { class: sequenceId ? 'pending-item pending-seq' : 'pending-item',
+      dataset: sequenceId ? { sequenceId } : { taskId: task.task_id } },
+    h('span', { class: 'position', text: `#${position}` }),
     h('div', { class: 'pending-main' },
-      h('div', {}, statusBadge('pending'), ' ', h('strong', { text: task.cmd_type }), ' ', h('code', { text: task.task_id })),
-      h('div', { class: 'params', text: paramsSummary(task.params) }),
+      head,
+      h('div', { class: 'params', text: sequenceId ? stepsSummary(group) : paramsSummary(task.params) }),
       h('div', { class: 'times' },
         t('web.pending.submitted'), ' ', h('span', { text: shortTime(task.submit_time) }), ' · ', t('web.pending.est_start'), ' ',
         h('span', { class: 'eta' },
           task.estimated_start_time ? timeWithRelative(task.estimated_start_time, true) : t('web.pending.est_unknown')))),
-    h('button', { type: 'button', class: 'secondary cancel', onclick: () => onCancel(task), text: t('web.action.cancel') }))));
+    h('button', { type: 'button', class: 'secondary cancel', onclick: () => onCancel(task),
+      text: sequenceId ? t('web.seq.cancel') : t('web.action.cancel') }));
+  }));
   empty.hidden = tasks.length > 0;
   count.textContent = String(tasks.length);
 }
 
-export function renderHistory(tbody, tasks, { onOpen, onRetry }) {
+export function renderHistory(tbody, tasks, { onOpen, onRetry, seqName }) {
   tbody.replaceChildren(...tasks.map((task) => h('tr', { dataset: { taskId: task.task_id } },
     h('td', {}, statusBadge(task.status)),
-    h('td', { text: task.cmd_type }),
+    h('td', {}, task.cmd_type, sequenceNote(task, seqName)),
     h('td', {}, h('code', { text: task.task_id })),
     h('td', { text: shortTime(task.submit_time) }),
     h('td', { class: 'ended' }, task.end_time ? timeWithRelative(task.end_time) : '—'),
     h('td', { text: formatDuration(task.duration_s) }),
     h('td', { class: 'row-actions' },
       h('button', { type: 'button', class: 'secondary details', onclick: () => onOpen(task.task_id), text: t('web.history.details') }),
-      ['failed', 'cancelled'].includes(task.status)
+      ['failed', 'cancelled'].includes(task.status) && !inSequence(task)
         ? h('button', { type: 'button', class: 'secondary retry', onclick: () => onRetry(task.task_id), text: t('web.action.retry') })
         : null))));
   if (tasks.length === 0) {
@@ -243,6 +280,9 @@ export function renderDetail(el, task, { onClose, onRetry, onTranscript }) {
     [t('web.detail.duration'), task.duration_s !== undefined && task.duration_s !== null
       ? formatDuration(task.duration_s, true) : null],
     [t('web.detail.retry_of'), task.retry_of],
+    [t('web.detail.sequence'), !task.sequence_id ? null : task.fixit
+      ? t('web.detail.sequence_fixit', { sequence_id: task.sequence_id })
+      : t('web.detail.sequence_step', { sequence_id: task.sequence_id, step: task.step })],
   ];
   const transcript = h('a', { href: `/task/${encodeURIComponent(task.task_id)}/transcript`, class: 'transcript-link', text: t('web.detail.transcript') });
   // The token cannot go in a URL, so the page fetches the transcript itself.
@@ -259,7 +299,7 @@ export function renderDetail(el, task, { onClose, onRetry, onTranscript }) {
     h('pre', { class: 'json', id: 'detail-result', text: task.result ? JSON.stringify(task.result, null, 2) : t('web.detail.not_finished') }),
     h('div', { class: 'actions' },
       transcript,
-      ['failed', 'cancelled'].includes(task.status)
+      ['failed', 'cancelled'].includes(task.status) && !inSequence(task)
         ? h('button', { type: 'button', onclick: () => onRetry(task.task_id), text: t('web.detail.retry') })
         : null),
     h('pre', { class: 'json transcript', id: 'detail-transcript', hidden: true }),

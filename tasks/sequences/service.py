@@ -81,9 +81,13 @@ class SequenceService:
                 at = state.add_pending(step.task_id, seq, step.cmd_type, fifo=False)
                 position = at if position is None else position
             state.sequence_keys[sequence_id] = seqs[0]
-            state.fifo.put((seqs[0], sequence_id))
         log.info("sequence %s of %d steps pending", sequence_id, len(steps))
+        # Its "pending" event before the worker can take it: no "running" overtakes it.
+        # One event for the sequence stands for its steps' (a thousand task events
+        # would push every SSE client over its queue).
         self.publish_row(sequence_id)
+        with state.lock:
+            state.fifo.put((seqs[0], sequence_id))
         return sequence_id, True, [s.task_id for s in steps], position
 
     # -- start-up -------------------------------------------------------------------------
