@@ -163,6 +163,8 @@ class SequenceRunner:
         if last:
             self._release(active, status, now)
         else:
+            if active.step.status == "failed":
+                active.failed.append(k)
             active.current = k + 1
             self.service.publish(active)
 

@@ -142,6 +142,7 @@ class SequenceService:
         active = Active(sequence_id, states, "held" if row.status == "held" else "running",
                         current, row.name, row.external_id, row.on_error, row.submitted,
                         row.started)
+        active.failed = [s.step for s in states if s.status == "failed" and s.step < current]
         if row.hold_code is not None:
             active.hold = (row.hold_code, row.hold_params or {})
         active.fixits = [f.task_id for f in fixits if f.status == "pending"]
