@@ -236,3 +236,11 @@ def test_list_newest_first_with_filter_and_cursor(server, client) -> None:
     assert wait_seq(client, pending, "completed", "failed", "held")["status"] == "completed"
     assert wait_seq(client, waiting, "completed")["end_time"] is not None
     assert client.status()["active_sequence"] is None
+
+
+def test_sync_mode_answers_a_sequence_at_once_and_runs_it(make_server) -> None:
+    client = Client(make_server(mode="sync"))
+    r = client.post("/sequences", {"steps": [HOME, HOME]})
+    assert r.status_code == 202 and r.json()["status"] == "pending", r.text
+    done = wait_seq(client, r.json()["sequence_id"], "completed", "failed", "held")
+    assert done["status"] == "completed"
