@@ -17,6 +17,7 @@ from server.api.routing import (
     StreamResponse,
     emergency,
     long_lived,
+    paused_fields,
     public,
 )
 from server.api.sequences import add_routes as add_sequence_routes
@@ -24,7 +25,7 @@ from server.api.static_files import serve_static, static_file
 from server.errors import ApiError
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.transport.headers import CONTROL
-from tasks.commands import CommandError, CommandTable
+from tasks.commands import CommandTable
 from tasks.errors import TaskNotFound
 from tasks.models import ALL_STATUSES, FINAL_STATUSES, TaskStatus
 
@@ -40,16 +41,6 @@ def _commands(req: Request) -> CommandTable:
     commands = req.app.commands
     assert commands is not None  # Application falls back to the manager's table
     return commands
-
-
-def _command(req: Request) -> tuple[str, dict[str, Any]]:
-    if "Content-Length" not in req.headers and "Transfer-Encoding" not in req.headers:
-        raise ApiError("length_required", 411)  # chunked is framed too (http.py read it)
-    body = req.json_object()
-    try:
-        return _commands(req).validate(body)
-    except CommandError as exc:
-        raise ApiError(exc.code, 422, params=exc.params, extra={"field": exc.field}) from None
 
 
 def _get_task(req: Request) -> dict[str, Any]:
@@ -84,11 +75,7 @@ def _accepted(req: Request, task: dict[str, Any], created: bool) -> Response:
         body["message"] = req.t("info.idempotent_replay")
         headers["Idempotent-Replayed"] = "true"
         note = f"task {task['task_id']} replayed"
-    if queue.paused:
-        body["queue_paused"] = True
-        body["pause_reason"] = queue.pause_reason
-        body["pause_code"] = queue.pause_code
-        body["warning"] = req.t("reply.queued_while_paused", reason=queue.pause_reason)
+    body.update(paused_fields(req, queue))
     if "queue_position" in task:
         body["queue_position"] = task["queue_position"]
     return Response(202, body, headers, log_note=note)
@@ -99,7 +86,7 @@ def submit(req: Request) -> Response:
     key = req.idempotency_key()  # a dry run refuses what the real submit would
     if req.query_flag("dry_run"):
         return validate(req)
-    cmd_type, params = _command(req)
+    cmd_type, params = req.command()
     sync = req.app.settings.mode == "sync"
     if sync and req.app.manager.paused:
         # A sync client would hang until someone resumes; tell it now, queue nothing.
@@ -123,7 +110,7 @@ def submit(req: Request) -> Response:
 
 
 def validate(req: Request) -> Response:
-    cmd_type, params = _command(req)
+    cmd_type, params = req.command()
     return Response(200, {"success": True, "code": "command_valid",
                           "message": req.t("info.command_valid"),
                           "command": {"cmd_type": cmd_type, "params": params}})

@@ -13,6 +13,8 @@ from i18n import t
 from server.api.jsonbody import parse_json
 from server.app import Application
 from server.errors import ApiError
+from tasks.commands import CommandError
+from tasks.queue.views import QueueBrief
 
 # ?dry_run= and the like: exactly these words, in any case; anything else is refused
 # rather than guessed (a typo must not queue a real task for the robot).
@@ -96,6 +98,25 @@ class Request:
             raise ApiError("not_json_object", 400)
         return body
 
+    def framed_json(self) -> dict[str, Any]:
+        """The body of a submit: 411 unless its length is framed (Content-Length or
+        chunked, which http.py read), then json_object()."""
+        if "Content-Length" not in self.headers and "Transfer-Encoding" not in self.headers:
+            raise ApiError("length_required", 411)
+        return self.json_object()
+
+    def command(self) -> tuple[str, dict[str, Any]]:
+        """(cmd_type, params) of a one-command body, checked against the server's
+        command table: 422 naming the bad field."""
+        body = self.framed_json()
+        commands = self.app.commands
+        assert commands is not None  # Application falls back to the manager's table
+        try:
+            return commands.validate(body)
+        except CommandError as exc:
+            raise ApiError(exc.code, 422, params=exc.params,
+                           extra={"field": exc.field}) from None
+
     def idempotency_key(self) -> str | None:
         """The Idempotency-Key header, if sent: 1-255 printable ASCII characters."""
         key = self.headers.get("Idempotency-Key")
@@ -159,6 +180,15 @@ class Request:
     def prefers_html(self) -> bool:
         """A browser opening a URL, not a script or a fetch() asking for JSON."""
         return prefers_html(self.headers.get("Accept"))
+
+
+def paused_fields(req: Request, queue: QueueBrief) -> dict[str, Any]:
+    """What a 202 adds while the queue is paused: the work waits, and why."""
+    if not queue.paused:
+        return {}
+    return {"queue_paused": True, "pause_reason": queue.pause_reason,
+            "pause_code": queue.pause_code,
+            "warning": req.t("reply.queued_while_paused", reason=queue.pause_reason)}
 
 
 def prefers_html(accept: str | None) -> bool:

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.api.routing import Request, Response
+from server.api.routing import Request, Response, paused_fields
 from server.errors import ApiError
-from tasks.commands import CommandError
 from tasks.sequences.plan import PlanInvalid, build_plan
 from tasks.sequences.service import RECOVER_ACTIONS, SequenceService
 
@@ -43,11 +42,9 @@ def _plan_errors(req: Request, exc: PlanInvalid) -> ApiError:
 
 def submit_sequence(req: Request) -> Response:
     key = req.idempotency_key()
-    if "Content-Length" not in req.headers and "Transfer-Encoding" not in req.headers:
-        raise ApiError("length_required", 411)
     service = _service(req)
     try:
-        plan = build_plan(req.json_object(), req.app.commands or req.app.manager.commands)
+        plan = build_plan(req.framed_json(), req.app.commands or req.app.manager.commands)
     except PlanInvalid as exc:
         raise _plan_errors(req, exc) from None
     if req.query_flag("dry_run"):
@@ -68,10 +65,7 @@ def submit_sequence(req: Request) -> Response:
                      "status": doc["status"]})
         headers["Idempotent-Replayed"] = "true"
         note = f"sequence {sequence_id} replayed"
-    if queue.paused:
-        body.update({"queue_paused": True, "pause_reason": queue.pause_reason,
-                     "pause_code": queue.pause_code,
-                     "warning": req.t("reply.queued_while_paused", reason=queue.pause_reason)})
+    body.update(paused_fields(req, queue))
     return Response(202, body, headers, log_note=note)
 
 
@@ -122,13 +116,7 @@ def cancel_sequence(req: Request) -> Response:
 
 
 def fixit_sequence(req: Request) -> Response:
-    if "Content-Length" not in req.headers and "Transfer-Encoding" not in req.headers:
-        raise ApiError("length_required", 411)
-    body = req.json_object()
-    try:
-        cmd_type, params = (req.app.commands or req.app.manager.commands).validate(body)
-    except CommandError as exc:
-        raise ApiError(exc.code, 422, params=exc.params, extra={"field": exc.field}) from None
+    cmd_type, params = req.command()
     sequence_id = req.params["sequence_id"]
     task_id = _service(req).fixit(sequence_id, cmd_type, params)
     return Response(202, {"success": True, "code": "fixit_queued",
