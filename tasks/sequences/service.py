@@ -131,12 +131,8 @@ class SequenceService:
         steps, fixits = self.store.details(sequence_id)
         states = []
         for s in steps:
-            latest = s.attempts[-1] if s.attempts else None
-            status = "skipped" if s.skipped else (latest.status if latest else "pending")
             states.append(StepState(s.step, s.cmd_type, s.params, s.on_error or row.on_error,
-                                    s.retry, s.task_id, s.label,
-                                    sum(1 for a in s.attempts if a.started is not None),
-                                    status))
+                                    s.retry, s.task_id, s.label, s.started, s.status))
         current = row.current_step or next(
             (s.step for s in states if s.status not in ("completed", "skipped")), len(states))
         active = Active(sequence_id, states, "held" if row.status == "held" else "running",

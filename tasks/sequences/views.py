@@ -29,20 +29,17 @@ def hold_reason(code: str | None, params: dict[str, Any] | None, lang: str) -> s
              error=(params or {}).get("error", ""))
 
 
-def _step_doc(s: StepRow, row: SequenceRow) -> dict[str, Any]:
-    latest = s.attempts[-1] if s.attempts else None
-    status = "skipped" if s.skipped else (latest.status if latest else "pending")
+def _step_doc(s: StepRow) -> dict[str, Any]:
     return {"step": s.step, "label": s.label, "cmd_type": s.cmd_type, "params": s.params,
             "on_error": s.on_error, "retry": s.retry, "task_id": s.task_id,
-            "task_ids": [a.task_id for a in s.attempts], "status": status,
-            "attempts": sum(1 for a in s.attempts if a.started is not None),
-            "result": latest.result if latest else None}
+            "task_ids": [a.task_id for a in s.attempts], "status": s.status,
+            "attempts": s.started, "result": s.attempts[-1].result if s.attempts else None}
 
 
 def document(row: SequenceRow, steps: list[StepRow], fixits: list[Fixit],
              active: Active | None, lang: str, mean: Mean) -> dict[str, Any]:
     """GET /sequences/<id>."""
-    docs = [_step_doc(s, row) for s in steps]
+    docs = [_step_doc(s) for s in steps]
     current = row.current_step
     if row.status == "pending":
         current = next((d["step"] for d in docs if d["status"] == "pending"), 1)

@@ -97,23 +97,37 @@ class GroupCommit:
                 item.done = True
 
 
+def claim_key(conn: sqlite3.Connection, key: str, body_hash: str | None, owner: str,
+              created: float) -> str | None:
+    """Record Idempotency-Key ``key`` for ``owner`` (a task or a sequence id); or, if
+    it was used before with the same body, the id it answers (nothing recorded).
+    Raises IdempotencyConflict if it was used with another body."""
+    row = conn.execute("SELECT body_hash, task_id FROM idempotency WHERE key = ?",
+                       (key,)).fetchone()
+    if row is not None:
+        if row[0] != body_hash:
+            raise IdempotencyConflict(row[1])
+        return str(row[1])
+    conn.execute("INSERT INTO idempotency(key, body_hash, task_id, created) "
+                 "VALUES (?, ?, ?, ?)", (key, body_hash, owner, created))
+    return None
+
+
 def _insert_one(conn: sqlite3.Connection, item: _PendingInsert) -> None:
     task = item.task
     if task.idempotency_key is not None:
-        row = conn.execute("SELECT body_hash, task_id FROM idempotency WHERE key = ?",
-                           (task.idempotency_key,)).fetchone()
-        if row is not None:
-            if row[0] != task.body_hash:
-                item.error = IdempotencyConflict(row[1])
-            else:
-                item.task_id = row[1]
-                original = conn.execute("SELECT seq FROM tasks WHERE task_id = ?",
-                                        (row[1],)).fetchone()
-                item.seq = original[0] if original else NO_SEQ
+        try:
+            first = claim_key(conn, task.idempotency_key, task.body_hash, task.task_id,
+                              task.submitted)
+        except IdempotencyConflict as conflict:
+            item.error = conflict
             return
-        conn.execute("INSERT INTO idempotency(key, body_hash, task_id, created) "
-                     "VALUES (?, ?, ?, ?)",
-                     (task.idempotency_key, task.body_hash, task.task_id, task.submitted))
+        if first is not None:
+            item.task_id = first
+            original = conn.execute("SELECT seq FROM tasks WHERE task_id = ?",
+                                    (first,)).fetchone()
+            item.seq = original[0] if original else NO_SEQ
+            return
     cur = conn.execute(
         "INSERT INTO tasks(task_id, cmd_type, params, status, submitted, retry_of) "
         "VALUES (?, ?, ?, 'pending', ?, ?)",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.errors import IdempotencyConflict
+from tasks.store.commit import claim_key
 from tasks.store.rows import Statement, dumps, loads, run_statements, status_value
 from tasks.store.taskstore import TaskStore
 
@@ -81,6 +81,18 @@ class StepRow:
     task_id: str  # the latest attempt's
     skipped: bool
     attempts: list[Attempt] = field(default_factory=list)  # oldest first
+
+    @property
+    def status(self) -> str:
+        """The latest attempt's status, or "skipped"."""
+        if self.skipped:
+            return "skipped"
+        return self.attempts[-1].status if self.attempts else "pending"
+
+    @property
+    def started(self) -> int:
+        """How many attempts ran (a retried step's first task exists from the submit)."""
+        return sum(1 for a in self.attempts if a.started is not None)
 
 
 @dataclass
@@ -156,15 +168,10 @@ class SequenceStore:
         Raises IdempotencyConflict or StoreWriteError."""
         with self.store._transaction() as conn:
             if new.idempotency_key is not None:
-                row = conn.execute("SELECT body_hash, task_id FROM idempotency WHERE key = ?",
-                                   (new.idempotency_key,)).fetchone()
-                if row is not None:
-                    if row[0] != new.body_hash:
-                        raise IdempotencyConflict(row[1])
-                    return row[1], False, []
-                conn.execute("INSERT INTO idempotency(key, body_hash, task_id, created) "
-                             "VALUES (?, ?, ?, ?)", (new.idempotency_key, new.body_hash,
-                                                     new.sequence_id, new.submitted))
+                first = claim_key(conn, new.idempotency_key, new.body_hash, new.sequence_id,
+                                  new.submitted)
+                if first is not None:
+                    return first, False, []
             conn.execute(
                 "INSERT INTO sequences(sequence_id, name, external_id, on_error, status, "
                 "submitted) VALUES (?, ?, ?, ?, 'pending', ?)",
