@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tasks.errors import NotAccepted, QueueFull, StoreWriteError, TaskError
@@ -43,6 +44,8 @@ class SequenceService:
         self.lang = manager.lang
         self.wall = wall
         self.active: Active | None = None  # under manager.control_lock
+        # Sends STOP to the robot (the worker's link); wired once the link exists.
+        self.abort_robot: Callable[[], object] = lambda: False
 
     # -- submit ---------------------------------------------------------------------------
     def submit(self, plan: Plan, *, idempotency_key: str | None = None
@@ -230,9 +233,6 @@ class SequenceService:
             if exc.code == "sequence_ended" and row is not None and row.status == "cancelled":
                 return True
             raise
-
-    # Set by the wiring: sends STOP to the robot (the worker's link).
-    abort_robot: Any = staticmethod(lambda: False)
 
     def _cancel_pending(self, sequence_id: str) -> None:
         """A sequence not started: every step cancelled at once (control lock held)."""
