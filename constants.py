@@ -37,6 +37,7 @@ LANG = None  # "zh" or "en"; --lang and ROBOT_LANG win; None: the system's langu
 # --- Execution ----------------------------------------------------------------
 DEFAULT_MODE = "queue"  # "sync" or "queue"
 AUTO_RESUME = False  # after a fault or an interrupted task the queue holds until resumed
+REQUIRE_REASON = False  # True: resume, cancelling another's work and recover need a reason
 SHUTDOWN_GRACE_S = 10.0  # on SIGTERM the running task gets this long, then STOP
 KEEP_DAYS = 30  # finished tasks older than this are pruned
 DB_PATH = "data/tasks.db"  # relative: under the project folder, whatever the working dir

@@ -51,6 +51,7 @@ class Settings:
     event_queue: int = constants.EVENT_QUEUE
     # Access
     api_token: str | None = constants.API_TOKEN
+    require_reason: bool = constants.REQUIRE_REASON
     allow: tuple[str, ...] = constants.ALLOW
     allowed_hosts: tuple[str, ...] = constants.ALLOWED_HOSTS
     trusted_proxies: tuple[str, ...] = constants.TRUSTED_PROXIES
@@ -162,6 +163,7 @@ FLAGS: dict[str, Flag] = {
     "port": Flag("port", "ROBOT_HTTP_PORT", INT),
     "db": Flag("db", "ROBOT_DB"),
     "auto_resume": Flag("auto_resume", "ROBOT_AUTO_RESUME", YES_NO),
+    "require_reason": Flag("require_reason", "ROBOT_REQUIRE_REASON", YES_NO),
     "max_queue": Flag("max_queue", "ROBOT_MAX_QUEUE", INT),
     "keep_days": Flag("keep_days", "ROBOT_KEEP_DAYS", NUMBER),
     "shutdown_grace": Flag("shutdown_grace", "ROBOT_SHUTDOWN_GRACE", NUMBER),

@@ -8,12 +8,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.clock import clock_synchronized
+from server.guard.identity import Identity
 from server.metrics import Metrics
 from settings import Settings
 from tasks.commands import CommandTable
 from tasks.queue.events import EventBus
 from tasks.queue.manager import TaskManager
 from tasks.sequences.service import SequenceService
+from tasks.store.principals import PrincipalStore
 from tasks.worker import Worker
 
 log = logging.getLogger("server.app")
@@ -78,12 +81,15 @@ class Application:
     store_health: StoreHealth | None = None
     static_dir: str | None = None  # the dashboard's files; None: GET / is always JSON
     sequences: SequenceService | None = None  # None: the sequence routes answer 503
+    identity: Identity = None  # type: ignore[assignment]  # made from the store if None
 
     def __post_init__(self) -> None:
         if self.commands is None:
             self.commands = self.manager.commands
         if self.store_health is None:
             self.store_health = StoreHealth(self.manager.store)
+        if self.identity is None:
+            self.identity = Identity(PrincipalStore(self.manager.store), self.settings)
         self.metrics.watch_store(self.store_state)
 
     def store_state(self) -> tuple[bool, str | None]:
@@ -104,6 +110,8 @@ class Application:
                 "robot": {k: robot.get(k) for k in ("connected", "port", "last_seen",
                                                      "firmware", "error")},
                 "store": {"writable": writable, "error": store_error},
+                # The audit trail's times are this clock's (docs/security.md).
+                "clock_synchronized": clock_synchronized(),
                 **self.manager.queue_state()}
         return (200 if status != "down" else 503), body
 

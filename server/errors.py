@@ -31,6 +31,10 @@ TASK_REPLIES: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {
     "not_waiting_confirm": (409, ()),
     "fixit_running": (409, ()),
     "recover_action_invalid": (400, ()),
+    # Principals (tasks/store/principals.py).
+    "user_exists": (409, ()),
+    "user_not_found": (404, ()),
+    "user_invalid": (400, ()),
 }
 
 

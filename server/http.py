@@ -25,6 +25,7 @@ from server.api.routing import Request, Response, Router, StreamResponse, parse_
 from server.app import Application
 from server.errors import ApiError, from_task_error, stdlib_error
 from server.guard import crosssite
+from server.guard.identity import Refused, request_id
 from server.logbatch import AccessLog
 from server.transport.framing import body_framing, read_chunked
 from server.transport.headers import escape as _escape
@@ -34,6 +35,7 @@ from server.transport.listener import RobotHTTPServer
 from server.transport.reader import DeadlineReader, DeadlineWriter, HeadBudget
 from server.transport.requesthead import Head, parse_head
 from tasks.errors import TaskError
+from tasks.store.audit import AuditEntry
 
 log = logging.getLogger("server")
 access_log = logging.getLogger("server.access")
@@ -84,6 +86,7 @@ class Handler(BaseHTTPRequestHandler):
         self._body_pending = self._expect_continue = self._vary_lang = False
         self._chunked = False
         self._fwd = self._peer.direct
+        self._request_id = ""
         try:
             # Idle keep-alive: wait for the first byte of the next request.
             self._reader.arm_idle(config.idle_timeout)
@@ -166,6 +169,8 @@ class Handler(BaseHTTPRequestHandler):
         lang = negotiate(self.headers.get("Accept-Language"), app.settings.lang)
         headers = self.headers
         access = self._access
+        self._request_id = request_id(headers.get("X-Request-ID"))
+        path = self.path
         try:
             # The checks, in order: client, framing, Host, Origin, route, token.
             self._fwd = access.client(self._peer, headers)
@@ -193,10 +198,12 @@ class Handler(BaseHTTPRequestHandler):
                     if not getattr(func, "emergency", False):
                         raise ApiError("too_many_connections", 503,
                                        headers={"Retry-After": "1"}, close=True)
-                access.authorize(func, headers)
+                principal = app.identity.authorize(func.permission,  # type: ignore[attr-defined]
+                                                   headers, self._fwd.client)
                 body = self._read_body()
                 request = Request(self.command, path, query, headers, body, app,
-                                  self._fwd.client, params, language=lang)
+                                  self._fwd.client, params, language=lang,
+                                  principal=principal, request_id=self._request_id)
                 mark = getattr(func, "long_lived", None)
                 if mark is True or (isinstance(mark, str) and query.get(mark)):
                     self.server.enter_stream()
@@ -206,6 +213,8 @@ class Handler(BaseHTTPRequestHandler):
                 finally:
                     self._vary_lang = request.lang_used
         except ApiError as exc:
+            if isinstance(exc, Refused):
+                self._audit_refused(exc, path)
             response = self._refusal(exc, lang)
         except TaskError as exc:
             # The task layer says what went wrong; server/errors.py, what it means in HTTP.
@@ -229,6 +238,26 @@ class Handler(BaseHTTPRequestHandler):
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s took %.2f ms", self.command, _escape(self.path),
                       (time.perf_counter() - started) * 1000)
+
+    def _audit_refused(self, exc: Refused, path: str) -> None:
+        """A 401 or 403 is on record, and a lock-out once, when it starts (not every
+        429 after it: a flood must not become a flood of commits)."""
+        if exc.status == 429:
+            return
+        who = exc.who
+        entry = AuditEntry(who.name if who else "unknown", who.role if who else "-",
+                           self._fwd.client, "auth.refused", target=f"{self.command} {path}",
+                           request_id=self._request_id, status=exc.status,
+                           reason=exc.params.get("permission") if exc.params else None)
+        rows = [entry.statement()]
+        if exc.lockout:
+            rows.append(AuditEntry("unknown", "-", self._fwd.client, "auth.lockout",
+                                   target=self._fwd.client, request_id=self._request_id,
+                                   status=429).statement())
+        try:
+            self.server.app.manager.store.commit(rows)
+        except TaskError:  # the refusal stands; the log says the row is missing
+            log.error("audit row of a refused request could not be written")
 
     def _refusal(self, exc: ApiError, lang: str) -> Response:
         self._vary_lang = True
@@ -278,6 +307,8 @@ class Handler(BaseHTTPRequestHandler):
                  f"Content-Type: {content_type}\r\n"]
         if length is not None:
             parts.append(f"Content-Length: {length}\r\n")
+        if self._request_id:
+            parts.append(f"X-Request-ID: {self._request_id}\r\n")
         extra = self._extra_headers
         if extra or self._vary_lang or "Vary" in headers:
             merged = {**extra, **headers}

@@ -128,6 +128,9 @@ class Task:
     # command run while the sequence was held.
     sequence_id: str | None = None
     step: int | None = None
+    # Who submitted it and who cancelled it (docs/security.md); None in older rows.
+    submitted_by: str | None = None
+    cancelled_by: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -165,4 +168,8 @@ class Task:
                 doc["fixit"] = True
             else:
                 doc["step"] = self.step
+        if self.submitted_by is not None:
+            doc["submitted_by"] = self.submitted_by
+        if self.cancelled_by is not None:
+            doc["cancelled_by"] = self.cancelled_by
         return doc

@@ -21,6 +21,7 @@ from tasks.queue.manager import Run, TaskManager
 from tasks.queue.stops import SHUTDOWN
 from tasks.reasons import EMERGENCY_STOP, failure, fault_hold, outcome_code, progress_message
 from tasks.store import Statement
+from tasks.store.audit import AuditEntry
 
 log = logging.getLogger("tasks.worker")
 
@@ -366,14 +367,14 @@ class Worker:
         return lines if self._current == task_id else None
 
     # -- operator actions ---------------------------------------------------------------
-    def cancel(self, task_id: str) -> str:
+    def cancel(self, task_id: str, audit: AuditEntry | None = None) -> str:
         """Cancel a task: "cancelled" now, or "aborting" after STOP was sent."""
-        state = self.manager.request_cancel(task_id)
+        state = self.manager.request_cancel(task_id, audit=audit)
         if state == "aborting":
             self.link.abort()
         return state
 
-    def emergency_stop(self) -> dict[str, Any]:
+    def emergency_stop(self, audit: AuditEntry | None = None) -> dict[str, Any]:
         """STOP first (nothing may delay it), then the bookkeeping."""
         t0 = time.perf_counter()
         # Recorded before STOP goes out, so the aborted result is recognised even if it
@@ -387,7 +388,7 @@ class Worker:
                 self.manager.request_cancel(running, EMERGENCY_STOP)
             except Exception as exc:  # the task may have just finished
                 log.info("emergency stop: %s", exc)
-        state = self.manager.pause(code=EMERGENCY_STOP)
+        state = self.manager.pause(code=EMERGENCY_STOP, audit=audit)
         log.warning("emergency stop: STOP %s in %.2f ms; running task %s",
                     "sent" if sent else "NOT sent (robot not connected)", stop_ms, running)
         return {"stop_sent": sent, "running_task": running, **state}

@@ -4,7 +4,8 @@ Built per request from the running server's config, so the limits it states
 (`?wait=` clamp, body size) are the ones this server enforces. The command
 schemas come from the table this server validates commands with (the shipped
 tasks/commands/commands.json or `--commands FILE`), so a lab's own commands appear too.
-`GET /openapi.json` is public: it names endpoints and shapes, never data.
+`GET /openapi.json` needs the `read` permission, as every GET of the API does
+(docs/security.md).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from server.api.openapi_schemas import (
     ref,
     schemas,
 )
+from server.api.openapi_security import add_guard, security_paths, security_schemas
 from server.api.openapi_sequences import sequence_paths, sequence_schemas
-from server.api.routing import FLAG_FALSE, FLAG_TRUE, Request, Response, public
+from server.api.routing import FLAG_FALSE, FLAG_TRUE, Request, Response
 from settings import Settings
 from tasks.commands import CommandTable, default_table
 from tasks.models import ALL_STATUSES
@@ -196,7 +198,7 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
                         "Event, discriminated by event: EventSnapshot, EventTask, "
                         "EventProgress, EventQueue, EventRobot, EventReset).")},
         "/openapi.json": {"get": _operation("This document", {
-            "200": json_reply({"type": "object"}, "OpenAPI 3.1")}, public_route=True)},
+            "200": json_reply({"type": "object"}, "OpenAPI 3.1")})},
         "/static/{name}": {"get": _operation("Dashboard files", {
             "200": {"description": "the file",
                     "content": {t: {"schema": {}} for t in static_types}},
@@ -206,17 +208,22 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
                     "schema": {"type": "string"}}], public_route=True)},
         **sequence_paths(_operation, errors, dry_run=dry_run, idempotency=idempotency,
                          command_body=command_body),
+        **security_paths(_operation, errors),
     }
+    add_guard(paths)
     components = schemas(commands)
     components.update(sequence_schemas(components["Command"]))
+    components.update(security_schemas())
     return {
         "openapi": "3.1.0",
         "info": {"title": "Robot task server", "version": "1.0.0",
                  "description": "HTTP task server for a lab robot on a serial port. Every "
                                 "error is {success: false, code, message}; code is stable, "
                                 "message is in the language of Accept-Language (zh or en; "
-                                "else the server's --lang). With --api-token every "
-                                "operation except the public ones needs the token. A path "
+                                "else the server's --lang). Once a user is added or "
+                                "--api-token is set, every operation except the public "
+                                "ones needs a token, and the token's role decides what it "
+                                "may do (docs/security.md). A path "
                                 "with a trailing slash (/queue/status/) is redirected, "
                                 "308 with Location, to the one without."},
         "paths": paths,
@@ -232,6 +239,5 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
     }
 
 
-@public  # tooling reads the document before it has a token; it names no data
 def openapi_document(req: Request) -> Response:
     return Response(200, build_openapi(req.app.settings, req.app.commands))

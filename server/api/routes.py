@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from server.api.admin import add_routes as add_admin_routes
 from server.api.openapi import openapi_document
 from server.api.routing import (
     Request,
@@ -18,7 +19,6 @@ from server.api.routing import (
     emergency,
     long_lived,
     paused_fields,
-    public,
 )
 from server.api.sequences import add_routes as add_sequence_routes
 from server.api.static_files import serve_static, static_file
@@ -54,8 +54,9 @@ def _submit(req: Request, cmd_type: str, params: dict[str, Any], *,
             retry_of: str | None = None, key: str | None = None,
             quiet: bool = False) -> tuple[dict[str, Any], bool]:
     # Refused: QueueFull, IdempotencyConflict or StoreWriteError (nothing was queued).
+    action = "task.submit" if retry_of is None else "task.retry"
     result = req.app.manager.submit(cmd_type, params, retry_of=retry_of,
-                                    idempotency_key=key, quiet=quiet)
+                                    idempotency_key=key, quiet=quiet, audit=req.audit(action))
     return result.task, result.created
 
 
@@ -157,10 +158,22 @@ def _not_a_step(req: Request, task: dict[str, Any] | None) -> None:
                        extra={"sequence_id": task["sequence_id"]})
 
 
+def _owned(req: Request, task: dict[str, Any]) -> None:
+    """An operator acts on their own tasks; another's needs `others` (and, with
+    --require-reason, a reason)."""
+    owner = task.get("submitted_by")
+    req.check_owner(owner)
+    if owner != req.principal.name:
+        req.need_reason()
+
+
 def cancel_task(req: Request) -> Response:
     task_id = req.params["task_id"]
-    _not_a_step(req, req.app.manager.get(task_id))
-    state = req.app.worker.cancel(task_id)  # TaskNotFound, TaskFinished
+    task = req.app.manager.get(task_id)
+    _not_a_step(req, task)
+    if task is not None:
+        _owned(req, task)
+    state = req.app.worker.cancel(task_id, req.audit("task.cancel"))  # TaskNotFound...
     if state == "cancelled":
         return Response(200, {"success": True, "task_id": task_id,
                               "status": TaskStatus.CANCELLED.value,
@@ -173,6 +186,7 @@ def cancel_task(req: Request) -> Response:
 def retry_task(req: Request) -> Response:
     old = _get_task(req)
     _not_a_step(req, old)
+    req.check_owner(old.get("submitted_by"))
     if old["status"] not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         raise ApiError("task_not_retryable", 409,
                        params={"task_id": old["task_id"], "status": old["status"]})
@@ -231,18 +245,19 @@ def queue_pause(req: Request) -> Response:
         if reason is not None:  # shown on the console and the page: one sane line
             reason = CONTROL.sub(" ", reason[:200]).strip() or None
     return Response(200, {"success": True, "code": "paused", "message": req.t("info.paused"),
-                          **req.app.manager.pause(reason)})
+                          **req.app.manager.pause(reason, audit=req.audit("queue.pause"))})
 
 
 def queue_resume(req: Request) -> Response:
+    req.need_reason()  # resuming after a hold says why the robot may go on
     return Response(200, {"success": True, "code": "resumed", "message": req.t("info.resumed"),
-                          **req.app.manager.resume()})
+                          **req.app.manager.resume(req.audit("queue.resume"))})
 
 
 # -- robot ---------------------------------------------------------------------------------
 @emergency  # reachable even when every ordinary connection slot is taken
 def robot_stop(req: Request) -> Response:
-    state = req.app.worker.emergency_stop()
+    state = req.app.worker.emergency_stop(req.audit("robot.stop", target="robot"))
     if state["stop_sent"]:
         code, message = "stop_sent", req.t("info.stop_sent")
     else:
@@ -255,7 +270,6 @@ def robot_info(req: Request) -> Response:
     return Response(200, req.app.robot_info())
 
 
-@public
 def health(req: Request) -> Response:
     status, body = req.app.health()
     return Response(status, body)
@@ -265,7 +279,6 @@ def commands(req: Request) -> Response:
     return Response(200, {"commands": _commands(req).catalog(req.lang)})
 
 
-@public  # the page shell must load before it can ask for a token
 def service(req: Request) -> Response:
     # Browsers rank text/html first; scripts send */* or nothing and get JSON.
     if req.app.static_dir and req.prefers_html():
@@ -323,26 +336,30 @@ def events(req: Request) -> StreamResponse:
 
 
 def build_router() -> Router:
+    # Every route says what it needs (server/guard/permissions.py, docs/security.md).
+    # Public: the page shell and its files (no lab data: the page asks for a token
+    # before it reads anything) and /health (liveness for monitors).
     r = Router()
-    r.add("GET", "/", service)
-    r.add("POST", "/", submit)
-    r.add("POST", "/validate", validate)
-    r.add("GET", "/tasks", list_tasks)
-    r.add("GET", "/task/<task_id>", get_task)
-    r.add("DELETE", "/task/<task_id>", cancel_task)
-    r.add("POST", "/task/<task_id>/cancel", cancel_task)
-    r.add("POST", "/task/<task_id>/retry", retry_task)
-    r.add("GET", "/task/<task_id>/transcript", task_transcript)
-    r.add("GET", "/queue/status", queue_status)
-    r.add("POST", "/queue/pause", queue_pause)
-    r.add("POST", "/queue/resume", queue_resume)
-    r.add("POST", "/robot/stop", robot_stop)
-    r.add("GET", "/robot", robot_info)
-    r.add("GET", "/health", health)
-    r.add("GET", "/commands", commands)
-    r.add("GET", "/metrics", metrics)
-    r.add("GET", "/events", events)
-    r.add("GET", "/openapi.json", openapi_document)
-    r.add("GET", "/static/<name>", static_file)
+    r.add("GET", "/", service, "public")
+    r.add("POST", "/", submit, "submit")
+    r.add("POST", "/validate", validate, "read")
+    r.add("GET", "/tasks", list_tasks, "read")
+    r.add("GET", "/task/<task_id>", get_task, "read")
+    r.add("DELETE", "/task/<task_id>", cancel_task, "cancel")
+    r.add("POST", "/task/<task_id>/cancel", cancel_task, "cancel")
+    r.add("POST", "/task/<task_id>/retry", retry_task, "submit")
+    r.add("GET", "/task/<task_id>/transcript", task_transcript, "read")
+    r.add("GET", "/queue/status", queue_status, "read")
+    r.add("POST", "/queue/pause", queue_pause, "queue")
+    r.add("POST", "/queue/resume", queue_resume, "queue")
+    r.add("POST", "/robot/stop", robot_stop, "stop")
+    r.add("GET", "/robot", robot_info, "read")
+    r.add("GET", "/health", health, "public")
+    r.add("GET", "/commands", commands, "read")
+    r.add("GET", "/metrics", metrics, "read")
+    r.add("GET", "/events", events, "read")
+    r.add("GET", "/openapi.json", openapi_document, "read")
+    r.add("GET", "/static/<name>", static_file, "public")
     add_sequence_routes(r)
+    add_admin_routes(r)
     return r

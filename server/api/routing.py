@@ -7,14 +7,18 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote
 
 from i18n import t
 from server.api.jsonbody import parse_json
 from server.app import Application
 from server.errors import ApiError
+from server.guard.identity import ANONYMOUS, Principal, forbidden
+from server.guard.permissions import PERMISSIONS, PUBLIC, allowed
+from server.transport.headers import CONTROL
 from tasks.commands import CommandError
 from tasks.queue.views import QueueBrief
+from tasks.store.audit import AuditEntry
 
 # ?dry_run= and the like: exactly these words, in any case; anything else is refused
 # rather than guessed (a typo must not queue a real task for the robot).
@@ -74,6 +78,8 @@ class Request:
     language: str = "en"
     # Set once a route reads the language: the reply then carries Vary: Accept-Language.
     lang_used: bool = False
+    principal: Principal = ANONYMOUS  # who is asking (server/guard/identity.py)
+    request_id: str = ""  # the X-Request-ID the reply carries and audit rows name
 
     @property
     def lang(self) -> str:
@@ -181,6 +187,49 @@ class Request:
         """A browser opening a URL, not a script or a fetch() asking for JSON."""
         return prefers_html(self.headers.get("Accept"))
 
+    # -- who, and why (docs/security.md) -----------------------------------------------
+    def may(self, permission: str) -> bool:
+        return allowed(self.principal.role, permission)
+
+    def check_owner(self, owner: str | None) -> None:
+        """Acting on work of ``owner``: one's own, or with `others` (403 naming it)."""
+        if owner != self.principal.name and not self.may("others"):
+            raise forbidden(self.principal, "others")
+
+    def reason(self) -> str | None:
+        """Why, as the client says: the X-Reason header (UTF-8, may be %-escaped), else
+        a JSON body's `reason`. One sane line of at most 500 characters."""
+        raw = self.headers.get("X-Reason")
+        if raw is not None:
+            try:  # http.server decoded the header's bytes as latin-1
+                raw = raw.encode("latin-1").decode("utf-8")
+            except (UnicodeEncodeError, UnicodeDecodeError):
+                pass
+            if "%" in raw:
+                raw = unquote(raw, errors="replace")
+        elif self.body.strip() and (self.headers.get("Content-Type") or "").split(";")[0] \
+                .strip().lower() == "application/json":
+            try:
+                body = self.json()
+            except ApiError:
+                body = None  # the route reads the body and refuses it in its own words
+            raw = body.get("reason") if isinstance(body, dict) else None
+        if not isinstance(raw, str):
+            return None
+        return CONTROL.sub(" ", raw[:500]).strip() or None
+
+    def need_reason(self) -> None:
+        """With --require-reason: 400 unless the request says why."""
+        if self.app.settings.require_reason and self.reason() is None:
+            raise ApiError("reason_required", 400)
+
+    def audit(self, action: str, *, target: str | None = None,
+              before: str | None = None) -> AuditEntry:
+        """This request's audit row, for the task layer to commit with its change."""
+        return AuditEntry(self.principal.name, self.principal.role, self.client, action,
+                          target=target, before=before, reason=self.reason(),
+                          request_id=self.request_id)
+
 
 def paused_fields(req: Request, queue: QueueBrief) -> dict[str, Any]:
     """What a 202 adds while the queue is paused: the work waits, and why."""
@@ -227,12 +276,6 @@ def media_quality(accept: str | None, media_type: str) -> float:
 Route = Callable[[Request], "Response | StreamResponse"]
 
 
-def public(func: Route) -> Route:
-    """Mark a route as reachable without the API token (health, the page shell)."""
-    func.public = True  # type: ignore[attr-defined]
-    return func
-
-
 def emergency(func: Route) -> Route:
     """Mark the route that may use the connections kept beyond the cap (stop)."""
     func.emergency = True  # type: ignore[attr-defined]
@@ -255,13 +298,27 @@ class Router:
         # Fixed paths ("/queue/status") found by one dict lookup; only those that no
         # earlier pattern matches, so the answer is the one the ordered scan gives.
         self._fixed: dict[tuple[str, str], Route] = {}
+        self._table: list[tuple[str, str, str]] = []  # (method, pattern, permission)
 
-    def add(self, method: str, pattern: str, func: Route) -> None:
+    def add(self, method: str, pattern: str, func: Route, permission: str) -> None:
+        """Route (method, pattern) to ``func``, which needs ``permission``
+        (server/guard/permissions.py): every route says what it needs."""
+        if permission != PUBLIC and permission not in PERMISSIONS:
+            raise ValueError(f"{method} {pattern}: unknown permission {permission!r}")
+        known = getattr(func, "permission", permission)
+        if known != permission:  # one function, one permission, whatever its path
+            raise ValueError(f"{method} {pattern}: {func.__name__} needs {known!r}")
+        func.permission = permission  # type: ignore[attr-defined]
+        self._table.append((method, pattern, permission))
         regex = re.compile("^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", pattern) + "$")
         if "<" not in pattern and (method, pattern) not in self._fixed and not any(
                 r.match(pattern) for m, r, _ in self._routes if m == method):
             self._fixed[(method, pattern)] = func
         self._routes.append((method, regex, func))
+
+    def routes(self) -> list[tuple[str, str, str]]:
+        """(method, pattern, permission) of every route, in the table's order."""
+        return list(self._table)
 
     def match(self, method: str, path: str,
               query: str = "") -> tuple[Route, dict[str, str]]:

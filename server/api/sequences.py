@@ -51,7 +51,8 @@ def submit_sequence(req: Request) -> Response:
         return Response(200, {"success": True, "code": "sequence_valid",
                               "message": req.t("info.sequence_valid"),
                               "plan": service.plan_estimate(plan)})
-    sequence_id, created, task_ids, position = service.submit(plan, idempotency_key=key)
+    sequence_id, created, task_ids, position = service.submit(
+        plan, idempotency_key=key, audit=req.audit("sequence.submit", before=None))
     queue = req.app.manager.queue_brief()
     body: dict[str, Any] = {
         "success": True, "code": "queued", "message": req.t("info.sequence_queued"),
@@ -101,24 +102,39 @@ def recover_sequence(req: Request) -> Response:
     if not isinstance(action, str) or action not in RECOVER_ACTIONS:
         raise ApiError("recover_action_invalid", 400,
                        params={"actions": ", ".join(RECOVER_ACTIONS)})
-    done = _service(req).ask(req.params["sequence_id"], "recover", action)
+    req.need_reason()
+    sequence_id = req.params["sequence_id"]
+    before = _document(req, sequence_id)["status"]
+    done = _service(req).ask(sequence_id, "recover", action,
+                             audit=req.audit("sequence.recover", before=before))
     return _answered(req, done, "recovered", req.t("info.recovered", action=action))
 
 
 def confirm_sequence(req: Request) -> Response:
-    done = _service(req).ask(req.params["sequence_id"], "confirm")
+    sequence_id = req.params["sequence_id"]
+    before = _document(req, sequence_id)["status"]
+    done = _service(req).ask(sequence_id, "confirm",
+                             audit=req.audit("sequence.confirm", before=before))
     return _answered(req, done, "confirmed", req.t("info.confirmed"))
 
 
 def cancel_sequence(req: Request) -> Response:
-    done = _service(req).cancel(req.params["sequence_id"])
+    sequence_id = req.params["sequence_id"]
+    doc = _document(req, sequence_id)
+    owner = doc.get("submitted_by")
+    req.check_owner(owner)
+    if owner != req.principal.name:
+        req.need_reason()
+    done = _service(req).cancel(sequence_id,
+                                audit=req.audit("sequence.cancel", before=doc["status"]))
     return _answered(req, done, "cancelled_sequence", req.t("info.cancelled_sequence"))
 
 
 def fixit_sequence(req: Request) -> Response:
     cmd_type, params = req.command()
     sequence_id = req.params["sequence_id"]
-    task_id = _service(req).fixit(sequence_id, cmd_type, params)
+    task_id = _service(req).fixit(sequence_id, cmd_type, params,
+                                  audit=req.audit("sequence.fixit", before=None))
     return Response(202, {"success": True, "code": "fixit_queued",
                           "message": req.t("info.fixit_queued"), "task_id": task_id,
                           "sequence_id": sequence_id},
@@ -126,10 +142,10 @@ def fixit_sequence(req: Request) -> Response:
 
 
 def add_routes(r: Any) -> None:
-    r.add("POST", "/sequences", submit_sequence)
-    r.add("GET", "/sequences", list_sequences)
-    r.add("GET", "/sequences/<sequence_id>", get_sequence)
-    r.add("POST", "/sequences/<sequence_id>/recover", recover_sequence)
-    r.add("POST", "/sequences/<sequence_id>/confirm", confirm_sequence)
-    r.add("POST", "/sequences/<sequence_id>/cancel", cancel_sequence)
-    r.add("POST", "/sequences/<sequence_id>/fixit", fixit_sequence)
+    r.add("POST", "/sequences", submit_sequence, "submit")
+    r.add("GET", "/sequences", list_sequences, "read")
+    r.add("GET", "/sequences/<sequence_id>", get_sequence, "read")
+    r.add("POST", "/sequences/<sequence_id>/recover", recover_sequence, "sequence")
+    r.add("POST", "/sequences/<sequence_id>/confirm", confirm_sequence, "sequence")
+    r.add("POST", "/sequences/<sequence_id>/cancel", cancel_sequence, "cancel")
+    r.add("POST", "/sequences/<sequence_id>/fixit", fixit_sequence, "sequence")

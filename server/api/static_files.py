@@ -14,7 +14,7 @@ import os
 import re
 from email.utils import formatdate, parsedate_to_datetime
 
-from server.api.routing import Request, Response, public
+from server.api.routing import Request, Response
 from server.errors import ApiError
 
 CONTENT_TYPES = {
@@ -95,6 +95,5 @@ def serve_static(req: Request, name: str) -> Response:
     return Response(200, payload, headers, content_type)
 
 
-@public  # the page must load before it can ask for the API token
 def static_file(req: Request) -> Response:
     return serve_static(req, req.params["name"])

@@ -1,21 +1,21 @@
 """Who may talk to this server: client networks (--allow), trusted proxies, the Host
-header, the Origin of a browser's request and the API token.
+header and the Origin of a browser's request.
 
 The handler (server/http.py) asks these questions in this order: client, Host,
-Origin, token. Each check either passes silently or raises the ApiError the client
-gets. What is fixed for the server's life (networks, names) is worked out once;
-the token and --cors-origin are read from the settings per request, as before.
+Origin; then who the client is and what it may do (server/guard/identity.py). Each
+check either passes silently or raises the ApiError the client gets. What is fixed for
+the server's life (networks, names) is worked out once; --cors-origin is read from the
+settings per request, as before.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Any
 
-from server.api.routing import Response, Route
+from server.api.routing import Response
 from server.errors import ApiError
 from server.guard import crosssite
 from server.guard.forwarded import Forwarded, Network, forwarded, in_networks
@@ -161,16 +161,3 @@ class Access:
         return Response(204, b"", {"Access-Control-Allow-Methods": "GET, POST, DELETE",
                                    "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
                                    "Access-Control-Max-Age": "600"})
-
-    # -- the API token ----------------------------------------------------------------
-    def authorize(self, func: Route, headers: Any) -> None:
-        token = self.settings.api_token
-        if not token or getattr(func, "public", False):
-            return
-        given = headers.get("X-API-Key")
-        auth = headers.get("Authorization") or ""
-        if given is None and auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
-        if given is None or not hmac.compare_digest(given.encode(), token.encode()):
-            raise ApiError("not_authenticated", 401,
-                           headers={"WWW-Authenticate": 'Bearer realm="robot"'})

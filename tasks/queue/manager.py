@@ -29,6 +29,7 @@ from tasks.queue.views import TaskViews
 from tasks.queue.waiters import FinalWaiters
 from tasks.reasons import CANCELLED, failure, pause_text
 from tasks.store import NewTask, TaskStore
+from tasks.store.audit import AuditEntry, attribution
 
 log = logging.getLogger("tasks")
 
@@ -108,11 +109,12 @@ class TaskManager(RunSide):
     # -- submit -----------------------------------------------------------------------
     def submit(self, cmd_type: str, params: dict[str, Any], *,
                idempotency_key: str | None = None, retry_of: str | None = None,
-               quiet: bool = False) -> SubmitResult:
+               quiet: bool = False, audit: AuditEntry | None = None) -> SubmitResult:
         """Commit a new task (or find an Idempotency-Key's first one) and queue it.
 
         ``quiet``: the caller reports the new task in a line of its own (the HTTP
-        access line), so the "pending" line here is DEBUG, not a second INFO record."""
+        access line), so the "pending" line here is DEBUG, not a second INFO record.
+        ``audit``: the request's audit row, committed with the task (who submitted it)."""
         with self.state.lock:
             unfinished = self.state.queue_size()
         # A replay of an accepted submit is answered even when the queue is full
@@ -123,7 +125,8 @@ class TaskManager(RunSide):
         now = self.wall()
         new = NewTask(new_task_id(now), cmd_type, params, now, retry_of=retry_of,
                       idempotency_key=idempotency_key,
-                      body_hash=body_hash(cmd_type, params) if idempotency_key else None)
+                      body_hash=body_hash(cmd_type, params) if idempotency_key else None,
+                      submitted_by=None if audit is None else audit.principal, audit=audit)
         # The row is committed (durably) before anything is queued or answered.
         try:
             inserted = self.store.insert(new)
@@ -150,23 +153,28 @@ class TaskManager(RunSide):
         return self.waiters.wait(task_id, self.get, timeout)
 
     # -- operator control ---------------------------------------------------------------
-    def request_cancel(self, task_id: str, reason: str = CANCELLED) -> str:
+    def request_cancel(self, task_id: str, reason: str = CANCELLED,
+                       audit: AuditEntry | None = None) -> str:
         """Cancel a task. Returns "cancelled" (done now) or "aborting" (STOP needed).
 
         ``reason`` is a code (tasks/reasons.py): the cancelled result's, once the robot
         has stopped. Raises TaskNotFound or TaskFinished. For "aborting" the caller
-        sends STOP.
+        sends STOP. ``audit``: the request's row, committed with `cancelled_by` (and,
+        pending, with the cancel itself).
         """
+        extra = [] if audit is None else attribution("tasks", "cancelled_by", task_id, audit)
         with self._lock:
             with self.state.lock:
                 pending = task_id in self.state.pending
+            if audit is not None:
+                audit.before = "pending" if pending else "running"
             if pending:
                 ended = self.wall()
                 result = failure("cancelled_before_start", self.lang)
                 # The worker moves a task out of pending under this same lock, so
                 # the row is still pending here.
                 self.store.finish(task_id, TaskStatus.CANCELLED, ended, result,
-                                  only_if=(TaskStatus.PENDING,))
+                                  only_if=(TaskStatus.PENDING,), extra=extra)
                 with self.state.lock:
                     del self.state.pending[task_id]
                     self.state.counts[TaskStatus.PENDING] -= 1
@@ -176,6 +184,8 @@ class TaskManager(RunSide):
                 self.events.publish("task", self.get(task_id) or {"task_id": task_id})
                 return "cancelled"
             if self.running_task_id == task_id:
+                if extra:  # before STOP: the cancel is on record whatever follows
+                    self.store.commit(extra)
                 self.stops.cancel(task_id, reason)
                 return "aborting"
         if self.store.get(task_id) is None:
@@ -188,24 +198,31 @@ class TaskManager(RunSide):
         return self.stops.reason(run.task.task_id, run.stop_mark)
 
     def pause(self, reason: str | None = None, *, code: str = "paused_by_operator",
-              params: dict[str, Any] | None = None) -> dict[str, Any]:
+              params: dict[str, Any] | None = None,
+              audit: AuditEntry | None = None) -> dict[str, Any]:
         """Hold the queue. ``code`` says why (tasks/reasons.py); ``reason`` is the text
         people read: an operator's own words, else made from the catalogue entry of
-        ``code`` with ``params``, in the server's language."""
+        ``code`` with ``params``, in the server's language. ``audit``: who asked, their
+        row committed with the hold."""
         rendered = reason is None
         if reason is None:
             params = dict(params or {})
             reason = pause_text(code, self.lang, params)
+        by = None if audit is None else audit.principal
         with self._lock:
+            if audit is not None:
+                audit.target, audit.after = audit.target or "queue", "paused"
+                audit.before = "paused" if self.state.hold.paused else "running"
             try:
                 self.store.set_meta({
-                    "paused": "1", "pause_reason": reason, "pause_code": code,
+                    "paused": "1", "pause_reason": reason, "pause_code": code, "paused_by": by,
                     # Kept only for a reason made from the catalogue: made again on restart.
-                    "pause_params": json.dumps(params, ensure_ascii=False) if rendered else None})
+                    "pause_params": json.dumps(params, ensure_ascii=False) if rendered else None},
+                    extra=() if audit is None else [audit.statement()])
             except StoreWriteError:
                 # Holding the robot matters more than remembering that we did.
                 log.error("queue pause could not be saved; paused until restart only")
-            self.state.hold = Hold(True, reason, code)
+            self.state.hold = Hold(True, reason, code, by)
             self._runnable.notify_all()  # a sequence waiting at a boundary or CONFIRM
             # Logs stay English whatever the server speaks.
             log.warning("queue paused (%s): %s", code,
@@ -214,10 +231,14 @@ class TaskManager(RunSide):
         self.events.publish("queue", state)
         return state
 
-    def resume(self) -> dict[str, Any]:
+    def resume(self, audit: AuditEntry | None = None) -> dict[str, Any]:
         with self._lock:
+            if audit is not None:
+                audit.target, audit.after = "queue", "running"
+                audit.before = "paused" if self.state.hold.paused else "running"
             self.store.set_meta({"paused": "0", "pause_reason": None, "pause_code": None,
-                                 "pause_params": None})
+                                 "pause_params": None, "paused_by": None},
+                                extra=() if audit is None else [audit.statement()])
             self.state.hold = NOT_HELD
             self._runnable.notify_all()
             log.info("queue resumed")
@@ -227,4 +248,5 @@ class TaskManager(RunSide):
 
     def queue_state(self) -> dict[str, Any]:
         hold = self.state.hold
-        return {"paused": hold.paused, "pause_reason": hold.reason, "pause_code": hold.code}
+        return {"paused": hold.paused, "pause_reason": hold.reason, "pause_code": hold.code,
+                "paused_by": hold.by}

@@ -49,5 +49,5 @@ def recover(store: TaskStore, state: QueueState, views: TaskViews, commands: Com
     state.counts.update(store.status_counts())
     views.load_durations()
     if store.get_meta("paused") == "1":
-        state.hold = Hold(True, *stored_pause(store, lang))
+        state.hold = Hold(True, *stored_pause(store, lang), store.get_meta("paused_by"))
     return interrupted

@@ -23,6 +23,7 @@ class Hold(NamedTuple):
     paused: bool
     reason: str | None  # for people, in the server's language
     code: str | None  # stable, for clients (tasks/reasons.py)
+    by: str | None = None  # the principal who paused (None: the server itself)
 
 
 NOT_HELD = Hold(False, None, None)

@@ -114,7 +114,8 @@ class TaskViews:
 
     def doc_from_new(self, new: NewTask) -> dict[str, Any]:
         return self.doc(Task(new.task_id, new.cmd_type, new.params, TaskStatus.PENDING,
-                             new.submitted, retry_of=new.retry_of), eta=False)
+                             new.submitted, retry_of=new.retry_of,
+                             submitted_by=new.submitted_by), eta=False)
 
     def doc(self, task: Task, *, eta: bool = True) -> dict[str, Any]:
         """The task as clients see it: the guide's keys first, then its ETA."""
@@ -223,6 +224,7 @@ class TaskViews:
             "paused": hold.paused,
             "pause_reason": hold.reason,
             "pause_code": hold.code,
+            "paused_by": hold.by,
             "pending": pending,
             "active_sequence": active_sequence,
             # Six columns, no JSON decoding of params/result: this runs on every poll.

@@ -39,6 +39,10 @@ class Request:
     action: str | None = None  # recover's retry/skip/abort
     done: threading.Event = field(default_factory=threading.Event)
     error: Exception | None = None
+    # Who asked, on the sequence's row, and the audit row: committed with the first
+    # change the runner makes for it (a refusal drops them).
+    audit: list[Any] = field(default_factory=list)
+    by: dict[str, str] = field(default_factory=dict)  # e.g. {"recovered_by": name}
 
 
 @dataclass
@@ -59,6 +63,9 @@ class Active:
     cancel_requested: bool = False
     running_task: str | None = None  # the step or fix-it task on the robot now
     failed: list[int] = field(default_factory=list)  # steps passed over failed (continue)
+    by: dict[str, str] = field(default_factory=dict)  # submitted_by... (the row's `by`)
+    audit: list[Any] = field(default_factory=list)  # a request's rows, for the next commit
+    cancel_audit: list[Any] = field(default_factory=list)  # a cancel's, for the end
 
     @property
     def step(self) -> StepState:

@@ -156,6 +156,7 @@ class SequenceRunner:
             extra = [ended(sid, status, now)]
         else:
             extra = [at_step(sid, k + 1)]
+        extra += self._audit(active)
         if verdict is not None:
             self.worker.finish_verdict(task_id, verdict, extra=extra)
         else:
@@ -170,7 +171,7 @@ class SequenceRunner:
 
     def _hold(self, active: Active, step: StepState, verdict: Verdict, code: str,
               params: dict[str, Any], queue_hold: Hold | None) -> None:
-        extra = [held(active.sequence_id, step.step, code, params)]
+        extra = [held(active.sequence_id, step.step, code, params), *self._audit(active)]
         self.worker.finish_verdict(step.task_id, verdict, hold=queue_hold, extra=extra)
         active.status, active.hold = "held", (code, params)
         log.warning("sequence %s held at step %d (%s)", active.sequence_id, step.step, code)
@@ -190,7 +191,11 @@ class SequenceRunner:
         says why), with the step's own end if it just ran."""
         sid, now = active.sequence_id, self.wall()
         result = failure(code, self.lang, step=active.current)
-        extra = [cancel_rest(sid, now, result), ended(sid, status, now)]
+        extra = [cancel_rest(sid, now, result), ended(sid, status, now), *self._audit(active)]
+        if status == "cancelled":  # the cancel's row, even if the runner has not taken it
+            with self.manager.control_lock:
+                extra += active.cancel_audit
+                active.cancel_audit = []
         current = step.task_id if step is not None and verdict is not None else None
         settled = [tid for tid in active.pending_ids() if tid != current] + active.fixits
         if verdict is not None and step is not None:
@@ -215,7 +220,8 @@ class SequenceRunner:
         task_id = new_task_id(now)
         seq = self.service.store.add_task(active.sequence_id, step.step, task_id,
                                           step.cmd_type, step.params, now,
-                                          extra=[at_step(active.sequence_id, step.step)])
+                                          extra=[at_step(active.sequence_id, step.step),
+                                                 *self._audit(active)])
         state = self.manager.state
         with state.lock:
             state.counts[TaskStatus.PENDING] += 1
@@ -246,6 +252,7 @@ class SequenceRunner:
                 if request.kind == "cancel":
                     active.cancel_requested = True
                 verdict = self._confirm_verdict(request.kind)
+                active.audit = request.audit  # committed with the step's end
                 answered.append(request)
             if verdict is None and self.manager.stop_reason(run) is not None:
                 verdict = Verdict(TaskStatus.CANCELLED, failure(EMERGENCY_STOP, self.lang),
@@ -260,7 +267,10 @@ class SequenceRunner:
         active.confirm = None
         try:
             self._settle(active, step, verdict)
+            for request in answered:
+                active.by.update(request.by)
         finally:
+            active.audit = []
             for request in answered:
                 request.done.set()
 
@@ -273,6 +283,12 @@ class SequenceRunner:
                        None, None, "sequence cancelled", stop=CANCELLED)
 
     # -- the operator's requests -------------------------------------------------------------
+    @staticmethod
+    def _audit(active: Active) -> list[Statement]:
+        """The request's attribution and audit row, once: with the change it caused."""
+        rows, active.audit = active.audit, []
+        return rows
+
     def _take(self, active: Active) -> list[Request]:
         with self.manager.control_lock:
             requests, active.requests = active.requests, []
@@ -291,11 +307,14 @@ class SequenceRunner:
                     self._refuse(request, "sequence_ended", active)
                 request.done.set()
                 continue
+            active.audit = request.audit
             try:
                 self._do(active, request)
+                active.by.update(request.by)
             except Exception as exc:  # the request fails, the runner goes on
                 log.exception("sequence %s: %s failed", active.sequence_id, request.kind)
                 request.error = exc
+            active.audit = []  # refused: no change, so no row
             request.done.set()
         return bool(requests)
 
@@ -319,14 +338,15 @@ class SequenceRunner:
             if step.status == "pending":
                 statements.append(cancel_task(step.task_id, now,
                                               failure("step_skipped", self.lang)))
-            self.service.store.commit(statements)
+            self.service.store.commit(statements + self._audit(active))
             if step.status == "pending":
                 self.manager.settle_pending([step.task_id], TaskStatus.CANCELLED)
             step.status = "skipped"
             active.status, active.hold = "running", None
             self._advance(active, step.task_id, None)
         elif step.status == "pending":  # retry of a step that never ran
-            self.service.store.commit([at_step(active.sequence_id, step.step)])
+            self.service.store.commit([at_step(active.sequence_id, step.step),
+                                       *self._audit(active)])
             active.status, active.hold = "running", None
             self.service.publish(active)
         else:

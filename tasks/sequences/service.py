@@ -20,7 +20,8 @@ from tasks.reasons import failure
 from tasks.sequences.active import Active, Request, StepState
 from tasks.sequences.plan import Plan
 from tasks.sequences.views import document, live_summary, summary
-from tasks.store import NewSequence, SequenceStore
+from tasks.store import NewSequence, SequenceStore, Statement
+from tasks.store.audit import AuditEntry, attribution
 from tasks.store.seqstore import NewStep, cancel_rest, ended, held
 
 log = logging.getLogger("tasks.sequences")
@@ -31,6 +32,9 @@ RECOVER_ACTIONS = ("retry", "skip", "abort")
 SEQUENCE_HELD = "sequence_held"
 OPERATOR_PAUSE = "paused_by_operator"
 FINAL = ("completed", "failed", "cancelled")
+# The sequence's column that names who asked (docs/security.md); a cancel's is
+# cancelled_by, committed with the end (cancel()).
+_BY_COLUMN = {"recover": "recovered_by", "confirm": "resumed_by"}
 
 
 class SequenceError(TaskError):
@@ -48,8 +52,8 @@ class SequenceService:
         self.abort_robot: Callable[[], object] = lambda: False
 
     # -- submit ---------------------------------------------------------------------------
-    def submit(self, plan: Plan, *, idempotency_key: str | None = None
-               ) -> tuple[str, bool, list[str], int | None]:
+    def submit(self, plan: Plan, *, idempotency_key: str | None = None,
+               audit: AuditEntry | None = None) -> tuple[str, bool, list[str], int | None]:
         """Commit the sequence and its steps as pending tasks, then queue it as one
         entry: (sequence id, created, step task ids, queue position of its first
         step). Raises QueueFull, IdempotencyConflict, NotAccepted."""
@@ -69,7 +73,7 @@ class SequenceService:
             body = plan.as_body()
             digest = body_hash("sequence", body)
         new = NewSequence(sequence_id, plan.on_error, now, steps, plan.name, plan.external_id,
-                          idempotency_key, digest)
+                          idempotency_key, digest, audit)
         try:
             sequence_id, created, seqs = self.store.insert(new)
         except StoreWriteError as exc:
@@ -140,7 +144,7 @@ class SequenceService:
             (s.step for s in states if s.status not in ("completed", "skipped")), len(states))
         active = Active(sequence_id, states, "held" if row.status == "held" else "running",
                         current, row.name, row.external_id, row.on_error, row.submitted,
-                        row.started)
+                        row.started, by=dict(row.by))
         active.failed = [s.step for s in states if s.status == "failed" and s.step < current]
         if row.hold_code is not None:
             active.hold = (row.hold_code, row.hold_params or {})
@@ -171,10 +175,15 @@ class SequenceService:
 
     # -- operator requests ----------------------------------------------------------------
     def ask(self, sequence_id: str, kind: str, action: str | None = None,
-            timeout: float = 10.0) -> bool:
+            timeout: float = 10.0, audit: AuditEntry | None = None) -> bool:
         """Hand a request to the runner and wait for its answer; False if it has not
-        answered within ``timeout`` (it then still will). Raises the refusal."""
+        answered within ``timeout`` (it then still will). Raises the refusal.
+        ``audit``: who asked; their row is committed with the change the runner makes."""
         request = Request(kind, action)
+        column = _BY_COLUMN.get(kind)
+        if audit is not None and column is not None:
+            request.audit = attribution("sequences", column, sequence_id, audit)
+            request.by = {column: audit.principal}
         with self.manager.control_lock:
             active = self.active
             if active is None or active.sequence_id != sequence_id:
@@ -211,15 +220,21 @@ class SequenceService:
             return SequenceError(code="not_waiting_confirm", sequence_id=sequence_id)
         return SequenceError(code="sequence_not_held", sequence_id=sequence_id)
 
-    def cancel(self, sequence_id: str, timeout: float = 5.0) -> bool:
+    def cancel(self, sequence_id: str, timeout: float = 5.0,
+               audit: AuditEntry | None = None) -> bool:
         """Cancel a sequence: True once it has ended cancelled, False while its
-        running step's STOP is still being confirmed."""
+        running step's STOP is still being confirmed. ``audit``: committed with the end."""
+        rows = [] if audit is None else attribution("sequences", "cancelled_by", sequence_id,
+                                                    audit)
         with self.manager.control_lock:
             active = self.active
             if active is None or active.sequence_id != sequence_id:
-                self._cancel_pending(sequence_id)
+                self._cancel_pending(sequence_id, rows)
                 return True
             active.cancel_requested = True
+            active.cancel_audit = rows
+            if audit is not None:
+                active.by["cancelled_by"] = audit.principal
             running = active.running_task
         if running is not None:
             # As a task cancel: STOP now, the runner records the outcome.
@@ -234,7 +249,7 @@ class SequenceService:
                 return True
             raise
 
-    def _cancel_pending(self, sequence_id: str) -> None:
+    def _cancel_pending(self, sequence_id: str, rows: list[Statement]) -> None:
         """A sequence not started: every step cancelled at once (control lock held)."""
         row = self.store.get(sequence_id)
         if row is None:
@@ -246,14 +261,15 @@ class SequenceService:
         ids = [task_id for task_id, _seq, _step in self.store.pending_tasks(sequence_id)]
         result = failure("sequence_cancelled", self.lang)
         self.store.commit([cancel_rest(sequence_id, now, result),
-                           ended(sequence_id, "cancelled", now)])
+                           ended(sequence_id, "cancelled", now), *rows])
         with self.manager.state.lock:
             self.manager.state.sequence_keys.pop(sequence_id, None)
         self.manager.settle_pending(ids, TaskStatus.CANCELLED)
         log.info("sequence %s cancelled while pending", sequence_id)
         self.publish_row(sequence_id)
 
-    def fixit(self, sequence_id: str, cmd_type: str, params: dict[str, Any]) -> str:
+    def fixit(self, sequence_id: str, cmd_type: str, params: dict[str, Any],
+              audit: AuditEntry | None = None) -> str:
         """Queue a fix-it command for the held sequence: its runner runs it at once."""
         with self.manager.control_lock:
             active = self.active
@@ -264,7 +280,12 @@ class SequenceService:
             now = self.wall()
             task_id = new_task_id(now)
             try:
-                seq = self.store.add_task(sequence_id, None, task_id, cmd_type, params, now)
+                rows = []
+                if audit is not None:
+                    audit.target, audit.target_kind = task_id, "task"
+                    rows = [audit.statement()]
+                seq = self.store.add_task(sequence_id, None, task_id, cmd_type, params, now,
+                                          rows, None if audit is None else audit.principal)
             except StoreWriteError as exc:
                 raise NotAccepted(str(exc), reason=exc.reason) from None
             with self.manager.state.lock:

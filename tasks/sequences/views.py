@@ -88,7 +88,7 @@ def live_summary(active: Active, lang: str) -> dict[str, Any]:
         "confirm": _confirm(active.confirm), "failed_steps": active.failed_steps(),
         "progress": _progress(active.done_count(), len(active.steps)),
         "submit_time": format_time(active.submitted), "start_time": format_time(active.started),
-        "end_time": None,
+        "end_time": None, **active.by,
     }
 
 
@@ -112,7 +112,7 @@ def _head(row: SequenceRow, lang: str, current: int | None,
         "hold_reason": hold_reason(row.hold_code, row.hold_params, lang) if held else None,
         "confirm": _confirm(live.confirm) if live is not None else None,
         "submit_time": format_time(row.submitted), "start_time": format_time(row.started),
-        "end_time": format_time(row.ended),
+        "end_time": format_time(row.ended), **row.by,
     }
 
 

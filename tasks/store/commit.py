@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from tasks.errors import IdempotencyConflict, StoreWriteError
+from tasks.store.audit import AuditEntry, write
 from tasks.store.rows import dumps
 
 # The seq of an idempotent replay whose original task has since been pruned.
@@ -31,6 +32,8 @@ class NewTask:
     retry_of: str | None = None
     idempotency_key: str | None = None
     body_hash: str | None = None
+    submitted_by: str | None = None
+    audit: AuditEntry | None = None  # its row, committed with the task
 
 
 class Inserted(NamedTuple):
@@ -129,9 +132,13 @@ def _insert_one(conn: sqlite3.Connection, item: _PendingInsert) -> None:
             item.seq = original[0] if original else NO_SEQ
             return
     cur = conn.execute(
-        "INSERT INTO tasks(task_id, cmd_type, params, status, submitted, retry_of) "
-        "VALUES (?, ?, ?, 'pending', ?, ?)",
-        (task.task_id, task.cmd_type, dumps(task.params), task.submitted, task.retry_of))
+        "INSERT INTO tasks(task_id, cmd_type, params, status, submitted, retry_of, "
+        "submitted_by) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+        (task.task_id, task.cmd_type, dumps(task.params), task.submitted, task.retry_of,
+         task.submitted_by))
+    if task.audit is not None:  # a replay changed nothing: no row
+        task.audit.target, task.audit.after = task.task_id, "pending"
+        write(conn, task.audit)
     # seq is the table's INTEGER PRIMARY KEY, i.e. the rowid just assigned.
     item.task_id = task.task_id
     item.seq = cur.lastrowid if cur.lastrowid is not None else NO_SEQ

@@ -66,8 +66,14 @@ CREATE TABLE IF NOT EXISTS progress_items (
 # tasks.run_s: the seconds a task ran, on the monotonic clock of the process that ran
 # it (a wall-clock step during the run does not change it); NULL when unknown.
 # tasks.sequence_id, tasks.step: a sequence's task and its step (NULL step: a fix-it).
+# tasks.submitted_by, tasks.cancelled_by and the sequences' like columns: who did so
+# (docs/security.md); NULL in rows older than them.
 _ADDED_COLUMNS = (("tasks", "run_s", "REAL"), ("tasks", "sequence_id", "TEXT"),
-                  ("tasks", "step", "INTEGER"))
+                  ("tasks", "step", "INTEGER"), ("tasks", "submitted_by", "TEXT"),
+                  ("tasks", "cancelled_by", "TEXT"))
+_SEQUENCE_COLUMNS = (("sequences", "submitted_by", "TEXT"),
+                     ("sequences", "cancelled_by", "TEXT"),
+                     ("sequences", "recovered_by", "TEXT"), ("sequences", "resumed_by", "TEXT"))
 # Sequences (tasks/sequences/, docs/sequences.md): one row each, one row per step; the
 # steps' attempts are tasks (tasks.sequence_id, tasks.step). Additive like the above.
 _SEQUENCES = """
@@ -102,6 +108,45 @@ CREATE INDEX IF NOT EXISTS tasks_sequence ON tasks(sequence_id, seq);
 """
 
 
+# Principals (tasks/store/principals.py) and the audit trail (tasks/store/audit.py,
+# docs/security.md): additive like the above. The trail is append-only: its triggers
+# refuse UPDATE and DELETE (someone with the file can drop them; the hash chain then
+# shows the change).
+_SECURITY = (
+    """CREATE TABLE IF NOT EXISTS principals (
+    name       TEXT PRIMARY KEY,
+    role       TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    token_hash TEXT,
+    created    REAL NOT NULL,
+    created_by TEXT,
+    revoked    REAL
+)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS principals_token ON principals(token_hash)",
+    """CREATE TABLE IF NOT EXISTS audit (
+    seq        INTEGER PRIMARY KEY,
+    time       TEXT NOT NULL,
+    principal  TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    address    TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    target     TEXT,
+    before     TEXT,
+    after      TEXT,
+    reason     TEXT,
+    request_id TEXT,
+    status     INTEGER,
+    hash       TEXT NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS audit_principal ON audit(principal, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_target ON audit(target, seq)",
+    """CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END""",
+)
+
+
 def _add_columns(conn: sqlite3.Connection) -> None:
     for table, column, kind in _ADDED_COLUMNS:
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
@@ -110,6 +155,12 @@ def _add_columns(conn: sqlite3.Connection) -> None:
     for statement in _SEQUENCES.split(";"):
         if statement.strip():
             conn.execute(statement)
+    for table, column, kind in _SEQUENCE_COLUMNS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    for statement in _SECURITY:
+        conn.execute(statement)
 
 
 def on_read_only_fs(directory: str) -> bool:

@@ -7,6 +7,7 @@ import collections
 import json
 import logging
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from shared.jsonbounds import text_too_deep
@@ -15,7 +16,7 @@ from tasks.models import Task, TaskStatus
 log = logging.getLogger("tasks.store")
 
 COLUMNS = ("seq, task_id, cmd_type, params, status, submitted, started, ended, result, "
-           "progress, retry_of, run_s, sequence_id, step")
+           "progress, retry_of, run_s, sequence_id, step, submitted_by, cancelled_by")
 
 # What a stored value that cannot be decoded is served as: the row stays readable,
 # and the placeholder says so instead of pretending to be data.
@@ -63,7 +64,7 @@ def _status(text: Any, task_id: str) -> TaskStatus:
 
 def row_to_task(row: sqlite3.Row | tuple) -> Task:
     (seq, task_id, cmd_type, params, status, submitted, started, ended, result, progress,
-     retry_of, run_s, sequence_id, step) = row
+     retry_of, run_s, sequence_id, step, submitted_by, cancelled_by) = row
     return Task(
         task_id=task_id, cmd_type=cmd_type, params=loads(params, task_id, "params"),
         status=_status(status, task_id), submitted=submitted, started=started, ended=ended,
@@ -71,7 +72,8 @@ def row_to_task(row: sqlite3.Row | tuple) -> Task:
         progress=loads(progress, task_id, "progress") if progress is not None else None,
         retry_of=retry_of, seq=seq,
         run_s=float(run_s) if isinstance(run_s, (int, float)) and run_s >= 0 else None,
-        sequence_id=sequence_id, step=step if isinstance(step, int) else None)
+        sequence_id=sequence_id, step=step if isinstance(step, int) else None,
+        submitted_by=submitted_by, cancelled_by=cancelled_by)
 
 
 def with_items(conn: sqlite3.Connection, tasks: list[Task]) -> list[Task]:
@@ -115,14 +117,18 @@ def filters(*, status: TaskStatus | str | None = None, cmd_type: str | None = No
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
 
 
-# One SQL statement and its parameters, built by a store module (tasks/store/seqrows.py)
-# and run inside another write's transaction (TaskStore.finish's ``extra``).
-Statement = tuple[str, tuple[Any, ...]]
+# One SQL statement and its parameters, built by a store module (tasks/store/seqstore.py)
+# and run inside another write's transaction (TaskStore.finish's ``extra``); or a
+# function of the connection, for a write that must read first (an audit row's chain).
+Statement = tuple[str, tuple[Any, ...]] | Callable[[sqlite3.Connection], Any]
 
 
 def run_statements(conn: sqlite3.Connection, statements: Any) -> None:
-    for sql, args in statements:
-        conn.execute(sql, args)
+    for statement in statements:
+        if callable(statement):
+            statement(conn)
+        else:
+            conn.execute(*statement)
 
 
 def dumps(value: Any) -> str:

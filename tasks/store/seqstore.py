@@ -13,12 +13,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.store.audit import AuditEntry, write
 from tasks.store.commit import claim_key
 from tasks.store.rows import Statement, dumps, loads, run_statements, status_value
 from tasks.store.taskstore import TaskStore
 
 _SEQ_COLUMNS = ("seq, sequence_id, name, external_id, on_error, status, submitted, started, "
-                "ended, current_step, hold_code, hold_params")
+                "ended, current_step, hold_code, hold_params, submitted_by, cancelled_by, "
+                "recovered_by, resumed_by")
+# Who did what to a sequence (docs/security.md), as its document names them.
+BY_KEYS = ("submitted_by", "cancelled_by", "recovered_by", "resumed_by")
 UNFINISHED = ("pending", "running", "held")
 
 
@@ -43,6 +47,7 @@ class NewSequence:
     external_id: str | None = None
     idempotency_key: str | None = None
     body_hash: str | None = None
+    audit: AuditEntry | None = None  # its row (and submitted_by), committed with it
 
 
 @dataclass
@@ -59,6 +64,7 @@ class SequenceRow:
     current_step: int | None
     hold_code: str | None
     hold_params: dict[str, Any] | None
+    by: dict[str, str] = field(default_factory=dict)  # BY_KEYS that are set
 
 
 @dataclass
@@ -107,11 +113,12 @@ class Fixit:
 
 def _sequence(row: tuple) -> SequenceRow:
     (seq, sequence_id, name, external_id, on_error, status, submitted, started, ended,
-     current_step, hold_code, hold_params) = row
+     current_step, hold_code, hold_params, *by) = row
     params = loads(hold_params, sequence_id, "hold_params") if hold_params else None
     return SequenceRow(seq, sequence_id, name, external_id, on_error, status, submitted,
                        started, ended, current_step, hold_code,
-                       params if isinstance(params, dict) else None)
+                       params if isinstance(params, dict) else None,
+                       {k: v for k, v in zip(BY_KEYS, by, strict=True) if v is not None})
 
 
 # -- transitions, committed with a task's change ---------------------------------------
@@ -172,40 +179,44 @@ class SequenceStore:
                                   new.submitted)
                 if first is not None:
                     return first, False, []
+            by = None if new.audit is None else new.audit.principal
             conn.execute(
                 "INSERT INTO sequences(sequence_id, name, external_id, on_error, status, "
-                "submitted) VALUES (?, ?, ?, ?, 'pending', ?)",
-                (new.sequence_id, new.name, new.external_id, new.on_error, new.submitted))
+                "submitted, submitted_by) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                (new.sequence_id, new.name, new.external_id, new.on_error, new.submitted, by))
             seqs = []
             for step in new.steps:
                 seqs.append(self._insert_task(conn, new.sequence_id, step.step, step.task_id,
-                                              step.cmd_type, step.params, new.submitted))
+                                              step.cmd_type, step.params, new.submitted, by))
                 conn.execute(
                     "INSERT INTO sequence_steps(sequence_id, step, label, cmd_type, params, "
                     "on_error, retry, task_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (new.sequence_id, step.step, step.label, step.cmd_type, dumps(step.params),
                      step.on_error, step.retry, step.task_id))
+            if new.audit is not None:
+                new.audit.target, new.audit.target_kind = new.sequence_id, "sequence"
+                write(conn, new.audit)
         return new.sequence_id, True, seqs
 
     @staticmethod
     def _insert_task(conn: sqlite3.Connection, sequence_id: str, step: int | None,
                      task_id: str, cmd_type: str, params: dict[str, Any],
-                     submitted: float) -> int:
+                     submitted: float, by: str | None = None) -> int:
         cur = conn.execute(
-            "INSERT INTO tasks(task_id, cmd_type, params, status, submitted, sequence_id, step) "
-            "VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-            (task_id, cmd_type, dumps(params), submitted, sequence_id, step))
+            "INSERT INTO tasks(task_id, cmd_type, params, status, submitted, sequence_id, step, "
+            "submitted_by) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
+            (task_id, cmd_type, dumps(params), submitted, sequence_id, step, by))
         assert cur.lastrowid is not None
         return cur.lastrowid
 
     def add_task(self, sequence_id: str, step: int | None, task_id: str, cmd_type: str,
                  params: dict[str, Any], submitted: float,
-                 extra: Sequence[Statement] = ()) -> int:
+                 extra: Sequence[Statement] = (), by: str | None = None) -> int:
         """A new attempt of ``step`` (it becomes the step's latest), or with ``step``
         None a fix-it command; its seq. ``extra`` is committed with it."""
         with self.store._transaction() as conn:
             seq = self._insert_task(conn, sequence_id, step, task_id, cmd_type, params,
-                                    submitted)
+                                    submitted, by)
             if step is not None:
                 conn.execute("UPDATE sequence_steps SET task_id = ? WHERE sequence_id = ? "
                              "AND step = ?", (task_id, sequence_id, step))

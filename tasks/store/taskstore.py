@@ -20,6 +20,7 @@ from typing import Any
 
 from tasks.errors import StoreWriteError
 from tasks.models import FINAL_STATUSES, Task, TaskStatus
+from tasks.store.audit import Verified, every, page, verify
 from tasks.store.commit import GroupCommit, Inserted, NewTask
 from tasks.store.db import connect, immediate, on_read_only_fs, open_database, write_hint
 from tasks.store.rows import (
@@ -284,7 +285,8 @@ class TaskStore:
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def set_meta(self, values: dict[str, str | None]) -> None:
+    def set_meta(self, values: dict[str, str | None], *,
+                 extra: Sequence[Statement] = ()) -> None:
         with self._transaction() as conn:
             for key, value in values.items():
                 if value is None:
@@ -292,6 +294,26 @@ class TaskStore:
                 else:
                     conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                                  (key, value))
+            run_statements(conn, extra)
+
+    def commit(self, statements: Sequence[Statement]) -> None:
+        """Statements with no change of their own around them (an audit row alone, a
+        cancel's attribution)."""
+        with self._transaction() as conn:
+            run_statements(conn, statements)
+
+    # -- the audit trail (tasks/store/audit.py) ------------------------------------------
+    def audit_page(self, **filters: Any) -> list[dict[str, Any]]:
+        with self._reader() as conn:
+            return page(conn, **filters)
+
+    def audit_rows(self, **filters: Any) -> Iterator[tuple[Any, ...]]:
+        with self._reader() as conn:
+            yield from every(conn, **filters)
+
+    def audit_verify(self) -> Verified:
+        with self._reader() as conn:
+            return verify(conn)
 
     def prune(self, older_than: float, now: float | None = None) -> int:
         """Delete finished tasks that ended before `older_than`, and the idempotency keys
