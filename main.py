@@ -24,6 +24,7 @@ from console.events import ConsoleEvents
 from console.menus import SERVE_HINT, MenuExit, fill_from_menus
 from console.text import console_language, lang_flag, say, warn_if_not_shown
 from i18n import Translator, error_text
+from server import users_cli
 from settings import DEFAULTS, fill_from_environ, from_args, mention_environ, names, networks
 
 if TYPE_CHECKING:
@@ -76,6 +77,9 @@ def _server_flags(p: argparse.ArgumentParser, *, with_mode: bool = True) -> None
                                 "working directory)")
     p.add_argument("--auto-resume", action="store_true", default=None,
                    help="do not hold the queue after a fault or an interrupted task")
+    p.add_argument("--require-reason", action="store_true", default=None,
+                   help="resuming the queue, recovering a sequence and cancelling another "
+                        "principal's task or sequence need a reason (docs/security.md)")
     p.add_argument("--max-queue", type=int,
                    help=f"most unfinished tasks accepted (default {DEFAULTS.max_queue})")
     p.add_argument("--keep-days", type=float,
@@ -139,6 +143,7 @@ def build_parser(lang: str = "en") -> argparse.ArgumentParser:
     from server.check import add_parser as add_check_parser
 
     add_check_parser(sub, tr)
+    users_cli.add_parsers(sub, tr)  # users add/list/revoke/token, audit verify
     for each in (parser, serve, run, sub.choices["check"]):
         mention_environ(each)
     return parser
@@ -352,15 +357,17 @@ def main(argv: list[str] | None = None) -> int:
     console_lang = console_language(lang)
     args = build_parser(console_lang).parse_args(argv)
     args.lang, args.console_lang = lang, console_lang
-    if args.command in (None, "serve", "run", "check"):
+    if args.command in (None, "serve", "run", "check", *users_cli.COMMANDS):
         try:  # before the menus: they ask only what neither a flag nor the environment gave
             fill_from_environ(args)
         except i18n.CodedError as exc:  # settings.EnvSettingError: a variable's bad value
             print(error_text(exc, console_lang), file=sys.stderr)
             return 2
-    if args.command in (*cli.COMMANDS, "check"):
+    if args.command in (*cli.COMMANDS, "check", *users_cli.COMMANDS):
         warn_if_not_shown(lang, console_lang)
         # No menus, and quiet: their output is the answer.
+        if args.command in users_cli.COMMANDS:  # the server's database, without its lock
+            return users_cli.run(args, db_path(getattr(args, "db", None), DEFAULTS.db))
         return check_command(args) if args.command == "check" else cli.run(args)
     setup_logging(getattr(args, "log_level", None), getattr(args, "log_file", None),
                   getattr(args, "access_log", None))
@@ -375,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interactive(argv: list[str]) -> bool:
     """Started without a command (menus): likely a double-clicked window."""
-    return not any(arg in ("serve", "run", "ports", "check", *cli.COMMANDS) for arg in argv)
+    return not any(arg in ("serve", "run", "ports", "check", *cli.COMMANDS, *users_cli.COMMANDS)
+                   for arg in argv)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,7 @@ class RobotClient:
         self.long_poll: bool | None = None  # None until we know whether ?wait= works
         self.max_wait = LONG_POLL_S  # lowered by an older server's 400 (see _wait_once)
         self.sleep: Callable[[float], None] = time.sleep  # tests may replace it
+        self.reason: str | None = None  # sent with each change: the audit trail's "why"
 
     # -- transport -------------------------------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, *,
@@ -113,6 +114,8 @@ class RobotClient:
             req.add_header("Content-Type", "application/json")
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
+        if self.reason and method != "GET":
+            req.add_header("X-Reason", urllib.parse.quote(self.reason))
         for key, value in (headers or {}).items():
             req.add_header(key, value)
         try:

@@ -84,6 +84,7 @@ class LocalizedClient(RobotClient):
 def _client_flags(p: argparse.ArgumentParser, tr: Translator) -> None:
     p.add_argument("--url", help=f"server URL (default $ROBOT_SERVER_URL or {DEFAULT_URL})")
     p.add_argument("--token", help="API token (default $ROBOT_API_TOKEN)")
+    p.add_argument("--reason", help="why, recorded in the server's audit trail")
     p.add_argument("--request-timeout", type=float, default=10.0,
                    help="seconds per HTTP request (default 10)")
     lang_flag(p, tr)
@@ -143,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
                              token=args.token or os.environ.get("ROBOT_API_TOKEN") or None,
                              timeout=args.request_timeout,
                              retries=max(0, getattr(args, "retries", 4)), lang=lang)
+    client.reason = args.reason
     handler = {"submit": submit, "status": status, "cancel": cancel, "tasks": list_tasks,
                "sequence": sequence}
     try:

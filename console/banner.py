@@ -60,7 +60,10 @@ def print_banner(server: Any, lang: str = "en") -> None:
         # Never the token itself: banners end up in journals and screenshots.
         hint = f" (…{s.api_token[-4:]})" if len(s.api_token) >= 16 else ""
         lines.append(tr("banner.token_set", hint=hint))
-    elif not _loopback(host):
+    active, any_principal = principals(server)
+    if any_principal:  # tokens are needed: say how many may be used, never "open to all"
+        lines.append(tr("banner.principals", count=active))
+    elif not s.api_token and not _loopback(host):
         lines.append("\n" + tr("banner.no_token", address=address))
     if s.allow:
         lines.append(tr("banner.allowed", networks=", ".join(s.allow)))
@@ -72,6 +75,16 @@ def print_banner(server: Any, lang: str = "en") -> None:
     # One write: log lines from other threads cannot cut into the banner.
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
+
+
+def principals(server: Any) -> tuple[int, bool]:
+    """(principals whose token works, whether any was ever made: then every client
+    needs a token) from the server's task database (docs/security.md)."""
+    identity = getattr(getattr(server, "app", None), "identity", None)
+    if identity is None:
+        return 0, False
+    tokens, any_principal = identity.principals.tokens()
+    return len(tokens), any_principal
 
 
 def resume_base(host: str, port: int, lan: str) -> str:

@@ -248,7 +248,7 @@ class Handler(BaseHTTPRequestHandler):
         entry = AuditEntry(who.name if who else "unknown", who.role if who else "-",
                            self._fwd.client, "auth.refused", target=f"{self.command} {path}",
                            request_id=self._request_id, status=exc.status,
-                           reason=exc.params.get("permission") if exc.params else None)
+                           reason=str(exc.params["permission"]) if exc.params else None)
         rows = [entry.statement()]
         if exc.lockout:
             rows.append(AuditEntry("unknown", "-", self._fwd.client, "auth.lockout",

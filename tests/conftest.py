@@ -84,6 +84,25 @@ class Client:
         return self.get("/queue/status").json()
 
 
+def suite_settings(db: str, **overrides: Any) -> Settings:
+    """The suite's server settings on ``db`` (a fast simulator), with ``overrides``."""
+    settings = Settings(host="127.0.0.1", port=0, robot="sim", sim_speed=200.0, db=db,
+                        robot_timeout=5.0, command_timeouts={}, shutdown_grace=2.0,
+                        reconnect_min=0.05, reconnect_max=0.5, robot_settle=0.2)
+    return replace(settings, **overrides)
+
+
+def add_principal(url: str, name: str, role: str, token: str | None = None,
+                  kind: str = "person") -> str:
+    """Create a principal through POST /admin/users (as ``token``'s admin, or anonymous
+    while nothing is set up); its token."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    r = requests.post(url + "/admin/users", json={"name": name, "role": role, "kind": kind},
+                      headers=headers, timeout=10)
+    assert r.status_code == 201, r.text
+    return str(r.json()["token"])
+
+
 @pytest.fixture
 def make_server(tmp_path) -> Iterator[Callable[..., RobotServer]]:
     """Start servers with overridable settings; all are stopped at teardown."""
@@ -97,10 +116,7 @@ def make_server(tmp_path) -> Iterator[Callable[..., RobotServer]]:
         while db in in_use:
             n += 1
             db = str(tmp_path / f"tasks-{n}.db")
-        settings = Settings(host="127.0.0.1", port=0, robot="sim", sim_speed=200.0, db=db,
-                            robot_timeout=5.0, command_timeouts={}, shutdown_grace=2.0,
-                            reconnect_min=0.05, reconnect_max=0.5, robot_settle=0.2)
-        server = RobotServer(replace(settings, **overrides), static_dir=static_dir)
+        server = RobotServer(suite_settings(db, **overrides), static_dir=static_dir)
         server.start()
         started.append(server)
         return server

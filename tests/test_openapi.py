@@ -55,9 +55,12 @@ def test_document_states_this_servers_limits() -> None:
     assert "dry_run" in dry_run and "/validate" in doc["paths"]
 
 
-def test_served_document_is_public_and_matches(make_server) -> None:
+def test_served_document_needs_read_and_matches(make_server) -> None:
     server = make_server(api_token="openapi-test-token-1234", max_wait=3.0)
     r = requests.get(server.url + "/openapi.json", timeout=5)
+    assert r.status_code == 401  # a GET of the API: the read permission (docs/security.md)
+    r = requests.get(server.url + "/openapi.json", timeout=5,
+                     headers={"Authorization": "Bearer openapi-test-token-1234"})
     assert r.status_code == 200
     assert r.json() == build_openapi(server.app.settings)
 
@@ -92,8 +95,11 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(make_server, tmp
     # repeats until the whole budget is spent. --mode all: valid and invalid data,
     # so that negative_data_rejection (the server refuses what the schema forbids)
     # and positive_data_acceptance (it accepts what the schema allows) hold both
-    # ways: the document is what a lab's own client can be generated from.
-    server = make_server(max_wait=0.5)
+    # ways: the document is what a lab's own client can be generated from. With the
+    # --api-token admin: on an open server the first generated POST /admin/users would
+    # close it, and every later request would be a 401.
+    token = "schemathesis-token-0123456789"
+    server = make_server(max_wait=0.5, api_token=token)
     cli = os.path.join(os.path.dirname(sys.executable), "schemathesis")
     hooks = tmp_path / "st_hooks.py"
     hooks.write_text(HOOKS, encoding="utf-8")
@@ -103,6 +109,7 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(make_server, tmp
     out = subprocess.run(
         [cli, "run", server.url + "/openapi.json", "--checks", checks, "--mode", "all",
          "--exclude-path", "/events", "--max-examples", "20",
+         "--header", f"Authorization: Bearer {token}",
          "--seed", os.environ.get("SCHEMATHESIS_SEED", "20261128"), "--no-shrink",
          "--request-timeout", "10", "--warnings", "off"],
         cwd=tmp_path, capture_output=True, text=True, timeout=110,

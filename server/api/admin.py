@@ -35,7 +35,7 @@ def add_user(req: Request) -> Response:
     body = req.framed_json()
     name, role = body.get("name"), body.get("role")
     kind = body.get("kind", "person")
-    if not all(isinstance(v, str) for v in (name, role, kind)):
+    if not (isinstance(name, str) and isinstance(role, str) and isinstance(kind, str)):
         raise ApiError("user_invalid", 400, params={"name": repr(str(name)[:64])})
     row, token = req.app.identity.principals.add(name, role, kind,
                                                  audit=req.audit("user.add"))

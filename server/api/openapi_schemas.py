@@ -31,6 +31,11 @@ PROGRESS = {"type": ["object", "null"],
                                      "description": "what the robot reported per item so "
                                                     "far, e.g. {position, code, rack}"},
                            "items_dropped": {"type": "integer"}}}
+# Attribution (docs/security.md): the principal's name; "anonymous" on an open server.
+BY = {"type": "string", "description": "the principal who did it (docs/security.md)"}
+PAUSED_BY = {"type": ["string", "null"],
+             "description": "who paused the queue; null when not paused, or paused by the "
+                            "server itself (a hold)"}
 TIMED_OUT = {"type": "boolean",
              "description": "only with ?wait=: true when the wait ended without the awaited "
                             "change (ask again), false when it saw it"}
@@ -128,13 +133,15 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
                                        "description": "in the Accept-Language language"},
                            "field": NULLABLE_STRING, "task_id": {"type": "string"},
                            "sequence_id": {"type": "string"},
+                           "permission": {"type": "string", "description": "forbidden: "
+                                          "the permission the role lacks"},
                            "errors": {"type": "array", "description": "sequence_invalid: "
                                       "[{step (null: the sequence), code, message, field?}]"}},
         },
         "Task": {
             "type": "object",
             "required": ["task_id", "status", "cmd_type", "submit_time", "start_time",
-                         "end_time", "result"],
+                         "end_time", "result", "submitted_by"],
             "properties": {
                 "task_id": {"type": "string"}, "status": {"enum": list(ALL_STATUSES)},
                 "cmd_type": {"type": "string"}, "submit_time": TIME, "start_time": TIME,
@@ -151,6 +158,8 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
                 "queue_position": {"type": "integer", "minimum": 1},
                 "estimated_start_time": TIME, "estimated_end_time": TIME,
                 "timed_out": TIMED_OUT,
+                "submitted_by": BY, "cancelled_by": {**BY, "description": "only once "
+                                                     "someone cancelled it"},
             },
         },
         "Queued": {
@@ -229,7 +238,7 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
                                    "status": {"enum": ["pending", "running", "held"]},
                                    "current_step": {"type": "integer"}}},
                 "recent_tasks": {"type": "array", "items": task_summary},
-                "version": {"type": "integer"}, "timed_out": TIMED_OUT,
+                "version": {"type": "integer"}, "timed_out": TIMED_OUT, "paused_by": PAUSED_BY,
             },
         },
         "QueueState": {
@@ -237,7 +246,8 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
             "required": ["success", "code", "message", "paused", "pause_reason"],
             "properties": {"success": {"const": True}, "code": {"enum": ["paused", "resumed"]},
                            "message": {"type": "string"}, "paused": {"type": "boolean"},
-                           "pause_reason": NULLABLE_STRING, "pause_code": NULLABLE_STRING},
+                           "pause_reason": NULLABLE_STRING, "pause_code": NULLABLE_STRING,
+                           "paused_by": PAUSED_BY},
         },
         "StopResult": {
             "type": "object",
@@ -287,6 +297,10 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
                                               "writable false makes status down and 503",
                                "properties": {"writable": {"type": "boolean"},
                                               "error": NULLABLE_STRING}},
+                           "clock_synchronized": {
+                               "type": ["boolean", "null"],
+                               "description": "whether the OS says its clock is synchronised "
+                                              "(NTP); null: this OS cannot tell"},
                            "paused": {"type": "boolean"}, "pause_reason": NULLABLE_STRING,
                            "pause_code": NULLABLE_STRING},
         },

@@ -12,7 +12,15 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from server.api.openapi_schemas import JSON, NULLABLE_STRING, TIME, error_reply, json_reply, ref
+from server.api.openapi_schemas import (
+    BY,
+    JSON,
+    NULLABLE_STRING,
+    TIME,
+    error_reply,
+    json_reply,
+    ref,
+)
 from server.api.sequences import STATUSES
 from tasks.models import ALL_STATUSES
 from tasks.sequences.plan import (
@@ -30,6 +38,7 @@ from tasks.sequences.views import HOLD_TEXTS
 Operation = Callable[..., dict[str, Any]]
 STEP_STATUSES = (*ALL_STATUSES, "skipped")
 NULLABLE_INT = {"type": ["integer", "null"]}
+NULLABLE_BY = {**BY, "type": ["string", "null"]}
 
 
 def _text(limit: int, description: str) -> dict[str, Any]:
@@ -103,8 +112,12 @@ def sequence_schemas(command: dict[str, Any]) -> dict[str, Any]:
                                                           "server's language"},
         "confirm": confirm,
         "failed_steps": {"type": "array", "items": {"type": "integer"}},
-        "progress": progress, "submit_time": TIME, "start_time": TIME, "end_time": TIME}
+        "progress": progress, "submit_time": TIME, "start_time": TIME, "end_time": TIME,
+        "submitted_by": BY}
     summary_required = list(summary_props)
+    summary_props.update({  # each only once someone did it
+        "cancelled_by": NULLABLE_BY, "recovered_by": NULLABLE_BY,
+        "resumed_by": {**NULLABLE_BY, "description": "who answered its CONFIRM step"}})
     step_state = {
         "type": "object",
         "required": ["step", "label", "cmd_type", "params", "on_error", "retry", "task_id",

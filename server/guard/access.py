@@ -22,8 +22,8 @@ from server.guard.forwarded import Forwarded, Network, forwarded, in_networks
 from settings import Settings
 
 CORS_ALLOW_HEADERS = ("Authorization, Content-Type, X-API-Key, Idempotency-Key, Last-Event-ID, "
-                      "X-Requested-With")
-CORS_EXPOSE_HEADERS = "Location, Retry-After, Idempotent-Replayed"
+                      "X-Requested-With, X-Reason, X-Request-ID")
+CORS_EXPOSE_HEADERS = "Location, Retry-After, Idempotent-Replayed, X-Request-ID"
 _MAX_HOST_VERDICTS = 256  # bounded: Host is client-controlled
 
 

@@ -43,6 +43,8 @@ class Principal:
 
 
 ANONYMOUS = Principal("anonymous", "admin", "anonymous")
+# A public route's caller once access is set up: no role, so no right beyond the route.
+NOBODY = Principal("anonymous", "none", "anonymous")
 TOKEN_ADMIN = Principal("admin", "admin", "token")
 
 
@@ -104,7 +106,7 @@ class Identity:
         if not api_token and not any_principal:
             return ANONYMOUS  # nothing set up: as before principals existed
         if permission == PUBLIC:
-            return ANONYMOUS
+            return NOBODY
         token = presented(headers)
         who = self._who(token, table, api_token)
         if self._is_locked(address) and not (who is not None and permission == "stop"):

@@ -167,7 +167,10 @@ class TaskManager(RunSide):
             with self.state.lock:
                 pending = task_id in self.state.pending
             if audit is not None:
-                audit.before = "pending" if pending else "running"
+                # Running: the row records the request; the task ends cancelled once
+                # the robot has confirmed the STOP (the worker's commit).
+                audit.before, audit.after = ("pending", None) if pending else \
+                    ("running", "cancelling")
             if pending:
                 ended = self.wall()
                 result = failure("cancelled_before_start", self.lang)
@@ -186,6 +189,10 @@ class TaskManager(RunSide):
             if self.running_task_id == task_id:
                 if extra:  # before STOP: the cancel is on record whatever follows
                     self.store.commit(extra)
+                    with self.state.lock:  # the final document is made from memory
+                        running = self.state.running
+                        if running is not None and running.task_id == task_id:
+                            running.cancelled_by = audit.principal if audit else None
                 self.stops.cancel(task_id, reason)
                 return "aborting"
         if self.store.get(task_id) is None:

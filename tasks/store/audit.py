@@ -49,7 +49,7 @@ class AuditEntry:
     target_kind: str | None = None  # "task", "sequence": whose status `after` is read
     wall: Callable[[], float] = time.time
 
-    def statement(self) -> Callable[[sqlite3.Connection], None]:
+    def statement(self) -> Callable[[sqlite3.Connection], int]:
         """The row as a statement run inside another write's transaction (last, so it
         sees the change)."""
         return lambda conn: write(conn, self)

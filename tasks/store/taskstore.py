@@ -9,6 +9,7 @@ and every final state is committed before it is reported.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import contextlib
 import logging
@@ -303,7 +304,7 @@ class TaskStore:
             run_statements(conn, statements)
 
     # -- the audit trail (tasks/store/audit.py) ------------------------------------------
-    def audit_page(self, **filters: Any) -> list[dict[str, Any]]:
+    def audit_page(self, **filters: Any) -> builtins.list[dict[str, Any]]:
         with self._reader() as conn:
             return page(conn, **filters)
 
