@@ -71,7 +71,10 @@ def task_line(tr: Translator, doc: dict[str, Any], *, requeued: bool = False,
     if len(reason) > REASON_CHARS:
         reason = reason[:REASON_CHARS - 1] + "…"
     seconds = doc.get("duration_s")
-    return tr(key, time=time.strftime("%H:%M:%S", time.localtime(now)),
+    # Who, once people are named (docs/security.md): not for an open server's anonymous.
+    by = doc.get("cancelled_by") if status == "cancelled" else doc.get("submitted_by")
+    who = tr("events.by", name=by) if by and by != "anonymous" else ""
+    return tr(key, time=time.strftime("%H:%M:%S", time.localtime(now)), who=who,
               task_id=doc.get("task_id", "?"), command=doc.get("cmd_type", "?"),
               where=tr("events.rack", rack=rack) if rack not in (None, "") else "",
               seconds=f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "?",

@@ -32,7 +32,8 @@ PROGRESS = {"type": ["object", "null"],
                                                     "far, e.g. {position, code, rack}"},
                            "items_dropped": {"type": "integer"}}}
 # Attribution (docs/security.md): the principal's name; "anonymous" on an open server.
-BY = {"type": "string", "description": "the principal who did it (docs/security.md)"}
+BY = {"type": "string", "description": "the principal who did it (docs/security.md); absent "
+                                      "in work older than the audit trail"}
 PAUSED_BY = {"type": ["string", "null"],
              "description": "who paused the queue; null when not paused, or paused by the "
                             "server itself (a hold)"}
@@ -141,7 +142,7 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
         "Task": {
             "type": "object",
             "required": ["task_id", "status", "cmd_type", "submit_time", "start_time",
-                         "end_time", "result", "submitted_by"],
+                         "end_time", "result"],
             "properties": {
                 "task_id": {"type": "string"}, "status": {"enum": list(ALL_STATUSES)},
                 "cmd_type": {"type": "string"}, "submit_time": TIME, "start_time": TIME,

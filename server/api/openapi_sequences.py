@@ -112,11 +112,10 @@ def sequence_schemas(command: dict[str, Any]) -> dict[str, Any]:
                                                           "server's language"},
         "confirm": confirm,
         "failed_steps": {"type": "array", "items": {"type": "integer"}},
-        "progress": progress, "submit_time": TIME, "start_time": TIME, "end_time": TIME,
-        "submitted_by": BY}
+        "progress": progress, "submit_time": TIME, "start_time": TIME, "end_time": TIME}
     summary_required = list(summary_props)
-    summary_props.update({  # each only once someone did it
-        "cancelled_by": NULLABLE_BY, "recovered_by": NULLABLE_BY,
+    summary_props.update({  # each only once someone did it (absent in older work)
+        "submitted_by": BY, "cancelled_by": NULLABLE_BY, "recovered_by": NULLABLE_BY,
         "resumed_by": {**NULLABLE_BY, "description": "who answered its CONFIRM step"}})
     step_state = {
         "type": "object",

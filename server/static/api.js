@@ -2,7 +2,10 @@
 // handled in one place: kept in localStorage, sent only as an Authorization
 // header (never in a URL or cookie), asked for once when the server says 401.
 // Every request also says which language the operator chose (Accept-Language),
-// so the server's messages and command descriptions come back in it.
+// so the server's messages and command descriptions come back in it. A change
+// may carry a reason (X-Reason, for the audit trail): asked for through the hook
+// auth.js sets, before sending where it is known to be needed, and after a 400
+// `reason_required` otherwise.
 
 import { getLang, t } from './i18n.js';
 
@@ -12,8 +15,12 @@ const MAX_BACKOFF_MS = 30000;
 
 let askToken = async () => { throw new Error('no way to ask for a token'); };
 let pendingPrompt = null; // one dialog shared by every request that got 401
+// (method, path, required) -> the reason text, '' or undefined for none, null when
+// the operator dropped the action (see auth.js).
+let askReason = async () => undefined;
 
 export function onTokenNeeded(fn) { askToken = fn; }
+export function onReasonWanted(fn) { askReason = fn; }
 
 // Kept in memory too: where storage is refused the token lasts until reload.
 let memoryToken = null;
@@ -64,9 +71,19 @@ export class ApiError extends Error {
   }
 }
 
+// The operator closed a reason prompt: the action was not sent (nothing to report).
+export class Dropped extends Error {
+  constructor() { super('dropped'); this.dropped = true; }
+}
+
 export async function api(method, path, body) {
+  const change = method !== 'GET';
+  let reason = change ? await askReason(method, path, false) : undefined;
+  let askedAgain = false;
   for (;;) {
+    if (reason === null) throw new Dropped();
     const { headers, token } = authHeaders({ Accept: 'application/json' });
+    if (reason) headers['X-Reason'] = encodeURIComponent(reason);
     const init = { method, headers, cache: 'no-store' };
     if (body !== undefined) {
       headers['Content-Type'] = 'application/json';
@@ -78,8 +95,40 @@ export async function api(method, path, body) {
       continue;
     }
     const data = await resp.json().catch(() => null);
+    if (resp.status === 400 && change && !askedAgain && data && data.code === 'reason_required') {
+      askedAgain = true;
+      reason = await askReason(method, path, true);
+      continue;
+    }
     if (!resp.ok) throw new ApiError(resp.status, data);
     return { status: resp.status, data };
+  }
+}
+
+// A token typed into the sign-in box, tried on GET /me before it is kept:
+// the status (0: no answer) and the body.
+export async function probeToken(token) {
+  const headers = { Accept: 'application/json', 'Accept-Language': getLang(),
+    'X-Requested-With': 'robot-dashboard', Authorization: `Bearer ${token}` };
+  try {
+    const resp = await fetch('/me', { headers, cache: 'no-store' });
+    return { status: resp.status, data: await resp.json().catch(() => null) };
+  } catch (err) {
+    return { status: 0, data: { message: err.message || String(err) } };
+  }
+}
+
+// A file the API serves (GET /audit.csv): fetched with the token, handed over as a Blob.
+export async function download(path) {
+  for (;;) {
+    const { headers, token } = authHeaders({});
+    const resp = await fetch(path, { headers, cache: 'no-store' });
+    if (resp.status === 401) {
+      await tokenAfter401(token);
+      continue;
+    }
+    if (!resp.ok) throw new ApiError(resp.status, await resp.json().catch(() => null));
+    return resp.blob();
   }
 }
 

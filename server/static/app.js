@@ -3,8 +3,8 @@
 // exception is GET /health, asked on a timer: whether the task database can be
 // written is not an event (nothing happens when a disk fills up while idle).
 
-import { api, get, ApiError, EventStream, onTokenNeeded, getToken, forgetToken } from './api.js';
-import { askForToken } from './token.js';
+import { api, get, ApiError, EventStream } from './api.js';
+import { startAuth, relabelAuth, showAttribution, pausedByText } from './auth.js';
 import { t, initLanguage, setLanguage, onLanguageChange } from './i18n.js';
 import {
   renderRobot, renderConnection, renderRunning, renderPending, renderHistory,
@@ -26,6 +26,7 @@ const state = {
   robot: null,
   paused: false,
   pauseReason: null,
+  pausedBy: null, // who paused it (null: the server itself, e.g. a held sequence)
   running: null, // task document
   pending: [], // task documents in queue order
   // Highest status seen per task: events replayed after a reconnect are older
@@ -60,8 +61,11 @@ function notice(text, kind = 'info') {
 }
 
 function failed(err) {
+  if (err && err.dropped) return; // the operator went back from the reason prompt
   notice(err instanceof ApiError ? err.message : t('web.error.request_failed', { reason: err.message || err }), 'error');
 }
+
+const setQueue = (q) => Object.assign(state, { paused: q.paused, pauseReason: q.pause_reason, pausedBy: q.paused_by || null });
 
 function seen(task) {
   const r = RANK[task.status] ?? 0;
@@ -76,6 +80,7 @@ function renderQueueState() {
   $('#banner').hidden = !state.paused;
   $('#banner-reason').textContent = state.paused
     ? t('web.banner.reason', { reason: state.pauseReason || t('web.banner.no_reason') }) : '';
+  $('#banner-by').textContent = state.paused ? pausedByText(state.pausedBy) : '';
   const btn = $('#pause-btn');
   btn.textContent = state.paused ? t('web.queue.resume') : t('web.queue.pause');
   btn.dataset.paused = String(state.paused);
@@ -103,6 +108,7 @@ function renderDetailPanel() {
     onRetry: retryTask,
     onTranscript: showTranscript,
   });
+  showAttribution($('#detail'), state.detail);
 }
 
 // -- loading state --------------------------------------------------------------------
@@ -122,8 +128,7 @@ async function reload(snapshot) {
     ]);
     state.robot = snap.robot;
     state.mode = snap.mode || state.mode;
-    state.paused = snap.queue.paused;
-    state.pauseReason = snap.queue.pause_reason;
+    setQueue(snap.queue);
     state.running = running && running.status === 'running' ? running : null;
     if (state.running) seen(state.running);
     state.pending = pending.tasks.slice().reverse(); // newest first -> queue order
@@ -248,8 +253,7 @@ function apply(type, data) {
     case 'sequence': seqs.apply(data); renderAll(); break;
     case 'progress': applyProgress(data); break;
     case 'queue':
-      state.paused = data.paused;
-      state.pauseReason = data.pause_reason;
+      setQueue(data);
       renderQueueState();
       break;
     case 'robot':
@@ -298,8 +302,7 @@ async function showTranscript(id) {
 async function togglePause() {
   try {
     const { data } = await api('POST', state.paused ? '/queue/resume' : '/queue/pause');
-    state.paused = data.paused;
-    state.pauseReason = data.pause_reason;
+    setQueue(data);
     renderQueueState();
   } catch (err) { failed(err); }
 }
@@ -312,21 +315,16 @@ async function emergencyStop() {
   } catch (err) { failed(err); }
 }
 
-async function submit(validateOnly) {
-  if (!form) return; // the command list has not loaded (the notice says why)
-  await form.send(validateOnly);
-}
+// No form until the command list has loaded (the notice says why).
+const submit = (validateOnly) => form && form.send(validateOnly);
 
 // -- start ----------------------------------------------------------------------------
 function wire() {
   for (const btn of document.querySelectorAll('[data-lang]')) {
     btn.addEventListener('click', () => setLanguage(btn.dataset.lang));
   }
-  $('#pause-btn').addEventListener('click', togglePause);
-  $('#banner-resume').addEventListener('click', togglePause);
+  for (const id of ['#pause-btn', '#banner-resume']) $(id).addEventListener('click', togglePause);
   $('#estop-btn').addEventListener('click', emergencyStop);
-  $('#forget-token').hidden = !getToken();
-  $('#forget-token').addEventListener('click', () => { forgetToken(); window.location.reload(); });
   $('#submit-form').addEventListener('submit', (ev) => { ev.preventDefault(); submit(false); });
   $('#validate-btn').addEventListener('click', () => submit(true));
   $('#history-status').addEventListener('change', (ev) => {
@@ -336,8 +334,7 @@ function wire() {
   $('#page-older').addEventListener('click', () => {
     const hs = state.history;
     if (!hs.nextCursor) return;
-    hs.cursors[hs.page + 1] = hs.nextCursor;
-    hs.page += 1;
+    hs.cursors[++hs.page] = hs.nextCursor;
     loadHistory();
   });
   $('#page-newer').addEventListener('click', () => {
@@ -356,11 +353,11 @@ async function relabel() {
   renderConnection($('#conn'), ...state.conn);
   renderHistoryPage();
   renderDetailPanel();
+  relabelAuth();
   await loadCommands();
 }
 
 let commandsAsked = 0;
-
 async function loadCommands() {
   const asked = ++commandsAsked;
   try {
@@ -377,7 +374,10 @@ async function loadCommands() {
 async function main() {
   await initLanguage(); // before the first render: nothing shows in the wrong language
   onLanguageChange(relabel);
-  onTokenNeeded(askForToken);
+  // Whose task or sequence a button acts on (auth.js greys out what the role may not do).
+  const find = ({ taskId, sequenceId }) => (sequenceId ? seqs.summaries.get(sequenceId)
+    : [state.running, state.detail, ...state.pending, ...state.history.tasks].find((d) => d && d.task_id === taskId));
+  startAuth({ find, onError: failed });
   wire();
   renderQueueState();
   renderConnection($('#conn'), ...state.conn);
