@@ -116,7 +116,7 @@ def make_server(tmp_path) -> Iterator[Callable[..., RobotServer]]:
         while db in in_use:
             n += 1
             db = str(tmp_path / f"tasks-{n}.db")
-        server = RobotServer(suite_settings(db, **overrides), static_dir=static_dir)
+        server = RobotServer(suite_settings(**{"db": db, **overrides}), static_dir=static_dir)
         server.start()
         started.append(server)
         return server

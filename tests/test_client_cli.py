@@ -374,8 +374,11 @@ def test_cli_status_cancel_and_tasks(make_server, scan_file) -> None:
     out = cli("status", "--json", env=env)
     assert json.loads(out.stdout)["pending"] == [task_id]
 
-    out = cli("cancel", task_id, env=env)
+    out = cli("cancel", task_id, "--reason", "错架 wrong rack", env=env)
     assert out.returncode == 0 and "cancelled" in out.stdout
+    # --reason went with the cancel into the audit trail, Chinese intact.
+    rows = server.store.audit_page(limit=5, action="task.cancel", target=task_id)
+    assert [r["reason"] for r in rows] == ["错架 wrong rack"]
     out = cli("cancel", task_id, env=env)
     assert out.returncode == 6 and "already finished" in out.stderr and "HTTP 409" in out.stderr
 

@@ -307,7 +307,9 @@ def _exchange(address: tuple[str, int], raw: bytes) -> bytes:
                       if line.lower().startswith(b"content-length:"))
         while len(body) < length:
             body += conn.recv(65536)
-    lines = [line for line in head.split(b"\r\n") if not line.startswith(b"Date:")]
+    # Date and the request's own id differ between two exchanges; the rest may not.
+    lines = [line for line in head.split(b"\r\n")
+             if not line.startswith((b"Date:", b"X-Request-ID:"))]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
