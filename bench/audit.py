@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import re
@@ -48,6 +47,7 @@ from common import (  # noqa: E402
     _wrk_ms,
     fmt,
     have_wrk,
+    http_request,
     median,
     run_load,
     temp_dir,
@@ -67,21 +67,7 @@ SERVERS = [("anonymous", "before"), ("anonymous", "after"),
 def call(port: int, method: str, path: str, body: Any = None, token: str | None = None,
          timeout: float = 10.0) -> tuple[int, Any]:
     """One request on a new connection (setup and checks, not measured)."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        conn.request(method, path, body=data, headers=headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-        try:
-            return resp.status, json.loads(raw)
-        except ValueError:
-            return resp.status, raw
-    finally:
-        conn.close()
+    return http_request(port, method, path, body, timeout, token)
 
 
 @contextlib.contextmanager

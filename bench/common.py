@@ -111,13 +111,15 @@ def wait_port(port: int, timeout: float = 10.0) -> float:
 
 
 def http_request(port: int, method: str, path: str, body: Any = None,
-                 timeout: float = 10.0) -> tuple[int, Any]:
+                 timeout: float = 10.0, token: str | None = None) -> tuple[int, Any]:
     """One request on a new connection (setup and checks only, not measurements)."""
     import http.client
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         conn.request(method, path, body=data, headers=headers)
         resp = conn.getresponse()
         raw = resp.read()
