@@ -10,6 +10,7 @@ from server.api.routing import Request, Response, paused_fields
 from server.errors import ApiError
 from tasks.sequences.plan import PlanInvalid, build_plan
 from tasks.sequences.service import RECOVER_ACTIONS, SequenceService
+from tasks.store import SequenceRow
 
 STATUSES = ("pending", "running", "held", "completed", "failed", "cancelled")
 
@@ -26,6 +27,15 @@ def _document(req: Request, sequence_id: str) -> dict[str, Any]:
     if doc is None:
         raise ApiError("sequence_not_found", 404, params={"sequence_id": sequence_id})
     return doc
+
+
+def _row(req: Request, sequence_id: str) -> SequenceRow:
+    """The stored row (status, who did what), without the document's steps: what a
+    request needs to check ownership and record its audit row's `before`."""
+    row = _service(req).store.get(sequence_id)
+    if row is None:
+        raise ApiError("sequence_not_found", 404, params={"sequence_id": sequence_id})
+    return row
 
 
 def _plan_errors(req: Request, exc: PlanInvalid) -> ApiError:
@@ -104,7 +114,7 @@ def recover_sequence(req: Request) -> Response:
                        params={"actions": ", ".join(RECOVER_ACTIONS)})
     req.need_reason()
     sequence_id = req.params["sequence_id"]
-    before = _document(req, sequence_id)["status"]
+    before = _row(req, sequence_id).status
     done = _service(req).ask(sequence_id, "recover", action,
                              audit=req.audit("sequence.recover", before=before))
     return _answered(req, done, "recovered", req.t("info.recovered", action=action))
@@ -112,7 +122,7 @@ def recover_sequence(req: Request) -> Response:
 
 def confirm_sequence(req: Request) -> Response:
     sequence_id = req.params["sequence_id"]
-    before = _document(req, sequence_id)["status"]
+    before = _row(req, sequence_id).status
     done = _service(req).ask(sequence_id, "confirm",
                              audit=req.audit("sequence.confirm", before=before))
     return _answered(req, done, "confirmed", req.t("info.confirmed"))
@@ -120,13 +130,13 @@ def confirm_sequence(req: Request) -> Response:
 
 def cancel_sequence(req: Request) -> Response:
     sequence_id = req.params["sequence_id"]
-    doc = _document(req, sequence_id)
-    owner = doc.get("submitted_by")
+    row = _row(req, sequence_id)
+    owner = row.by.get("submitted_by")
     req.check_owner(owner)
     if owner != req.principal.name:
         req.need_reason()
     done = _service(req).cancel(sequence_id,
-                                audit=req.audit("sequence.cancel", before=doc["status"]))
+                                audit=req.audit("sequence.cancel", before=row.status))
     return _answered(req, done, "cancelled_sequence", req.t("info.cancelled_sequence"))
 
 
