@@ -76,7 +76,8 @@ class DroppingProxy:
         self.posts: list[dict[str, str]] = []  # headers of every POST seen
         self.dropped = 0
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self) -> None:
         while True:
@@ -128,7 +129,16 @@ class DroppingProxy:
             conn.sendall(reply)
 
     def close(self) -> None:
+        # close() alone does not wake a thread blocked in accept(); its fd number is then
+        # reused by the next socket (a later test's server), from which that thread once
+        # took a connection and dropped it. shutdown() wakes it; it ends before we go on.
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # not connected-style on this platform: close() below still ends it
         self.listener.close()
+        self._acceptor.join(5)
+        assert not self._acceptor.is_alive(), "the proxy's accept thread did not end"
 
 
 @pytest.fixture
