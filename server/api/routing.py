@@ -27,6 +27,7 @@ FLAG_FALSE = ("false", "0", "no", "off")
 # JSON Schema's number, no more: float() would also take "nan", "inf" and "1_0".
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _INTEGER = re.compile(r"-?[0-9]+")  # [0-9]: ASCII digits, not every Unicode digit
+_UNREAD = object()  # Request._parsed before the body is decoded
 # What a Location header may carry as is; the rest of a client's path is %-escaped.
 _URL_SAFE = "/%:@!$&'()*+,;=-._~?"
 
@@ -80,6 +81,8 @@ class Request:
     lang_used: bool = False
     principal: Principal = ANONYMOUS  # who is asking (server/guard/identity.py)
     request_id: str = ""  # the X-Request-ID the reply carries and audit rows name
+    # The body decoded once: a submit's route reads it, and its audit row's reason too.
+    _parsed: Any = field(default=_UNREAD, repr=False)
 
     @property
     def lang(self) -> str:
@@ -91,13 +94,18 @@ class Request:
         return t(key, self.lang, **params)
 
     def json(self) -> Any:
-        return parse_json(self.body)
+        if self._parsed is _UNREAD:
+            self._parsed = parse_json(self.body)  # a refusal is raised, never kept
+        return self._parsed
+
+    def declares_json(self) -> bool:
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        return ctype == "application/json"
 
     def json_object(self) -> dict[str, Any]:
         """The body as a JSON object: 415 unless it is declared application/json, 400
         unless it parses to an object."""
-        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype != "application/json":
+        if not self.declares_json():
             raise ApiError("content_type", 415)
         body = self.json()
         if not isinstance(body, dict):
@@ -207,8 +215,7 @@ class Request:
                 pass
             if "%" in raw:
                 raw = unquote(raw, errors="replace")
-        elif self.body.strip() and (self.headers.get("Content-Type") or "").split(";")[0] \
-                .strip().lower() == "application/json":
+        elif self.body.strip() and self.declares_json():
             try:
                 body = self.json()
             except ApiError:
