@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.store.rows import where
+
 FIELDS = ("seq", "time", "principal", "role", "address", "action", "target", "before",
           "after", "reason", "request_id", "status")
 _COLUMNS = ", ".join((*FIELDS, "hash"))
@@ -111,14 +113,8 @@ def verify(conn: sqlite3.Connection) -> Verified:
 
 def _where(since: str | None, principal: str | None, action: str | None,
            target: str | None, before_seq: int | None) -> tuple[str, list[Any]]:
-    clauses, args = [], []
-    for clause, value in (("time >= ?", since), ("principal = ?", principal),
-                          ("action = ?", action), ("target = ?", target),
-                          ("seq < ?", before_seq)):
-        if value is not None:
-            clauses.append(clause)
-            args.append(value)
-    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+    return where((("time >= ?", since), ("principal = ?", principal),
+                  ("action = ?", action), ("target = ?", target), ("seq < ?", before_seq)))
 
 
 def page(conn: sqlite3.Connection, *, limit: int, since: str | None = None,

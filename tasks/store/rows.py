@@ -107,14 +107,17 @@ def filters(*, status: TaskStatus | str | None = None, cmd_type: str | None = No
             before_seq: int | None = None,
             sequence_id: str | None = None) -> tuple[str, list[Any]]:
     """A WHERE clause of fixed column tests and its parameters (values never in SQL)."""
-    clauses, args = [], []
     stored = None if status is None else status_value(status)
-    for clause, value in (("status = ?", stored), ("cmd_type = ?", cmd_type),
-                          ("seq < ?", before_seq), ("sequence_id = ?", sequence_id)):
-        if value is not None:
-            clauses.append(clause)
-            args.append(value)
-    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+    return where((("status = ?", stored), ("cmd_type = ?", cmd_type),
+                  ("seq < ?", before_seq), ("sequence_id = ?", sequence_id)))
+
+
+def where(tests: Any) -> tuple[str, list[Any]]:
+    """WHERE of the (fixed clause, value) pairs whose value is given, and the values."""
+    given = [(clause, value) for clause, value in tests if value is not None]
+    if not given:
+        return "", []
+    return "WHERE " + " AND ".join(c for c, _ in given), [v for _, v in given]
 
 
 # One SQL statement and its parameters, built by a store module (tasks/store/seqstore.py)
