@@ -15,7 +15,7 @@ from typing import Any
 
 from tasks.store.audit import AuditEntry, write
 from tasks.store.commit import claim_key
-from tasks.store.rows import Statement, dumps, loads, run_statements, status_value
+from tasks.store.rows import Statement, dumps, loads, run_statements, status_value, where
 from tasks.store.taskstore import TaskStore
 
 _SEQ_COLUMNS = ("seq, sequence_id, name, external_id, on_error, status, submitted, started, "
@@ -261,17 +261,9 @@ class SequenceStore:
     def page(self, *, status: str | None = None, limit: int = 50,
              before_seq: int | None = None) -> list[SequenceRow]:
         """Newest first; ``before_seq`` is the cursor (the last seq of the page before)."""
-        clauses: list[str] = []
-        args: list[Any] = []
-        if status is not None:
-            clauses.append("status = ?")
-            args.append(status)
-        if before_seq is not None:
-            clauses.append("seq < ?")
-            args.append(before_seq)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        clause, args = where((("status = ?", status), ("seq < ?", before_seq)))
         with self.store._reader() as conn:
-            rows = conn.execute(f"SELECT {_SEQ_COLUMNS} FROM sequences {where} "
+            rows = conn.execute(f"SELECT {_SEQ_COLUMNS} FROM sequences {clause} "
                                 "ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
         return [_sequence(r) for r in rows]
 
