@@ -38,6 +38,15 @@ LANG = None  # "zh" or "en"; --lang and ROBOT_LANG win; None: the system's langu
 DEFAULT_MODE = "queue"  # "sync" or "queue"
 AUTO_RESUME = False  # after a fault or an interrupted task the queue holds until resumed
 REQUIRE_REASON = False  # True: resume, cancelling another's work and recover need a reason
+# Webhooks (docs/webhooks.md): where deliveries may go (the private and loopback networks a
+# lab uses; link-local, the clouds' metadata, never), the waits between attempts (about
+# 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 24 h), how long a receiver has to answer, and the
+# base of the `url` in events (None: this PC's LAN address and port).
+WEBHOOK_ALLOW = ("127.0.0.0/8", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                 "fc00::/7")
+WEBHOOK_RETRY_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 86400.0)
+WEBHOOK_TIMEOUT_S = 15.0
+PUBLIC_URL = None
 SHUTDOWN_GRACE_S = 10.0  # on SIGTERM the running task gets this long, then STOP
 KEEP_DAYS = 30  # finished tasks older than this are pruned
 DB_PATH = "data/tasks.db"  # relative: under the project folder, whatever the working dir

@@ -21,11 +21,12 @@ import i18n
 from client import cli
 from console.banner import print_banner
 from console.events import ConsoleEvents
+from console.flags import robot_flags, server_flags
 from console.menus import SERVE_HINT, MenuExit, fill_from_menus
 from console.text import console_language, lang_flag, say, warn_if_not_shown
 from i18n import Translator, error_text
 from server import users_cli
-from settings import DEFAULTS, fill_from_environ, from_args, mention_environ, names, networks
+from settings import DEFAULTS, fill_from_environ, from_args, mention_environ
 
 if TYPE_CHECKING:
     from server.logbatch import LogBatch
@@ -34,108 +35,28 @@ if TYPE_CHECKING:
 console_lang = i18n.DEFAULT_LANG
 
 
-# -- flags ------------------------------------------------------------------------------
-def _robot_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--robot", help=f"serial port or URL, or 'sim' (default {DEFAULTS.robot})")
-    p.add_argument("--baud", type=int, help=f"baud rate (default {DEFAULTS.baudrate})")
-    p.add_argument("--robot-protocol", metavar="NAME",
-                   help="what the robot's firmware speaks: json (this project's), text, or a "
-                        "lab's own codec as package.module:ClassName (default "
-                        f"{DEFAULTS.robot_protocol}; see docs/robot-adapters.md)")
-    p.add_argument("--sim-speed", type=float,
-                   help=f"simulator speed factor (default {DEFAULTS.sim_speed})")
-    p.add_argument("--sim-transport", choices=("auto", "pty", "tcp"),
-                   help="how the simulator is reached: pty, tcp (loopback socket://), or "
-                        f"auto = pty where the system has them (default "
-                        f"{DEFAULTS.sim_transport})")
-    p.add_argument("--robot-timeout", type=float,
-                   help=f"seconds of robot silence that fail a command "
-                        f"(default {DEFAULTS.robot_timeout:g})")
-    p.add_argument("--robot-settle", type=float, metavar="S",
-                   help="robots without reply ids (text, G-code): seconds the robot must send "
-                        "nothing before the server's handshake, after a STOP or a restart "
-                        f"(default {DEFAULTS.robot_settle:g}; above its BUSY interval)")
-    p.add_argument("--commands", metavar="FILE",
-                   help="command table JSON (default: the shipped tasks/commands/commands.json); "
-                        "see docs/commands.md")
-    p.add_argument("--log-level", help="logging level of the console and the log file "
-                   f"(default {constants.CONSOLE_LOG_LEVEL} on the console, "
-                   f"{DEFAULTS.log_level} in the file)")
-    p.add_argument("--log-file", help="also log to this file (rotated)")
-    p.add_argument("--access-log", choices=("file", "console", "off"),
-                   help="where HTTP access lines go (default: the log file; the console "
-                        "too with --log-level INFO)")
-
-
-def _server_flags(p: argparse.ArgumentParser, *, with_mode: bool = True) -> None:
-    if with_mode:
-        p.add_argument("--mode", choices=("sync", "queue"), help="execution mode")
-    p.add_argument("--host", help=f"listen address (default {DEFAULTS.host})")
-    p.add_argument("--port", type=int, help=f"listen port (default {DEFAULTS.port})")
-    p.add_argument("--db", help=f"task database file (default {DEFAULTS.db} in the "
-                                "project folder; a path given here is relative to the "
-                                "working directory)")
-    p.add_argument("--auto-resume", action="store_true", default=None,
-                   help="do not hold the queue after a fault or an interrupted task")
-    p.add_argument("--require-reason", action="store_true", default=None,
-                   help="resuming the queue, recovering a sequence and cancelling another "
-                        "principal's task or sequence need a reason (docs/security.md)")
-    p.add_argument("--max-queue", type=int,
-                   help=f"most unfinished tasks accepted (default {DEFAULTS.max_queue})")
-    p.add_argument("--keep-days", type=float,
-                   help=f"days finished tasks are kept (default {DEFAULTS.keep_days})")
-    p.add_argument("--shutdown-grace", type=float,
-                   help=f"seconds the running task may finish at shutdown before STOP "
-                        f"(default {DEFAULTS.shutdown_grace:g})")
-    p.add_argument("--api-token",
-                   help="require this token (Authorization: Bearer or X-API-Key) on every "
-                        "endpoint but /health; default: env ROBOT_API_TOKEN")
-    p.add_argument("--allow", type=_networks, metavar="CIDR,...",
-                   help="only these client networks may connect, e.g. 172.16.11.0/24,127.0.0.1")
-    p.add_argument("--allowed-host", type=names, metavar="NAME,...",
-                   help="DNS names clients may use for this server (IP addresses, localhost "
-                        "and the hostname always work)")
-    p.add_argument("--trusted-proxy", type=_networks, metavar="CIDR,...",
-                   help="reverse proxies whose X-Forwarded-For/-Host/-Proto count (default "
-                        f"this machine: {','.join(DEFAULTS.trusted_proxies)}; '' trusts none); "
-                        "see docs/deploy.md")
-    p.add_argument("--cors-origin", metavar="ORIGIN",
-                   help="one other web origin allowed to call the API from a browser, "
-                        "e.g. http://lims.lab:8080")
-    p.add_argument("--max-connections", type=int,
-                   help="ordinary connections served at once; beyond: 503 (default "
-                        f"{DEFAULTS.max_connections})")
-
-
-def _networks(text: str) -> tuple[str, ...]:
-    try:
-        return networks(text)  # settings.py's, which parses ROBOT_ALLOW too
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def build_parser(lang: str = "en") -> argparse.ArgumentParser:
     """The parser; its description, command summaries and --lang speak ``lang``
     (argparse's own words and the flags' help stay English)."""
     tr = Translator(lang)
     parser = argparse.ArgumentParser(prog="main.py", description=tr("args.description"),
                                      epilog=tr("args.epilog", hint=SERVE_HINT))
-    _server_flags(parser)
-    _robot_flags(parser)
+    server_flags(parser)
+    robot_flags(parser)
     lang_flag(parser, tr, default=None)
     sub = parser.add_subparsers(dest="command")
     # SUPPRESS: a flag not given after the command keeps the value given before it.
     serve = sub.add_parser("serve", help=tr("args.serve"), description=tr("args.serve"),
                            argument_default=argparse.SUPPRESS)
-    _server_flags(serve)
-    _robot_flags(serve)
+    server_flags(serve)
+    robot_flags(serve)
     lang_flag(serve, tr)
     serve.add_argument("--check", action="store_true", help="first run the checks of `check` "
                        "with the same settings; refuse to start if one fails")
     run = sub.add_parser("run", help=tr("args.run"), description=tr("args.run"),
                          argument_default=argparse.SUPPRESS)
     run.add_argument("file", help=tr("args.command_file"))
-    _robot_flags(run)
+    robot_flags(run)
     lang_flag(run, tr)
     ports = sub.add_parser("ports", help=tr("args.ports"), description=tr("args.ports"))
     lang_flag(ports, tr)

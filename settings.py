@@ -52,6 +52,10 @@ class Settings:
     # Access
     api_token: str | None = constants.API_TOKEN
     require_reason: bool = constants.REQUIRE_REASON
+    webhook_allow: tuple[str, ...] = constants.WEBHOOK_ALLOW
+    webhook_retry: tuple[float, ...] = constants.WEBHOOK_RETRY_S
+    webhook_timeout: float = constants.WEBHOOK_TIMEOUT_S
+    public_url: str | None = constants.PUBLIC_URL
     allow: tuple[str, ...] = constants.ALLOW
     allowed_hosts: tuple[str, ...] = constants.ALLOWED_HOSTS
     trusted_proxies: tuple[str, ...] = constants.TRUSTED_PROXIES
@@ -105,6 +109,22 @@ def networks(text: str) -> tuple[str, ...]:
     return items
 
 
+def seconds_list(text: str) -> tuple[float, ...]:
+    """Comma-separated waits in seconds (--webhook-retry), at least one, none negative."""
+    values = tuple(float(part) for part in names(text))
+    if not values or any(not 0 <= v < 10**7 for v in values):
+        raise ValueError(text)
+    return values
+
+
+def public_url(text: str) -> str:
+    """An http(s) URL without a trailing slash (--public-url)."""
+    text = text.strip().rstrip("/")
+    if not text.startswith(("http://", "https://")) or len(text) <= len("https://"):
+        raise ValueError(text)
+    return text
+
+
 def names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -144,6 +164,8 @@ NUMBER = Kind(lambda text: float(text.strip()), "env.expect_number")
 YES_NO = Kind(_yes_no, "env.expect_yes_no", (("values", "/".join(_YES + _NO)),))
 NETWORKS = Kind(networks, "env.expect_networks", empty_is_value=True)
 NAMES = Kind(names, empty_is_value=True)
+SECONDS = Kind(seconds_list, "env.expect_seconds")
+URL = Kind(public_url, "env.expect_url")
 
 
 @dataclass(frozen=True)
@@ -169,6 +191,9 @@ FLAGS: dict[str, Flag] = {
     "shutdown_grace": Flag("shutdown_grace", "ROBOT_SHUTDOWN_GRACE", NUMBER),
     "allow": Flag("allow", "ROBOT_ALLOW", NETWORKS),
     "allowed_host": Flag("allowed_hosts", "ROBOT_ALLOWED_HOST", NAMES),
+    "webhook_allow": Flag("webhook_allow", "ROBOT_WEBHOOK_ALLOW", NAMES),
+    "webhook_retry": Flag("webhook_retry", "ROBOT_WEBHOOK_RETRY", SECONDS),
+    "public_url": Flag("public_url", "ROBOT_PUBLIC_URL", URL),
     "trusted_proxy": Flag("trusted_proxies", "ROBOT_TRUSTED_PROXY", NETWORKS),
     "cors_origin": Flag("cors_origin", "ROBOT_CORS_ORIGIN"),
     "max_connections": Flag("max_connections", "ROBOT_MAX_CONNECTIONS", INT),

@@ -11,6 +11,7 @@ from typing import Any
 from server.clock import clock_synchronized
 from server.guard.identity import Identity
 from server.metrics import Metrics
+from server.webhooks.sender import WebhookSender
 from settings import Settings
 from tasks.commands import CommandTable
 from tasks.queue.events import EventBus
@@ -82,6 +83,7 @@ class Application:
     static_dir: str | None = None  # the dashboard's files; None: GET / is always JSON
     sequences: SequenceService | None = None  # None: the sequence routes answer 503
     identity: Identity = None  # type: ignore[assignment]  # made from the store if None
+    webhooks: WebhookSender | None = None  # None: the webhook routes answer 503
 
     def __post_init__(self) -> None:
         if self.commands is None:

@@ -35,6 +35,8 @@ TASK_REPLIES: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {
     "user_exists": (409, ()),
     "user_not_found": (404, ()),
     "user_invalid": (400, ()),
+    "webhook_not_found": (404, ()),
+    "delivery_not_found": (404, ()),
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from typing import Any
 
@@ -20,6 +21,8 @@ from server.api.routes import build_router
 from server.app import Application
 from server.check import listen_refused, probe_port
 from server.http import RobotHTTPServer, make_server
+from server.webhooks.allow import AllowList
+from server.webhooks.sender import WebhookSender
 from settings import Settings
 from tasks.commands import CommandTable, load_commands
 from tasks.queue.events import EventBus
@@ -29,9 +32,20 @@ from tasks.sequences.service import SequenceService
 from tasks.store import TaskStore
 from tasks.store.housekeeping import Pruner
 from tasks.store.instance_lock import InstanceLock
+from tasks.store.webhooks import WebhookStore
 from tasks.worker import Worker
 
 log = logging.getLogger("server.runtime")
+
+
+def lan_address() -> str:
+    """This PC's address toward the LAN (no packet is sent: a UDP socket's route only)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never answered, never sent to
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
 
 
 # The dashboard's files, shipped with this package.
@@ -56,6 +70,7 @@ class RobotServer:
         self.events: EventBus | None = None
         self.httpd: RobotHTTPServer | None = None
         self.pruner: Pruner | None = None
+        self.webhooks: WebhookSender | None = None
         self.app: Application | None = None
         self.interrupted: list[str] = []
         self._serve_thread: threading.Thread | None = None
@@ -78,6 +93,18 @@ class RobotServer:
         elif ":" in host:
             host = f"[{host}]"  # an IPv6 literal in a URL
         return f"http://{host}:{port}"
+
+    def public_url(self) -> str:
+        """The base of the `url` in webhook events: --public-url, else this PC's LAN
+        address (the one a route to the LAN leaves from) and the listening port."""
+        if self.settings.public_url:
+            return self.settings.public_url
+        if self.httpd is None:
+            return ""
+        host, port = self.address
+        if host in ("0.0.0.0", "::", ""):
+            host = lan_address()
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def start(self) -> None:
         try:
@@ -127,6 +154,12 @@ class RobotServer:
         self.sequences.recover()
         self.pruner = Pruner(self.store, s.keep_days)
         self.pruner.start()
+        # The webhook sender: it only reads what the queue committed (the outbox), so it
+        # starts before the robot; the deliveries pending at the last stop resume now.
+        self.webhooks = WebhookSender(WebhookStore(self.store), self.events,
+                                      allow=AllowList(s.webhook_allow), schedule=s.webhook_retry,
+                                      timeout=s.webhook_timeout, base_url=self.public_url)
+        self.webhooks.start()
         # 3. The robot: its protocol, the simulator (pty or loopback TCP) or the real port.
         self.robot = build_robot(s.robot, codec, protocol=s.robot_protocol, baudrate=s.baudrate,
                                  sim_speed=s.sim_speed, sim_transport=s.sim_transport,
@@ -151,7 +184,7 @@ class RobotServer:
         self.worker.start()
         self.app = Application(self.manager, self.worker, self.link, self.events, s,
                                commands=self.commands, static_dir=self.static_dir,
-                               sequences=self.sequences)
+                               sequences=self.sequences, webhooks=self.webhooks)
         self.manager.on_finish = self.app.metrics.observe_task
         try:
             self.httpd = make_server(s.host, s.port, self.app, build_router(),
@@ -170,6 +203,8 @@ class RobotServer:
                 self.manager.pause(code="hold_alarm_idle_no_message")
         if self.events is not None:
             self.events.publish("robot", {"event": kind, **info})
+        if self.webhooks is not None:
+            self.webhooks.robot_event(kind, info)
 
     def stop(self) -> None:
         """Reverse order of start; safe to call more than once or after a failed start."""
@@ -186,6 +221,9 @@ class RobotServer:
         if self.robot is not None:
             self.robot.stop()  # the link, then the simulator
             self.robot = self.link = self.simulator = None
+        if self.webhooks is not None:
+            self.webhooks.stop()
+            self.webhooks = None
         if self.pruner is not None:
             self.pruner.stop()
             self.pruner = None

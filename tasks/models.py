@@ -131,6 +131,7 @@ class Task:
     # Who submitted it and who cancelled it (docs/security.md); None in older rows.
     submitted_by: str | None = None
     cancelled_by: str | None = None
+    external_id: str | None = None  # the submitter's own id (a LIMS's), in every event
 
     @property
     def is_final(self) -> bool:
@@ -172,4 +173,6 @@ class Task:
             doc["submitted_by"] = self.submitted_by
         if self.cancelled_by is not None:
             doc["cancelled_by"] = self.cancelled_by
+        if self.external_id is not None:
+            doc["external_id"] = self.external_id
         return doc

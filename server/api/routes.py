@@ -25,6 +25,7 @@ from server.api.static_files import serve_static, static_file
 from server.errors import ApiError
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.transport.headers import CONTROL
+from server.webhooks.routes import add_routes as add_webhook_routes
 from tasks.commands import CommandTable
 from tasks.errors import TaskNotFound
 from tasks.models import ALL_STATUSES, FINAL_STATUSES, TaskStatus
@@ -52,11 +53,12 @@ def _get_task(req: Request) -> dict[str, Any]:
 
 def _submit(req: Request, cmd_type: str, params: dict[str, Any], *,
             retry_of: str | None = None, key: str | None = None,
-            quiet: bool = False) -> tuple[dict[str, Any], bool]:
+            quiet: bool = False, external_id: str | None = None) -> tuple[dict[str, Any], bool]:
     # Refused: QueueFull, IdempotencyConflict or StoreWriteError (nothing was queued).
     action = "task.submit" if retry_of is None else "task.retry"
     result = req.app.manager.submit(cmd_type, params, retry_of=retry_of,
-                                    idempotency_key=key, quiet=quiet, audit=req.audit(action))
+                                    idempotency_key=key, quiet=quiet, audit=req.audit(action),
+                                    external_id=external_id)
     return result.task, result.created
 
 
@@ -88,13 +90,15 @@ def submit(req: Request) -> Response:
     if req.query_flag("dry_run"):
         return validate(req)
     cmd_type, params = req.command()
+    external_id = req.external_id()
     sync = req.app.settings.mode == "sync"
     if sync and req.app.manager.paused:
         # A sync client would hang until someone resumes; tell it now, queue nothing.
         raise ApiError("queue_paused", 503, params={"reason": req.app.manager.pause_reason},
                        headers={"Retry-After": "30"})
     # Sync mode's access line comes only when the task ends: the manager logs the submit.
-    task, created = _submit(req, cmd_type, params, key=key, quiet=not sync)
+    task, created = _submit(req, cmd_type, params, key=key, quiet=not sync,
+                            external_id=external_id)
     if not sync:
         return _accepted(req, task, created)
     # Sync mode is queue mode plus a wait: the robot still runs one task at a time.
@@ -112,6 +116,7 @@ def submit(req: Request) -> Response:
 
 def validate(req: Request) -> Response:
     cmd_type, params = req.command()
+    req.external_id()
     return Response(200, {"success": True, "code": "command_valid",
                           "message": req.t("info.command_valid"),
                           "command": {"cmd_type": cmd_type, "params": params}})
@@ -190,8 +195,10 @@ def retry_task(req: Request) -> Response:
     if old["status"] not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         raise ApiError("task_not_retryable", 409,
                        params={"task_id": old["task_id"], "status": old["status"]})
+    # The retry is the same sample's work: it keeps the LIMS's id.
     task, created = _submit(req, old["cmd_type"], old["params"], retry_of=old["task_id"],
-                            key=req.idempotency_key(), quiet=True)
+                            key=req.idempotency_key(), quiet=True,
+                            external_id=old.get("external_id"))
     response = _accepted(req, task, created)
     if created:  # not the guide's submit: its own code, in the request's language
         response.body["code"] = "requeued"
@@ -207,6 +214,7 @@ def list_tasks(req: Request) -> Response:
                        params={"status": repr(status), "statuses": ", ".join(ALL_STATUSES)})
     cmd_type = req.query.get("cmd_type") or None
     sequence_id = req.query.get("sequence_id") or None
+    external_id = req.query.get("external_id") or None
     limit = req.query_int("limit", default=50, low=1, high=500)
     offset = req.query_int("offset", default=0, low=0, high=10**9)
     cursor = req.query.get("cursor")
@@ -214,12 +222,14 @@ def list_tasks(req: Request) -> Response:
         raise ApiError("invalid_cursor", 400)  # "" too: a lost next_cursor, not page one
     tasks, last_seq = req.app.manager.list_page(
         status=status, cmd_type=cmd_type, limit=limit, offset=offset if cursor is None else 0,
-        before_seq=None if cursor is None else int(cursor), sequence_id=sequence_id)
+        before_seq=None if cursor is None else int(cursor), sequence_id=sequence_id,
+        external_id=external_id)
     next_cursor = str(last_seq) if len(tasks) == limit and last_seq is not None else None
     return Response(200, {"tasks": tasks, "count": len(tasks), "limit": limit,
                           "offset": offset, "next_cursor": next_cursor,
                           "total": req.app.manager.count(status=status, cmd_type=cmd_type,
-                                                         sequence_id=sequence_id)})
+                                                         sequence_id=sequence_id,
+                                                         external_id=external_id)})
 
 
 # -- queue -------------------------------------------------------------------------------
@@ -362,4 +372,5 @@ def build_router() -> Router:
     r.add("GET", "/static/<name>", static_file, "public")
     add_sequence_routes(r)
     add_admin_routes(r)
+    add_webhook_routes(r)
     return r

@@ -24,6 +24,7 @@ from tasks.store.audit import AuditEntry
 # rather than guessed (a typo must not queue a real task for the robot).
 FLAG_TRUE = ("true", "1", "yes", "on")
 FLAG_FALSE = ("false", "0", "no", "off")
+EXTERNAL_ID_MAX = 200  # as a sequence's (tasks/sequences/plan.py)
 # JSON Schema's number, no more: float() would also take "nan", "inf" and "1_0".
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _INTEGER = re.compile(r"-?[0-9]+")  # [0-9]: ASCII digits, not every Unicode digit
@@ -123,6 +124,8 @@ class Request:
         """(cmd_type, params) of a one-command body, checked against the server's
         command table: 422 naming the bad field."""
         body = self.framed_json()
+        if isinstance(body, dict) and "external_id" in body:  # the task's, not the command's
+            body = {k: v for k, v in body.items() if k != "external_id"}
         commands = self.app.commands
         assert commands is not None  # Application falls back to the manager's table
         try:
@@ -130,6 +133,19 @@ class Request:
         except CommandError as exc:
             raise ApiError(exc.code, 422, params=exc.params,
                            extra={"field": exc.field}) from None
+
+    def external_id(self) -> str | None:
+        """A submit's optional ``external_id`` (a LIMS's own id): 1-200 characters, no
+        control characters; 422 ``external_id_invalid`` otherwise."""
+        body = self.framed_json()
+        value = body.get("external_id") if isinstance(body, dict) else None
+        if value is None:
+            return None
+        if (not isinstance(value, str) or not value.strip() or len(value) > EXTERNAL_ID_MAX
+                or any(ord(c) < 32 or ord(c) == 127 for c in value)):
+            raise ApiError("external_id_invalid", 422, params={"max": EXTERNAL_ID_MAX},
+                           extra={"field": "external_id"})
+        return value
 
     def idempotency_key(self) -> str | None:
         """The Idempotency-Key header, if sent: 1-255 printable ASCII characters."""

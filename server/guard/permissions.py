@@ -16,6 +16,7 @@ PERMISSIONS: dict[str, str] = {
     "others": "act on another principal's tasks and sequences",
     "users": "manage principals and their tokens",
     "audit": "read, export and verify the audit trail",
+    "webhooks": "manage webhook subscriptions; read, replay and test their deliveries",
 }
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"read", "stop"}),

@@ -30,6 +30,8 @@ from tasks.queue.waiters import FinalWaiters
 from tasks.reasons import CANCELLED, failure, pause_text
 from tasks.store import NewTask, TaskStore
 from tasks.store.audit import AuditEntry, attribution
+from tasks.store.outbox import event_statement
+from tasks.store.rows import Statement
 
 log = logging.getLogger("tasks")
 
@@ -40,8 +42,11 @@ class SubmitResult:
     created: bool  # False when an Idempotency-Key replay returned the original task
 
 
-def body_hash(cmd_type: str, params: dict[str, Any]) -> str:
-    canonical = json.dumps({"cmd_type": cmd_type, "params": params}, sort_keys=True,
+def body_hash(cmd_type: str, params: dict[str, Any], external_id: str | None = None) -> str:
+    body: dict[str, Any] = {"cmd_type": cmd_type, "params": params}
+    if external_id is not None:  # absent: the hash of a body before external_id existed
+        body["external_id"] = external_id
+    canonical = json.dumps(body, sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -109,7 +114,8 @@ class TaskManager(RunSide):
     # -- submit -----------------------------------------------------------------------
     def submit(self, cmd_type: str, params: dict[str, Any], *,
                idempotency_key: str | None = None, retry_of: str | None = None,
-               quiet: bool = False, audit: AuditEntry | None = None) -> SubmitResult:
+               quiet: bool = False, audit: AuditEntry | None = None,
+               external_id: str | None = None) -> SubmitResult:
         """Commit a new task (or find an Idempotency-Key's first one) and queue it.
 
         ``quiet``: the caller reports the new task in a line of its own (the HTTP
@@ -125,7 +131,8 @@ class TaskManager(RunSide):
         now = self.wall()
         new = NewTask(new_task_id(now), cmd_type, params, now, retry_of=retry_of,
                       idempotency_key=idempotency_key,
-                      body_hash=body_hash(cmd_type, params) if idempotency_key else None,
+                      body_hash=(body_hash(cmd_type, params, external_id) if idempotency_key
+                                 else None), external_id=external_id,
                       submitted_by=None if audit is None else audit.principal, audit=audit)
         # The row is committed (durably) before anything is queued or answered.
         try:
@@ -220,12 +227,16 @@ class TaskManager(RunSide):
             if audit is not None:
                 audit.target, audit.after = audit.target or "queue", "paused"
                 audit.before = "paused" if self.state.hold.paused else "running"
+            extra: list[Statement] = [] if audit is None else [audit.statement()]
+            if not self.state.hold.paused:  # the event is the change, not a new reason
+                extra.append(event_statement("queue.paused", {
+                    "paused": True, "reason": reason, "code": code, "by": by}, self.wall))
             try:
                 self.store.set_meta({
                     "paused": "1", "pause_reason": reason, "pause_code": code, "paused_by": by,
                     # Kept only for a reason made from the catalogue: made again on restart.
                     "pause_params": json.dumps(params, ensure_ascii=False) if rendered else None},
-                    extra=() if audit is None else [audit.statement()])
+                    extra=extra)
             except StoreWriteError:
                 # Holding the robot matters more than remembering that we did.
                 log.error("queue pause could not be saved; paused until restart only")
@@ -243,9 +254,13 @@ class TaskManager(RunSide):
             if audit is not None:
                 audit.target, audit.after = "queue", "running"
                 audit.before = "paused" if self.state.hold.paused else "running"
+            extra: list[Statement] = [] if audit is None else [audit.statement()]
+            if self.state.hold.paused:
+                extra.append(event_statement("queue.resumed", {
+                    "paused": False, "by": None if audit is None else audit.principal},
+                    self.wall))
             self.store.set_meta({"paused": "0", "pause_reason": None, "pause_code": None,
-                                 "pause_params": None, "paused_by": None},
-                                extra=() if audit is None else [audit.statement()])
+                                 "pause_params": None, "paused_by": None}, extra=extra)
             self.state.hold = NOT_HELD
             self._runnable.notify_all()
             log.info("queue resumed")

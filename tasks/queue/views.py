@@ -102,9 +102,10 @@ class TaskViews:
         return [self.doc(task, eta=False) for task in tasks], (tasks[-1].seq if tasks else None)
 
     def count(self, *, status: str | None = None, cmd_type: str | None = None,
-              sequence_id: str | None = None) -> int:
-        if sequence_id is not None:
-            return self.store.count(status=status, cmd_type=cmd_type, sequence_id=sequence_id)
+              sequence_id: str | None = None, external_id: str | None = None) -> int:
+        if sequence_id is not None or external_id is not None:
+            return self.store.count(status=status, cmd_type=cmd_type, sequence_id=sequence_id,
+                                    external_id=external_id)
         if cmd_type is None:
             with self.state.lock:
                 if status is not None:
@@ -115,7 +116,8 @@ class TaskViews:
     def doc_from_new(self, new: NewTask) -> dict[str, Any]:
         return self.doc(Task(new.task_id, new.cmd_type, new.params, TaskStatus.PENDING,
                              new.submitted, retry_of=new.retry_of,
-                             submitted_by=new.submitted_by), eta=False)
+                             submitted_by=new.submitted_by,
+                             external_id=new.external_id), eta=False)
 
     def doc(self, task: Task, *, eta: bool = True) -> dict[str, Any]:
         """The task as clients see it: the guide's keys first, then its ETA."""

@@ -33,6 +33,7 @@ class NewTask:
     idempotency_key: str | None = None
     body_hash: str | None = None
     submitted_by: str | None = None
+    external_id: str | None = None
     audit: AuditEntry | None = None  # its row, committed with the task
 
 
@@ -133,9 +134,9 @@ def _insert_one(conn: sqlite3.Connection, item: _PendingInsert) -> None:
             return
     cur = conn.execute(
         "INSERT INTO tasks(task_id, cmd_type, params, status, submitted, retry_of, "
-        "submitted_by) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+        "submitted_by, external_id) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
         (task.task_id, task.cmd_type, dumps(task.params), task.submitted, task.retry_of,
-         task.submitted_by))
+         task.submitted_by, task.external_id))
     if task.audit is not None:  # a replay changed nothing: no row
         task.audit.target, task.audit.after = task.task_id, "pending"
         write(conn, task.audit)

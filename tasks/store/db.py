@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS progress_items (
 # (docs/security.md); NULL in rows older than them.
 _ADDED_COLUMNS = (("tasks", "run_s", "REAL"), ("tasks", "sequence_id", "TEXT"),
                   ("tasks", "step", "INTEGER"), ("tasks", "submitted_by", "TEXT"),
-                  ("tasks", "cancelled_by", "TEXT"))
+                  ("tasks", "cancelled_by", "TEXT"), ("tasks", "external_id", "TEXT"))
 _SEQUENCE_COLUMNS = (("sequences", "submitted_by", "TEXT"),
                      ("sequences", "cancelled_by", "TEXT"),
                      ("sequences", "recovered_by", "TEXT"), ("sequences", "resumed_by", "TEXT"))
@@ -148,6 +148,74 @@ BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END""",
 )
 
 
+# Webhooks (tasks/store/outbox.py, tasks/store/webhooks.py, docs/webhooks.md): additive.
+# The outbox holds one row per event, written in the transaction of the change that
+# causes it: for a task's or a sequence's final state by these triggers, so no code path
+# can end a task without its event (nor write one for a change rolled back). Its `data`
+# is NULL for those: the subject's row says everything, read when it is fanned out.
+_NOW = "(julianday('now') - 2440587.5) * 86400.0"
+_FINAL_SQL = "('completed', 'failed', 'cancelled')"
+_WEBHOOKS = (
+    "CREATE INDEX IF NOT EXISTS tasks_external ON tasks(external_id) "
+    "WHERE external_id IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS outbox (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    type    TEXT NOT NULL,
+    subject TEXT,
+    time    REAL NOT NULL,
+    data    TEXT
+)""",
+    f"""CREATE TRIGGER IF NOT EXISTS outbox_task_final AFTER UPDATE OF status ON tasks
+WHEN new.status IN {_FINAL_SQL} AND old.status NOT IN {_FINAL_SQL}
+BEGIN INSERT INTO outbox(type, subject, time)
+      VALUES ('task.' || new.status, new.task_id, coalesce(new.ended, {_NOW})); END""",
+    f"""CREATE TRIGGER IF NOT EXISTS outbox_task_born_final AFTER INSERT ON tasks
+WHEN new.status IN {_FINAL_SQL}
+BEGIN INSERT INTO outbox(type, subject, time)
+      VALUES ('task.' || new.status, new.task_id, coalesce(new.ended, {_NOW})); END""",
+    f"""CREATE TRIGGER IF NOT EXISTS outbox_sequence AFTER UPDATE OF status ON sequences
+WHEN new.status IN ('completed', 'failed', 'cancelled', 'held')
+     AND new.status IS NOT old.status
+BEGIN INSERT INTO outbox(type, subject, time)
+      VALUES ('sequence.' || new.status, new.sequence_id, coalesce(new.ended, {_NOW})); END""",
+    """CREATE TABLE IF NOT EXISTS webhooks (
+    id              TEXT PRIMARY KEY,
+    url             TEXT NOT NULL,
+    events          TEXT NOT NULL,
+    description     TEXT,
+    secret          TEXT NOT NULL,
+    enabled         INTEGER NOT NULL,
+    disabled_reason TEXT,
+    created         REAL NOT NULL,
+    created_by      TEXT,
+    from_seq        INTEGER NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS deliveries (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    webhook_id TEXT NOT NULL,
+    event_seq  INTEGER,
+    msg_id     TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_try   REAL,
+    replay_of  INTEGER,
+    created    REAL NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(webhook_id, status, id)",
+    """CREATE TABLE IF NOT EXISTS delivery_attempts (
+    delivery_id INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    time        REAL NOT NULL,
+    status_code INTEGER,
+    error       TEXT,
+    duration_ms INTEGER,
+    PRIMARY KEY (delivery_id, n)
+) WITHOUT ROWID""",
+)
+
+
 def _add_columns(conn: sqlite3.Connection) -> None:
     for table, column, kind in _ADDED_COLUMNS:
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
@@ -160,7 +228,7 @@ def _add_columns(conn: sqlite3.Connection) -> None:
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    for statement in _SECURITY:
+    for statement in _SECURITY + _WEBHOOKS:
         conn.execute(statement)
 
 

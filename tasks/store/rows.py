@@ -16,7 +16,7 @@ from tasks.models import Task, TaskStatus
 log = logging.getLogger("tasks.store")
 
 COLUMNS = ("seq, task_id, cmd_type, params, status, submitted, started, ended, result, "
-           "progress, retry_of, run_s, sequence_id, step, submitted_by, cancelled_by")
+           "progress, retry_of, run_s, sequence_id, step, submitted_by, cancelled_by, external_id")
 
 # What a stored value that cannot be decoded is served as: the row stays readable,
 # and the placeholder says so instead of pretending to be data.
@@ -64,7 +64,7 @@ def _status(text: Any, task_id: str) -> TaskStatus:
 
 def row_to_task(row: sqlite3.Row | tuple) -> Task:
     (seq, task_id, cmd_type, params, status, submitted, started, ended, result, progress,
-     retry_of, run_s, sequence_id, step, submitted_by, cancelled_by) = row
+     retry_of, run_s, sequence_id, step, submitted_by, cancelled_by, external_id) = row
     return Task(
         task_id=task_id, cmd_type=cmd_type, params=loads(params, task_id, "params"),
         status=_status(status, task_id), submitted=submitted, started=started, ended=ended,
@@ -73,7 +73,7 @@ def row_to_task(row: sqlite3.Row | tuple) -> Task:
         retry_of=retry_of, seq=seq,
         run_s=float(run_s) if isinstance(run_s, (int, float)) and run_s >= 0 else None,
         sequence_id=sequence_id, step=step if isinstance(step, int) else None,
-        submitted_by=submitted_by, cancelled_by=cancelled_by)
+        submitted_by=submitted_by, cancelled_by=cancelled_by, external_id=external_id)
 
 
 def with_items(conn: sqlite3.Connection, tasks: list[Task]) -> list[Task]:
@@ -105,11 +105,13 @@ def status_value(status: TaskStatus | str) -> str:
 
 def filters(*, status: TaskStatus | str | None = None, cmd_type: str | None = None,
             before_seq: int | None = None,
-            sequence_id: str | None = None) -> tuple[str, list[Any]]:
+            sequence_id: str | None = None,
+            external_id: str | None = None) -> tuple[str, list[Any]]:
     """A WHERE clause of fixed column tests and its parameters (values never in SQL)."""
     stored = None if status is None else status_value(status)
     return where((("status = ?", stored), ("cmd_type = ?", cmd_type),
-                  ("seq < ?", before_seq), ("sequence_id = ?", sequence_id)))
+                  ("seq < ?", before_seq), ("sequence_id = ?", sequence_id),
+                  ("external_id = ?", external_id)))
 
 
 def where(tests: Any) -> tuple[str, list[Any]]:

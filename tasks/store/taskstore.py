@@ -230,8 +230,10 @@ class TaskStore:
                                 "FROM tasks ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
 
     def count(self, *, status: TaskStatus | str | None = None,
-              cmd_type: str | None = None, sequence_id: str | None = None) -> int:
-        where, args = filters(status=status, cmd_type=cmd_type, sequence_id=sequence_id)
+              cmd_type: str | None = None, sequence_id: str | None = None,
+              external_id: str | None = None) -> int:
+        where, args = filters(status=status, cmd_type=cmd_type, sequence_id=sequence_id,
+                              external_id=external_id)
         with self._reader() as conn:
             return conn.execute(f"SELECT count(*) FROM tasks {where}", args).fetchone()[0]
 
@@ -270,11 +272,11 @@ class TaskStore:
 
     def list(self, *, status: TaskStatus | str | None = None, cmd_type: str | None = None,
              limit: int = 50, before_seq: int | None = None, offset: int = 0,
-             sequence_id: str | None = None) -> list[Task]:
+             sequence_id: str | None = None, external_id: str | None = None) -> list[Task]:
         """Newest first, seq set. `before_seq` is a cursor (the last seq of the
         previous page)."""
         where, args = filters(status=status, cmd_type=cmd_type, before_seq=before_seq,
-                              sequence_id=sequence_id)
+                              sequence_id=sequence_id, external_id=external_id)
         sql = f"SELECT {COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ? OFFSET ?"
         with self._reader() as conn:
             rows = conn.execute(sql, (*args, limit, offset)).fetchall()
