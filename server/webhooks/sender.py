@@ -43,6 +43,7 @@ class WebhookSender:
         self.timeout = timeout
         self.base_url = base_url
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by every task, queue or robot event, and stop
         self._lanes: dict[str, _Lane] = {}
         self._lanes_lock = threading.Lock()  # the dispatcher's and requests' reconciles
         self._robot: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=100)
@@ -50,6 +51,7 @@ class WebhookSender:
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> None:
+        self.events.listeners.append(self._wake.set)
         self._thread = threading.Thread(target=self._dispatch, name="webhook-dispatch",
                                         daemon=True)
         self._thread.start()
@@ -58,6 +60,9 @@ class WebhookSender:
         """Stop the dispatcher and the lanes. An attempt in flight is cut off (its
         delivery is sent again after a restart: at least once)."""
         self._stop.set()
+        self._wake.set()
+        if self._wake.set in self.events.listeners:
+            self.events.listeners.remove(self._wake.set)
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
@@ -77,13 +82,14 @@ class WebhookSender:
             data["cmd"] = info["cmd"]
         try:
             self._robot.put_nowait((event, data))
+            self._wake.set()
         except queue.Full:
             log.warning("webhook event %s dropped: too many robot events at once", event)
 
     # -- the dispatcher -----------------------------------------------------------------
     def _dispatch(self) -> None:
-        version = -1
         while not self._stop.is_set():
+            self._wake.clear()
             try:
                 self._write_robot_events()
                 fanned = 0
@@ -97,9 +103,9 @@ class WebhookSender:
                 pass  # logged by the store; the rows wait in the outbox
             except Exception:
                 log.exception("webhook dispatcher: unexpected error; retrying")
-            # Woken by any task, queue or robot event (the bus's version), else twice a
-            # second: a subscription made by `webhooks add` on this PC starts its lane.
-            version = self.events.wait_for_change(version, 0.5)
+            # Woken by any task, queue or robot event, else twice a second: a
+            # subscription made by `webhooks add` on this PC starts its lane.
+            self._wake.wait(0.5)
 
     def _write_robot_events(self) -> None:
         while True:

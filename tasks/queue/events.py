@@ -11,6 +11,7 @@ import collections
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,9 @@ class EventBus:
         self._max_subscribers = max_subscribers
         self._subscriber_queue = subscriber_queue
         self.version = 0  # bumps on every event; /queue/status?since= waits on it
+        # Called under the lock after each event: each must only set a flag (the webhook
+        # sender's wake-up), never block or publish.
+        self.listeners: list[Callable[[], None]] = []
 
     def publish(self, kind: str, data: dict[str, Any]) -> Event:
         with self._lock:
@@ -75,6 +79,8 @@ class EventBus:
             for sub in dead:
                 self._subscribers.discard(sub)
             self._changed.notify_all()
+            for listener in self.listeners:
+                listener()
         return event
 
     def subscribe(self, last_event_id: int | None = None) -> Subscription:
