@@ -26,11 +26,14 @@ from console.menus import SERVE_HINT, MenuExit, fill_from_menus
 from console.text import console_language, lang_flag, say, warn_if_not_shown
 from i18n import Translator, error_text
 from server import users_cli
+from server.webhooks import cli as webhooks_cli
 from settings import DEFAULTS, fill_from_environ, from_args, mention_environ
 
 if TYPE_CHECKING:
     from server.logbatch import LogBatch
 
+# Commands on the server's task database, run beside a running server (no instance lock).
+LOCAL_COMMANDS = (*users_cli.COMMANDS, *webhooks_cli.COMMANDS)
 # The console's language once main() has chosen it: the Windows pause after main() speaks it.
 console_lang = i18n.DEFAULT_LANG
 
@@ -65,6 +68,7 @@ def build_parser(lang: str = "en") -> argparse.ArgumentParser:
 
     add_check_parser(sub, tr)
     users_cli.add_parsers(sub, tr)  # users add/list/revoke/token, audit verify
+    webhooks_cli.add_parsers(sub, tr)  # webhooks add/list/remove/test
     for each in (parser, serve, run, sub.choices["check"]):
         mention_environ(each)
     return parser
@@ -278,17 +282,18 @@ def main(argv: list[str] | None = None) -> int:
     console_lang = console_language(lang)
     args = build_parser(console_lang).parse_args(argv)
     args.lang, args.console_lang = lang, console_lang
-    if args.command in (None, "serve", "run", "check", *users_cli.COMMANDS):
+    if args.command in (None, "serve", "run", "check", *LOCAL_COMMANDS):
         try:  # before the menus: they ask only what neither a flag nor the environment gave
             fill_from_environ(args)
         except i18n.CodedError as exc:  # settings.EnvSettingError: a variable's bad value
             print(error_text(exc, console_lang), file=sys.stderr)
             return 2
-    if args.command in (*cli.COMMANDS, "check", *users_cli.COMMANDS):
+    if args.command in (*cli.COMMANDS, "check", *LOCAL_COMMANDS):
         warn_if_not_shown(lang, console_lang)
         # No menus, and quiet: their output is the answer.
-        if args.command in users_cli.COMMANDS:  # the server's database, without its lock
-            return users_cli.run(args, db_path(getattr(args, "db", None), DEFAULTS.db))
+        if args.command in LOCAL_COMMANDS:  # the server's database, without its lock
+            local = users_cli if args.command in users_cli.COMMANDS else webhooks_cli
+            return local.run(args, db_path(getattr(args, "db", None), DEFAULTS.db))
         return check_command(args) if args.command == "check" else cli.run(args)
     setup_logging(getattr(args, "log_level", None), getattr(args, "log_file", None),
                   getattr(args, "access_log", None))
@@ -303,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interactive(argv: list[str]) -> bool:
     """Started without a command (menus): likely a double-clicked window."""
-    return not any(arg in ("serve", "run", "ports", "check", *cli.COMMANDS, *users_cli.COMMANDS)
+    return not any(arg in ("serve", "run", "ports", "check", *cli.COMMANDS, *LOCAL_COMMANDS)
                    for arg in argv)
 
 

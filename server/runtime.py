@@ -153,13 +153,14 @@ class RobotServer:
         self.sequences = SequenceService(self.manager)
         self.sequences.recover()
         self.pruner = Pruner(self.store, s.keep_days)
-        self.pruner.start()
         # The webhook sender: it only reads what the queue committed (the outbox), so it
         # starts before the robot; the deliveries pending at the last stop resume now.
         self.webhooks = WebhookSender(WebhookStore(self.store), self.events,
                                       allow=AllowList(s.webhook_allow), schedule=s.webhook_retry,
                                       timeout=s.webhook_timeout, base_url=self.public_url)
         self.webhooks.start()
+        self.pruner.also.append(self.webhooks.store.prune)
+        self.pruner.start()
         # 3. The robot: its protocol, the simulator (pty or loopback TCP) or the real port.
         self.robot = build_robot(s.robot, codec, protocol=s.robot_protocol, baudrate=s.baudrate,
                                  sim_speed=s.sim_speed, sim_transport=s.sim_transport,

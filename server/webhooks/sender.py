@@ -92,9 +92,9 @@ class WebhookSender:
             self._wake.clear()
             try:
                 self._write_robot_events()
-                fanned = 0
-                while not self._stop.is_set():
-                    n = self.store.fan_out(self.base_url())
+                fanned, base = 0, self.base_url()
+                while base and not self._stop.is_set():  # "": not listening yet
+                    n = self.store.fan_out(base)
                     fanned += n
                     if n == 0:
                         break  # else a burst: the next 200
@@ -128,12 +128,12 @@ class WebhookSender:
                 if not lane.is_alive():
                     del self._lanes[hook_id]
         for hook_id in wanted:
-            lane = self._lanes.get(hook_id)
-            if lane is None:
-                lane = self._lanes[hook_id] = _Lane(self, hook_id)
-                lane.start()
+            running = self._lanes.get(hook_id)
+            if running is None:
+                self._lanes[hook_id] = _Lane(self, hook_id)
+                self._lanes[hook_id].start()
             elif wake:
-                lane.wake.set()
+                running.wake.set()
 
     def changed(self) -> None:
         """A subscription was changed by a request: its lane starts or ends now."""

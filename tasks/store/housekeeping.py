@@ -67,6 +67,8 @@ class Pruner:
         self._jumped_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Pruned with the tasks, by the same cutoff: the webhooks' outbox and deliveries.
+        self.also: list[Callable[[float], object]] = []
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="pruner", daemon=True)
@@ -103,6 +105,8 @@ class Pruner:
             return 0
         self._jumped_at = None
         removed = self.store.prune(wall - self.keep_days * 86400, now=wall)
+        for prune in self.also:
+            prune(wall - self.keep_days * 86400)
         if removed:
             log.info("pruned %d finished tasks older than %g days", removed, self.keep_days)
         return removed
