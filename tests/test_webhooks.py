@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import sqlite3
 import statistics
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ import pytest
 import requests
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from server.webhooks.allow import AllowList
+from server.webhooks.deliver import post
 from tests.conftest import SCAN, Client, add_principal, wait_until
 from tests.sse import SSEReader
 from tests.webhook_receiver import Receiver
@@ -294,3 +297,27 @@ def test_subscriptions_are_checked_and_admin_only(make_server, receivers):
                          headers={"Authorization": f"Bearer {admin}"}).json()
     actions = [row["action"] for row in audit["entries"]]
     assert {"webhook.add", "webhook.change", "webhook.remove"} <= set(actions)
+
+
+def test_delivery_checks_the_address_again_and_logs_no_secret(make_server, receivers, caplog):
+    """DNS may change after the subscription: each delivery resolves and checks again, and
+    connects to the address it checked."""
+    rx = receiver(receivers)
+    answers = iter([["127.0.0.1"], ["93.184.216.34"]])
+    allow = AllowList(("127.0.0.0/8",), resolve=lambda host, port: next(answers))
+    allow.check(rx.url)  # at subscription: loopback
+    outcome = post(allow, rx.url, "whsec_" + "A" * 44, "msg_1", "{}", timeout=5)
+    assert not outcome.ok and outcome.status_code is None
+    assert "93.184.216.34" in (outcome.error or "") and rx.received == []
+    # Secrets never reach a log line, whatever happens to the delivery.
+    caplog.set_level(logging.DEBUG)
+    server = make_server(webhook_retry=(0.1,))
+    client = Client(server)
+    failing = receiver(receivers, then=500)
+    secret = subscribe(server.url, failing.url, ["*"])["secret"]
+    client.post("/queue/pause")
+    client.post("/queue/resume")
+    wait_until(lambda: not client.get("/webhooks").json()["webhooks"][0]["enabled"])
+    assert len(failing.received) == 2
+    assert secret not in caplog.text and secret.split("_", 1)[1] not in caplog.text
+    assert "disabled: retries_exhausted" in caplog.text

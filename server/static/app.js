@@ -13,6 +13,7 @@ import {
 import { CommandForm } from './form.js';
 import { SequencePanel, cancelTarget } from './sequences.js';
 import { SequenceBuilder } from './seqform.js';
+import { startWebhooks, webhookEvent } from './webhooks.js';
 
 const $ = (sel) => document.querySelector(sel);
 const RANK = { pending: 0, running: 1, completed: 2, failed: 2, cancelled: 2 };
@@ -252,10 +253,7 @@ function apply(type, data) {
     case 'task': applyTask(data); break;
     case 'sequence': seqs.apply(data); renderAll(); break;
     case 'progress': applyProgress(data); break;
-    case 'queue':
-      setQueue(data);
-      renderQueueState();
-      break;
+    case 'queue': setQueue(data); renderQueueState(); break;
     case 'robot':
       get('/robot').then((robot) => { state.robot = robot; renderAll(); }).catch(() => {});
       break;
@@ -265,6 +263,7 @@ function apply(type, data) {
 }
 
 function onEvent(type, data) {
+  webhookEvent(type, data); // the Webhooks page and its banner follow the stream on their own
   if (type === 'snapshot') { reload(data); return; }
   if (reloading) { buffered.push([type, data]); return; }
   apply(type, data);
@@ -377,7 +376,7 @@ async function main() {
   // Whose task or sequence a button acts on (auth.js greys out what the role may not do).
   const find = ({ taskId, sequenceId }) => (sequenceId ? seqs.summaries.get(sequenceId)
     : [state.running, state.detail, ...state.pending, ...state.history.tasks].find((d) => d && d.task_id === taskId));
-  startAuth({ find, onError: failed });
+  startAuth({ find, onError: failed }).then(() => startWebhooks({ onError: failed }));
   wire();
   renderQueueState();
   renderConnection($('#conn'), ...state.conn);
