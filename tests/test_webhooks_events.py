@@ -44,6 +44,7 @@ def test_a_sequence_tells_of_its_steps_its_hold_and_its_end(make_server, rx):
     assert kinds == ["task.completed", "task.completed", "sequence.completed"], kinds
     steps = [r.json["data"] for r in got[:2]]
     assert [s["step"] for s in steps] == [1, 2] and {s["sequence_id"] for s in steps} == {ok}
+    assert {s["external_id"] for s in steps} == {"BATCH-9"}  # the batch each step is of
     done = got[2].json["data"]
     assert done["sequence_id"] == ok and done["external_id"] == "BATCH-9"
     assert done["result_summary"] == {"steps": 2, "completed": 2}

@@ -24,6 +24,12 @@ from server.api.openapi_schemas import (
 from server.api.openapi_security import add_guard, security_paths, security_schemas
 from server.api.openapi_sequences import sequence_paths, sequence_schemas
 from server.api.routing import FLAG_FALSE, FLAG_TRUE, Request, Response
+from server.webhooks.openapi import (
+    TASKS_EXTERNAL_ID,
+    webhook_events,
+    webhook_paths,
+    webhook_schemas,
+)
 from settings import Settings
 from tasks.commands import CommandTable, default_table
 from tasks.models import ALL_STATUSES
@@ -74,6 +80,7 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
     command_body = {"required": True, "description": f"at most {config.max_body} bytes; "
                     "Content-Length or Transfer-Encoding: chunked is required (411 without)",
                     "content": {JSON: {"schema": ref("Command")}}}
+    submission = {**command_body, "content": {JSON: {"schema": ref("Submission")}}}
     queued = json_reply(ref("Queued"), "queued (Location: /task/<task_id>)")
     errors = {
         "400": error_reply("malformed request or JSON"), "404": error_reply("no such task"),
@@ -81,7 +88,8 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
         "411": error_reply("Content-Length (or chunked) required"),
         "413": error_reply("body too large"),
         "415": error_reply("Content-Type must be application/json"),
-        "422": error_reply("not an acceptable command (field names the parameter)"),
+        "422": error_reply("not an acceptable command (field names the parameter), or "
+                           "external_id_invalid"),
         "503": error_reply("queue full, store unavailable, or (sync mode) queue paused "
                            "(Retry-After)"),
     }
@@ -107,12 +115,12 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
                                                                 ref("SyncResult")]}}}},
                 "504": error_reply("sync mode: the command did not finish in time"),
                 **pick("400", "411", "413", "415", "422", "503"),
-            }, params=[dry_run, idempotency], body=command_body),
+            }, params=[dry_run, idempotency], body=submission),
         },
         "/validate": {"post": _operation("Validate a command; nothing is queued", {
             "200": json_reply(ref("Validated"), "the command is valid"),
             **pick("400", "411", "413", "415", "422"),
-        }, body=command_body)},
+        }, body=submission)},
         "/tasks": {"get": _operation("List tasks, newest first", {
             "200": json_reply(ref("TaskList"), "one page"), **pick("400"),
         }, params=[
@@ -128,6 +136,7 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
             {"name": "cursor", "in": "query",
              "description": "next_cursor of a previous page (the page after it; maybe empty)",
              "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
+            TASKS_EXTERNAL_ID,
         ])},
         "/task/{task_id}": {
             "get": _operation("A task", {
@@ -196,7 +205,8 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
             description="Each event is a block of 'id:', 'event:' and 'data:' lines; the "
                         "data is JSON whose schema depends on the event type (components "
                         "Event, discriminated by event: EventSnapshot, EventTask, "
-                        "EventProgress, EventQueue, EventRobot, EventReset).")},
+                        "EventProgress, EventQueue, EventRobot, EventSequence, "
+                        "EventWebhook, EventReset).")},
         "/openapi.json": {"get": _operation("This document", {
             "200": json_reply({"type": "object"}, "OpenAPI 3.1")})},
         "/static/{name}": {"get": _operation("Dashboard files", {
@@ -209,11 +219,13 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
         **sequence_paths(_operation, errors, dry_run=dry_run, idempotency=idempotency,
                          command_body=command_body),
         **security_paths(_operation, errors),
+        **webhook_paths(_operation, errors),
     }
     add_guard(paths)
     components = schemas(commands)
     components.update(sequence_schemas(components["Command"]))
     components.update(security_schemas())
+    components.update(webhook_schemas(components["Command"]))
     return {
         "openapi": "3.1.0",
         "info": {"title": "Robot task server", "version": "1.0.0",
@@ -227,6 +239,7 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
                                 "with a trailing slash (/queue/status/) is redirected, "
                                 "308 with Location, to the one without."},
         "paths": paths,
+        "webhooks": webhook_events(),
         "components": {
             "schemas": components,
             "securitySchemes": {

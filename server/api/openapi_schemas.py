@@ -43,12 +43,14 @@ TIMED_OUT = {"type": "boolean",
 # GET /events. A schema describes values, not a stream, so the stream is read as the list
 # of its events (what OpenAPI 3.2 calls the media type's itemSchema): each block of lines
 # is one event, `data` a line of JSON whose shape depends on `event` (components Event*).
-EVENT_KINDS = ("snapshot", "task", "progress", "queue", "robot", "sequence", "reset")
+EVENT_KINDS = ("snapshot", "task", "progress", "queue", "robot", "sequence", "webhook",
+               "reset")
 SSE_STREAM = {
     "type": "array", "items": {"$ref": "#/components/schemas/Event"},
     "description": "blocks separated by a blank line, one event each: 'retry: 2000' with "
                    "the first ('event: snapshot', the state now, without an id); then "
-                   "'id: N', 'event: task | progress | queue | robot | reset' and 'data: "
+                   "'id: N', 'event: task | progress | queue | robot | sequence | webhook | "
+                   "reset' and 'data: "
                    "<JSON>', the JSON's schema depending on the event (see Event). ': "
                    "keep-alive' comments every 15 s. Reconnect with Last-Event-ID to get "
                    "what was missed (or a reset event when it is gone).",
@@ -154,6 +156,8 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
                 "progress": PROGRESS,
                 "retry_of": {"type": "string"},
                 "sequence_id": {"type": "string", "description": "a sequence's step or fix-it"},
+                "external_id": {"type": "string", "description": "the caller's own id, only "
+                                "when given on POST / (docs/webhooks.md#external_id)"},
                 "step": {"type": "integer", "minimum": 1, "description": "its step (from 1)"},
                 "fixit": {"const": True, "description": "a fix-it command of a held sequence"},
                 "queue_position": {"type": "integer", "minimum": 1},
@@ -367,6 +371,11 @@ def _event_schemas() -> dict[str, Any]:
         "EventSequence": _event("sequence", ref("SequenceSummary"),
                                 "a sequence changed: queued, a step began, held, waiting "
                                 "for a confirmation, ended (docs/sequences.md)"),
+        "EventWebhook": _event("webhook", {
+            "type": "object", "required": ["webhook_id", "url", "enabled", "disabled_reason"],
+            "properties": {"webhook_id": {"type": "string"}, "url": {"type": "string"},
+                           "enabled": {"type": "boolean"}, "disabled_reason": NULLABLE_STRING}},
+            "a webhook subscription was disabled: gone (410) or retries_exhausted"),
         "EventReset": _event("reset", {
             "type": "object", "required": ["reason"],
             "properties": {"reason": {"type": "string"}}},

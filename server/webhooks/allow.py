@@ -68,8 +68,8 @@ class AllowList:
 
     def check(self, url: str) -> Target:
         """The URL's target, every address its host resolves to allowed; else Refused."""
-        parts = urlsplit(url)
         try:
+            parts = urlsplit(url)
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise Refused("webhook_url_invalid", url=url[:200]) from None

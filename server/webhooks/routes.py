@@ -13,7 +13,7 @@ from server.webhooks.signing import new_secret
 from tasks.store.outbox import EVENT_TYPES, PING, payload
 from tasks.store.webhooks import STATUSES, WebhookStore, new_msg_id
 
-_FIELDS = {"url", "events", "description", "enabled"}
+_FIELDS = {"url", "events", "description", "enabled"}  # enabled: a change's only
 DESCRIPTION_MAX = 200
 
 
@@ -31,7 +31,7 @@ def _store(req: Request) -> WebhookStore:
 def _body(req: Request, *, creating: bool) -> dict[str, Any]:
     """The body's fields, each checked: 422 naming the first bad one."""
     body = req.framed_json()
-    unknown = sorted(set(body) - _FIELDS)
+    unknown = sorted(set(body) - (_FIELDS - {"enabled"} if creating else _FIELDS))
     if unknown:
         raise ApiError("webhook_field_unknown", 422, params={"names": ", ".join(unknown)},
                        extra={"field": unknown[0]})
@@ -120,7 +120,7 @@ def deliveries(req: Request) -> Response:
         raise ApiError("unknown_status", 400,
                        params={"status": repr(status), "statuses": ", ".join(STATUSES)})
     limit = req.query_int("limit", default=50, low=1, high=500)
-    before = req.query_int("before", default=0, low=0, high=2**62) or None
+    before = req.query_int("before", default=0, low=0, high=10**18 - 1) or None
     rows = _store(req).deliveries(hook_id, status=status, limit=limit, before=before)
     return Response(200, {"deliveries": rows,
                           "next_before": rows[-1]["id"] if len(rows) == limit else None})

@@ -122,6 +122,10 @@ def _task(conn: sqlite3.Connection, event: OutboxRow, base_url: str) -> dict[str
     if row is None:  # pruned before it was fanned out: the ids are all there is
         return data
     status, cmd_type, external_id, submitted_by, sequence_id, step, result = row
+    if external_id is None and sequence_id is not None:  # a step: its sequence's id
+        found = conn.execute("SELECT external_id FROM sequences WHERE sequence_id = ?",
+                             (sequence_id,)).fetchone()
+        external_id = found[0] if found else None
     data.update(status=status, cmd_type=cmd_type, external_id=external_id)
     if submitted_by is not None:
         data["submitted_by"] = submitted_by
