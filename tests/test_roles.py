@@ -68,6 +68,13 @@ EXPECTED: dict[tuple[str, str], tuple[str, str | None]] = {
     ("GET", "/audit"): ("audit", "admin"),
     ("GET", "/audit.csv"): ("audit", "admin"),
     ("GET", "/audit/verify"): ("audit", "admin"),
+    ("GET", "/webhooks"): ("webhooks", "admin"),
+    ("POST", "/webhooks"): ("webhooks", "admin"),
+    ("PATCH", "/webhooks/<webhook_id>"): ("webhooks", "admin"),
+    ("DELETE", "/webhooks/<webhook_id>"): ("webhooks", "admin"),
+    ("GET", "/webhooks/<webhook_id>/deliveries"): ("webhooks", "admin"),
+    ("POST", "/webhooks/<webhook_id>/test"): ("webhooks", "admin"),
+    ("POST", "/webhooks/deliveries/<delivery_id>/replay"): ("webhooks", "admin"),
 }
 RANK = {None: 0, "viewer": 1, "operator": 2, "admin": 3}
 
@@ -110,6 +117,14 @@ REQUESTS: dict[tuple[str, str], tuple[str, dict[str, str], Any, int]] = {
     ("GET", "/audit"): ("/audit", {}, None, 200),
     ("GET", "/audit.csv"): ("/audit.csv", {}, None, 200),
     ("GET", "/audit/verify"): ("/audit/verify", {}, None, 200),
+    ("GET", "/webhooks"): ("/webhooks", {}, None, 200),
+    ("POST", "/webhooks"): ("/webhooks", {}, {"url": "http://8.8.8.8/", "events": ["*"]}, 422),
+    ("PATCH", "/webhooks/<webhook_id>"): ("/webhooks/wh_nope", {}, {"enabled": False}, 404),
+    ("DELETE", "/webhooks/<webhook_id>"): ("/webhooks/wh_nope", {}, None, 404),
+    ("GET", "/webhooks/<webhook_id>/deliveries"): ("/webhooks/wh_nope/deliveries", {}, None, 404),
+    ("POST", "/webhooks/<webhook_id>/test"): ("/webhooks/wh_nope/test", {}, None, 404),
+    ("POST", "/webhooks/deliveries/<delivery_id>/replay"):
+        ("/webhooks/deliveries/99999/replay", {}, None, 404),
 }
 
 

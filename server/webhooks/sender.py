@@ -18,7 +18,7 @@ from typing import Any
 from server.webhooks.allow import AllowList
 from server.webhooks.deliver import Outcome, post
 from tasks.errors import StoreWriteError
-from tasks.queue.events import EventBus
+from tasks.queue.events import Event, EventBus
 from tasks.store.audit import AuditEntry
 from tasks.store.outbox import event_statement
 from tasks.store.webhooks import Attempt, Delivery, WebhookError, WebhookRow, WebhookStore
@@ -51,7 +51,7 @@ class WebhookSender:
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> None:
-        self.events.listeners.append(self._wake.set)
+        self.events.listeners.append(self._heard)
         self._thread = threading.Thread(target=self._dispatch, name="webhook-dispatch",
                                         daemon=True)
         self._thread.start()
@@ -61,8 +61,8 @@ class WebhookSender:
         delivery is sent again after a restart: at least once)."""
         self._stop.set()
         self._wake.set()
-        if self._wake.set in self.events.listeners:
-            self.events.listeners.remove(self._wake.set)
+        if self._heard in self.events.listeners:
+            self.events.listeners.remove(self._heard)
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
@@ -87,7 +87,13 @@ class WebhookSender:
             log.warning("webhook event %s dropped: too many robot events at once", event)
 
     # -- the dispatcher -----------------------------------------------------------------
+    def _heard(self, event: Event) -> None:
+        # Progress lines come by the hundred and never end anything: no wake-up for them.
+        if event.kind != "progress":
+            self._wake.set()
+
     def _dispatch(self) -> None:
+        reconciled = 0.0
         while not self._stop.is_set():
             self._wake.clear()
             try:
@@ -98,7 +104,9 @@ class WebhookSender:
                     fanned += n
                     if n == 0:
                         break  # else a burst: the next 200
-                self._reconcile(wake=fanned > 0)
+                if fanned or time.monotonic() - reconciled >= 0.5:
+                    self._reconcile(wake=fanned > 0)
+                    reconciled = time.monotonic()
             except StoreWriteError:
                 pass  # logged by the store; the rows wait in the outbox
             except Exception:

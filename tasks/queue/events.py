@@ -67,7 +67,7 @@ class EventBus:
         self.version = 0  # bumps on every event; /queue/status?since= waits on it
         # Called under the lock after each event: each must only set a flag (the webhook
         # sender's wake-up), never block or publish.
-        self.listeners: list[Callable[[], None]] = []
+        self.listeners: list[Callable[[Event], None]] = []
 
     def publish(self, kind: str, data: dict[str, Any]) -> Event:
         with self._lock:
@@ -80,7 +80,7 @@ class EventBus:
                 self._subscribers.discard(sub)
             self._changed.notify_all()
             for listener in self.listeners:
-                listener()
+                listener(event)
         return event
 
     def subscribe(self, last_event_id: int | None = None) -> Subscription:

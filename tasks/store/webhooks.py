@@ -235,8 +235,8 @@ class WebhookStore:
         """The subscription's oldest pending delivery (the later ones wait for it)."""
         with self.store._reader() as conn:
             row = conn.execute(f"SELECT {_D_COLUMNS} FROM deliveries WHERE webhook_id = ? "
-                               "AND status = 'pending' AND event_seq IS NOT NULL ORDER BY id LIMIT 1",
-                               (webhook_id,)).fetchone()
+                               "AND status = 'pending' AND event_seq IS NOT NULL "
+                               "ORDER BY id LIMIT 1", (webhook_id,)).fetchone()
         return None if row is None else Delivery(*row)
 
     def delivery(self, delivery_id: int) -> Delivery:

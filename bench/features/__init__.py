@@ -1,0 +1,1 @@
+"""Benchmarks of single features, each runnable as a script."""
