@@ -156,3 +156,21 @@ def scan_file(tmp_path) -> str:
         path.write_text(src.read(), encoding="utf-8")
     json.loads(path.read_text(encoding="utf-8"))
     return str(path)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Any]]:
+    """Server processes (tests/proc.py's ServerProcess) a test starts: stopped at teardown."""
+    started: list[Any] = []
+    yield started
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def receivers() -> Iterator[list[Any]]:
+    """Webhook receivers (tests/webhook_receiver.py) a test makes: closed at teardown."""
+    made: list[Any] = []
+    yield made
+    for receiver in made:
+        receiver.close()

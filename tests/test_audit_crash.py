@@ -10,7 +10,6 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,14 +26,6 @@ THREADS = 12
 KILL_AFTER = 60  # 202s received before the kill; the threads are still sending
 CHAIN_FIELDS = ("seq", "time", "principal", "role", "address", "action", "target", "before",
                 "after", "reason", "request_id", "status")
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for s in started:
-        s.stop()
 
 
 def _start(servers: list[ServerProcess], db: str) -> ServerProcess:

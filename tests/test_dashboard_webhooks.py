@@ -32,7 +32,7 @@ SECRET = re.compile(r"^whsec_[A-Za-z0-9+/=]{20,}$")
 
 
 @pytest.fixture
-def receivers() -> Iterator[Callable[..., Receiver]]:
+def new_receiver() -> Iterator[Callable[..., Receiver]]:
     made: list[Receiver] = []
 
     def make(then: int = 200) -> Receiver:
@@ -57,12 +57,12 @@ def hooks(client: Client) -> dict[str, dict[str, Any]]:
 
 
 def one_failing_one_healthy(make_server: Callable[..., Any],
-                            receivers: Callable[..., Receiver]) -> tuple[Any, Client, str, str]:
+                            new_receiver: Callable[..., Receiver]) -> tuple[Any, Client, str, str]:
     """A server with two subscriptions after one completed task: one to a receiver that
     answers 500 (disabled once its one retry failed too), one to a receiver that works."""
     server = make_server(webhook_retry=(0.2,))
     client = Client(server)
-    failing, healthy = receivers(500), receivers(200)
+    failing, healthy = new_receiver(500), new_receiver(200)
     bad = subscribe(client, failing.url, ["task.completed"], "LIMS")
     good = subscribe(client, healthy.url, ["*"], "chat")
     client.wait_final(client.submit(SCAN))
@@ -81,9 +81,9 @@ def row(page: Any, hook_id: str) -> Any:
 
 @needs_browser
 def test_a_failing_subscription_is_a_warning_on_the_dashboard_and_a_row_on_the_page(
-        make_server: Callable[..., Any], receivers: Callable[..., Receiver],
+        make_server: Callable[..., Any], new_receiver: Callable[..., Receiver],
         dashboard: Callable[..., Dashboard]) -> None:
-    server, client, bad, good = one_failing_one_healthy(make_server, receivers)
+    server, client, bad, good = one_failing_one_healthy(make_server, new_receiver)
     bad_url = hooks(client)[bad]["url"]
 
     tab = dashboard(server)
@@ -133,9 +133,9 @@ def test_a_failing_subscription_is_a_warning_on_the_dashboard_and_a_row_on_the_p
 
 @needs_browser
 def test_the_rows_buttons_and_the_form_act_on_the_server(
-        make_server: Callable[..., Any], receivers: Callable[..., Receiver],
+        make_server: Callable[..., Any], new_receiver: Callable[..., Receiver],
         dashboard: Callable[..., Dashboard]) -> None:
-    server, client, bad, good = one_failing_one_healthy(make_server, receivers)
+    server, client, bad, good = one_failing_one_healthy(make_server, new_receiver)
     tab = dashboard(server)
     page = tab.open()
     page.click("#webhooks-link")
@@ -189,7 +189,7 @@ def test_the_rows_buttons_and_the_form_act_on_the_server(
     assert list(hooks(client)) == [good]
 
     # The form: a new subscription, its secret shown once.
-    receiver = receivers(200)
+    receiver = new_receiver(200)
     page.fill("#webhook-url", receiver.url)
     page.fill("#webhook-description", "notebook")
     page.click("#webhook-add button[type=submit]")
@@ -214,11 +214,11 @@ def test_the_rows_buttons_and_the_form_act_on_the_server(
 
 @needs_browser
 def test_a_receiver_that_answers_410_raises_the_warning_live(
-        make_server: Callable[..., Any], receivers: Callable[..., Receiver],
+        make_server: Callable[..., Any], new_receiver: Callable[..., Receiver],
         dashboard: Callable[..., Dashboard]) -> None:
     server = make_server()
     client = Client(server)
-    rx = receivers(200)
+    rx = new_receiver(200)
     hook = subscribe(client, rx.url, ["task.completed"], "LIMS")
     client.wait_final(client.submit(SCAN))
     wait_until(lambda: hooks(client)[hook]["last"], message="the first delivery")
@@ -242,13 +242,13 @@ def test_a_receiver_that_answers_410_raises_the_warning_live(
 
 @needs_browser
 def test_only_who_may_manage_webhooks_sees_the_page_and_the_warning(
-        make_server: Callable[..., Any], receivers: Callable[..., Receiver],
+        make_server: Callable[..., Any], new_receiver: Callable[..., Receiver],
         dashboard: Callable[..., Dashboard]) -> None:
     admin_token = "admin-token-for-the-webhook-page-tests"
     server = make_server(api_token=admin_token)
     admin = Client(server)
     admin.session.headers["Authorization"] = f"Bearer {admin_token}"
-    gone = receivers(410)
+    gone = new_receiver(410)
     hook = subscribe(admin, gone.url, ["task.completed"], "LIMS")
     admin.wait_final(admin.submit(SCAN))
     wait_until(lambda: hooks(admin)[hook]["enabled"] is False, message="410 disables it")

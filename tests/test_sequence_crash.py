@@ -38,14 +38,6 @@ def sim(tmp_path: Any) -> Iterator[SimulatorProcess]:
     sim.stop()
 
 
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for s in started:
-        s.stop()
-
-
 def _start(servers: list[ServerProcess], tmp_path: Any, sim: SimulatorProcess) -> ServerProcess:
     server = ServerProcess(str(tmp_path / "tasks.db"), sim.link, "--robot-timeout", "10")
     servers.append(server)

@@ -11,7 +11,6 @@ import json
 import logging
 import sqlite3
 import statistics
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -22,14 +21,6 @@ from server.webhooks.deliver import post
 from tests.conftest import SCAN, Client, add_principal, wait_until
 from tests.sse import SSEReader
 from tests.webhook_receiver import Receiver
-
-
-@pytest.fixture
-def receivers() -> Iterator[list[Receiver]]:
-    made: list[Receiver] = []
-    yield made
-    for receiver in made:
-        receiver.close()
 
 
 def receiver(made: list[Receiver], script: list | None = None, then: int | str = 200) -> Receiver:

@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import sqlite3
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,22 +32,6 @@ KILL_AFTER = 100  # final tasks before the kill; the rest are pending or running
 
 def scan(n: int) -> dict[str, Any]:
     return {"cmd_type": "SCAN_QRCODE", "params": {"rack": f"R{n}", "positions": [1, 2, 3]}}
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for s in started:
-        s.stop()
-
-
-@pytest.fixture
-def receivers() -> Iterator[list[Receiver]]:
-    made: list[Receiver] = []
-    yield made
-    for r in made:
-        r.close()
 
 
 def _start(servers: list[ServerProcess], db: str, *extra: str) -> ServerProcess:
