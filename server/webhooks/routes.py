@@ -127,7 +127,7 @@ def deliveries(req: Request) -> Response:
 
 
 def _sent(req: Request, hook_id: str, delivery_id: int) -> Response:
-    (doc,) = [d for d in _store(req).deliveries(hook_id, limit=1, before=delivery_id + 1)]
+    (doc,) = _store(req).deliveries(hook_id, delivery_id=delivery_id)
     return Response(200, {"success": True, "delivery": doc},
                     log_note=f"webhook {hook_id} delivery {delivery_id} {doc['status']}")
 

@@ -281,10 +281,11 @@ class WebhookStore:
                          "WHERE id = ?", (status, n[0] + 1, next_try, delivery.id))
 
     def deliveries(self, webhook_id: str, *, status: str | None = None, limit: int = 50,
-                   before: int | None = None) -> list[dict[str, Any]]:
-        """Newest first, each with its attempts and body."""
+                   before: int | None = None,
+                   delivery_id: int | None = None) -> list[dict[str, Any]]:
+        """Newest first, each with its attempts and body (``delivery_id``: that one)."""
         clause, args = where((("webhook_id = ?", webhook_id), ("status = ?", status),
-                              ("id < ?", before)))
+                              ("id < ?", before), ("id = ?", delivery_id)))
         with self.store._reader() as conn:
             rows = conn.execute(f"SELECT {_D_COLUMNS} FROM deliveries {clause} "
                                 "ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
