@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from tasks.store import TaskStore
 
 COMMANDS = ("webhooks",)
-DESCRIPTION_MAX = 200  # as server/webhooks/routes.py's
 _COLUMNS = {"id": "webhooks.col_id", "url": "webhooks.col_url",
             "events": "webhooks.col_events", "state": "webhooks.col_state",
             "pending": "webhooks.col_pending", "last": "webhooks.col_last"}
@@ -50,7 +49,7 @@ def add_parsers(sub: Any, tr: Translator) -> None:
     new.add_argument("url", help="where to POST the events, e.g. http://192.168.1.50:9000/robot")
     new.add_argument("--events", help="comma-separated event types (default: all, *), "
                                       "e.g. task.completed,task.failed")
-    new.add_argument("--description", help=f"a note of at most {DESCRIPTION_MAX} characters")
+    new.add_argument("--description", help="a short note of what it is for")
     _leaf(actions, "list", tr("args.webhooks_list"))
     _leaf(actions, "remove", tr("args.webhooks_remove")).add_argument("id")
     test = _leaf(actions, "test", tr("args.webhooks_test"))
@@ -69,6 +68,8 @@ def run(args: argparse.Namespace, db: str) -> int:
     settings = from_args(args, db=db)
     events, description = ["*"], getattr(args, "description", None)
     if action == "add":  # checked before the database is opened: a refusal stores nothing
+        from tasks.store.webhooks import DESCRIPTION_MAX
+
         events = _events(args, tr)
         if description is not None and len(description) > DESCRIPTION_MAX:
             args.usage_error(tr("error.webhook_description_invalid", max=DESCRIPTION_MAX))
@@ -148,8 +149,7 @@ def ping_webhook(store: TaskStore, hook_id: str, settings: Settings, tr: Transla
     from server.webhooks.sender import WebhookSender
     from tasks.errors import TaskError
     from tasks.queue.events import EventBus
-    from tasks.store.outbox import PING, payload
-    from tasks.store.webhooks import WebhookStore, new_msg_id
+    from tasks.store.webhooks import WebhookStore
 
     hooks = WebhookStore(store)
     # Never started: no threads; send() is one attempt and its record. Its event bus
@@ -159,10 +159,7 @@ def ping_webhook(store: TaskStore, hook_id: str, settings: Settings, tr: Transla
                            base_url=lambda: "")
     try:
         hook = hooks.get(hook_id)
-        body = payload(PING, hooks.wall(), {"webhook_id": hook.id, "message": "ping"})
-        delivery = hooks.new_delivery(hook.id, PING, body, msg_id=new_msg_id(),
-                                      audit=_audit("webhook.test"))
-        outcome = sender.send(hook, delivery)
+        _, outcome = sender.ping(hook, _audit("webhook.test"))
     except TaskError as exc:  # webhook_not_found, a failed write
         _note(error_text(exc, tr.lang))
         return EXIT_FAILED
@@ -180,12 +177,14 @@ def _events(args: argparse.Namespace, tr: Translator) -> list[str]:
     """--events as a list, each once; all (``*``) by default; a usage error (exit 2)
     naming the known types if one is unknown."""
     from tasks.store.outbox import EVENT_TYPES
+    from tasks.store.webhooks import subscribed
 
     given = getattr(args, "events", None)
-    events = ["*"] if given is None else list(dict.fromkeys(names(given)))
-    if not events or not all(e == "*" or e in EVENT_TYPES for e in events):
+    events = subscribed(["*"] if given is None else list(names(given)))
+    if events is None:
         args.usage_error(tr("error.webhook_events_invalid", events=repr(given)[:200],
                             known=", ".join(("*", *EVENT_TYPES))))
+    assert events is not None  # usage_error exits
     return events
 
 

@@ -10,11 +10,10 @@ from server.api.routing import Request, Response
 from server.errors import ApiError
 from server.webhooks.sender import WebhookSender
 from server.webhooks.signing import new_secret
-from tasks.store.outbox import EVENT_TYPES, PING, payload
-from tasks.store.webhooks import STATUSES, WebhookStore, new_msg_id
+from tasks.store.outbox import EVENT_TYPES
+from tasks.store.webhooks import DESCRIPTION_MAX, STATUSES, WebhookStore, subscribed
 
 _FIELDS = {"url", "events", "description", "enabled"}  # enabled: a change's only
-DESCRIPTION_MAX = 200
 
 
 def _sender(req: Request) -> WebhookSender:
@@ -59,13 +58,13 @@ def _body(req: Request, *, creating: bool) -> dict[str, Any]:
 
 
 def _events(value: Any) -> list[str]:
-    known = ", ".join(("*",) + EVENT_TYPES)
-    if (not isinstance(value, list) or not value
-            or not all(isinstance(v, str) and (v == "*" or v in EVENT_TYPES) for v in value)):
+    events = subscribed(value)
+    if events is None:
         raise ApiError("webhook_events_invalid", 422,
-                       params={"events": repr(value)[:200], "known": known},
+                       params={"events": repr(value)[:200],
+                               "known": ", ".join(("*",) + EVENT_TYPES)},
                        extra={"field": "events"})
-    return list(dict.fromkeys(value))  # each once, in the order given
+    return events
 
 
 def add_webhook(req: Request) -> Response:
@@ -85,14 +84,6 @@ def list_webhooks(req: Request) -> Response:
     return Response(200, {"webhooks": _store(req).overview()})
 
 
-def _one(req: Request, hook_id: str) -> dict[str, Any]:
-    for doc in _store(req).overview():
-        if doc["id"] == hook_id:
-            return doc
-    _store(req).get(hook_id)  # webhook_not_found
-    raise AssertionError("unreachable")
-
-
 def change_webhook(req: Request) -> Response:
     hook_id = req.params["webhook_id"]
     _store(req).get(hook_id)  # 404 before the body's 422s
@@ -100,7 +91,8 @@ def change_webhook(req: Request) -> Response:
     _store(req).change(hook_id, audit=req.audit("webhook.change"),
                        disabled_reason="by_operator", **fields)
     _sender(req).changed()
-    return Response(200, {"success": True, "webhook": _one(req, hook_id)},
+    (doc,) = _store(req).overview(hook_id)
+    return Response(200, {"success": True, "webhook": doc},
                     log_note=f"webhook {hook_id} changed")
 
 
@@ -136,7 +128,8 @@ def replay(req: Request) -> Response:
     raw = req.params["delivery_id"]
     if not (raw.isascii() and raw.isdigit() and len(raw) < 19):
         raise ApiError("delivery_not_found", 404, params={"id": raw[:80]})
-    store, old = _store(req), _store(req).delivery(int(raw))
+    store = _store(req)
+    old = store.delivery(int(raw))
     hook = store.get(old.webhook_id)
     # The same webhook-id: a receiver that has it already knows it is the same event.
     new = store.new_delivery(hook.id, old.type, old.body, msg_id=old.msg_id,
@@ -146,12 +139,8 @@ def replay(req: Request) -> Response:
 
 
 def ping_webhook(req: Request) -> Response:
-    store = _store(req)
-    hook = store.get(req.params["webhook_id"])
-    body = payload(PING, store.wall(), {"webhook_id": hook.id, "message": "ping"})
-    new = store.new_delivery(hook.id, PING, body, msg_id=new_msg_id(),
-                             audit=req.audit("webhook.test"))
-    _sender(req).send(hook, new)
+    hook = _store(req).get(req.params["webhook_id"])
+    new, _ = _sender(req).ping(hook, req.audit("webhook.test"))
     return _sent(req, hook.id, new.id)
 
 

@@ -20,8 +20,15 @@ from server.webhooks.deliver import Outcome, post
 from tasks.errors import StoreWriteError
 from tasks.queue.events import Event, EventBus
 from tasks.store.audit import AuditEntry
-from tasks.store.outbox import event_statement
-from tasks.store.webhooks import Attempt, Delivery, WebhookError, WebhookRow, WebhookStore
+from tasks.store.outbox import PING, event_statement, payload
+from tasks.store.webhooks import (
+    Attempt,
+    Delivery,
+    WebhookError,
+    WebhookRow,
+    WebhookStore,
+    new_msg_id,
+)
 
 log = logging.getLogger("server.webhooks")
 
@@ -154,6 +161,13 @@ class WebhookSender:
                        timeout=self.timeout)
         self.settle(hook, delivery, outcome)
         return outcome
+
+    def ping(self, hook: WebhookRow, audit: AuditEntry | None) -> tuple[Delivery, Outcome]:
+        """A `ping` to ``hook`` now (enabled or not), one attempt, in its delivery log."""
+        body = payload(PING, self.store.wall(), {"webhook_id": hook.id, "message": "ping"})
+        delivery = self.store.new_delivery(hook.id, PING, body, msg_id=new_msg_id(),
+                                           audit=audit)
+        return delivery, self.send(hook, delivery)
 
     def settle(self, hook: WebhookRow, delivery: Delivery, outcome: Outcome) -> None:
         """Record the attempt: delivered, retried on the schedule, or failed (and the

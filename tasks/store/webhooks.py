@@ -19,11 +19,12 @@ from typing import Any
 
 from tasks.errors import TaskError
 from tasks.store.audit import AuditEntry, utc_iso
-from tasks.store.outbox import after, last_seq, render
+from tasks.store.outbox import EVENT_TYPES, after, last_seq, render
 from tasks.store.rows import where
 from tasks.store.taskstore import TaskStore
 
 STATUSES = ("pending", "delivered", "failed")
+DESCRIPTION_MAX = 200
 _CURSOR = "outbox_fanned"  # meta: the last outbox seq fanned out
 _W_COLUMNS = ("id, url, events, description, secret, enabled, disabled_reason, created, "
               "created_by, from_seq")
@@ -94,6 +95,15 @@ class Attempt:
     status_code: int | None
     error: str | None
     duration_ms: int
+
+
+def subscribed(events: Any) -> list[str] | None:
+    """What a subscription may hear, each once in the order given (``*``: everything);
+    None if ``events`` is not a non-empty list of known event types."""
+    if (not isinstance(events, list) or not events
+            or not all(isinstance(e, str) and (e == "*" or e in EVENT_TYPES) for e in events)):
+        return None
+    return list(dict.fromkeys(events))
 
 
 def new_msg_id() -> str:
@@ -175,11 +185,14 @@ class WebhookStore:
             rows = conn.execute(f"SELECT {_W_COLUMNS} FROM webhooks ORDER BY created").fetchall()
         return [_webhook(r) for r in rows]
 
-    def overview(self) -> list[dict[str, Any]]:
-        """Every subscription as clients see it: pending deliveries and the last attempt."""
+    def overview(self, id_: str | None = None) -> list[dict[str, Any]]:
+        """Every subscription (or ``id_``) as clients see it: pending deliveries and the
+        last attempt."""
         out = []
+        clause, args = where((("id = ?", id_),))
         with self.store._reader() as conn:
-            rows = conn.execute(f"SELECT {_W_COLUMNS} FROM webhooks ORDER BY created").fetchall()
+            rows = conn.execute(f"SELECT {_W_COLUMNS} FROM webhooks {clause} ORDER BY created",
+                                args).fetchall()
             for row in rows:
                 hook = _webhook(row)
                 doc = hook.to_dict()
