@@ -37,6 +37,14 @@ TASK_REPLIES: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {
     "user_invalid": (400, ()),
     "webhook_not_found": (404, ()),
     "delivery_not_found": (404, ()),
+    # Shaping the queue (tasks/queue/shaping.py, docs/queue.md).
+    "draining": (503, (("Retry-After", "60"),)),
+    "maintenance": (503, (("Retry-After", "60"),)),
+    "anchor_not_found": (404, ()),
+    "task_not_pending": (409, ()),
+    "task_in_sequence": (409, ()),
+    "sequence_not_pending": (409, ()),
+    "anchor_not_queued": (409, ()),
 }
 
 

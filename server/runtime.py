@@ -177,6 +177,8 @@ class RobotServer:
         # A task interrupted on the robot: the robot may still be running it, so it is
         # stopped, and must settle, before anything else is sent.
         self.link.start(require_connection=s.require_robot, stop_first=bool(self.interrupted))
+        link = self.link
+        self.manager.views.link_ready = lambda: link.ready  # a task's waiting_for
         # 4. The worker, then 5. HTTP.
         self.worker = Worker(self.manager, self.link, shutdown_grace=s.shutdown_grace,
                              commands=self.commands)

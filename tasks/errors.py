@@ -105,3 +105,15 @@ class TooManySubscribers(TaskError):
     def __init__(self, limit: int) -> None:
         super().__init__(code="too_many_subscribers", limit=limit)
         self.args = (f"at most {limit} event subscribers",)
+
+
+class QueueClosed(TaskError):
+    """The queue takes no new work: it is draining or in maintenance (docs/queue.md)."""
+
+    def __init__(self, mode: str, reason: str) -> None:
+        super().__init__(code="draining" if mode == "draining" else "maintenance",
+                         reason=reason)
+
+
+class MoveRefused(TaskError):
+    """A move the queue cannot make: ``code`` says why (docs/queue.md)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import secrets
@@ -102,6 +103,33 @@ def format_time(ts: float | None) -> str | None:
     return local_second(ts)
 
 
+NOT_BEFORE_MAX_DAYS = 366  # further ahead is a typo (a year), not a plan
+
+
+def parse_not_before(value: object, now: float) -> float:
+    """A ``not_before`` as a POSIX time: the guide's `YYYY-MM-DD HH:MM:SS` (local), or ISO
+    8601 (with an offset, or local without one). Raises ValueError with a code:
+    "not_before_invalid" or "not_before_too_far"."""
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        raise ValueError("not_before_invalid")
+    try:
+        moment = datetime.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError("not_before_invalid") from None
+    try:
+        if moment.tzinfo is None:  # local time, its DST as the OS says
+            stamp = time.mktime(moment.timetuple()) + moment.microsecond / 1e6
+        else:
+            stamp = moment.timestamp()
+    except (OverflowError, OSError, ValueError):
+        raise ValueError("not_before_invalid") from None
+    if not math.isfinite(stamp):
+        raise ValueError("not_before_invalid")
+    if stamp > now + NOT_BEFORE_MAX_DAYS * 86400:
+        raise ValueError("not_before_too_far")
+    return stamp
+
+
 @dataclass(slots=True)
 class Task:
     """One task as the task layer passes it around (a stored row, typed).
@@ -132,6 +160,15 @@ class Task:
     submitted_by: str | None = None
     cancelled_by: str | None = None
     external_id: str | None = None  # the submitter's own id (a LIMS's), in every event
+    # Its place once an operator moved it (None: seq); the queue's order is rank or seq.
+    rank: int | None = None
+    not_before: float | None = None  # it does not start before this time (wall clock)
+
+    @property
+    def key(self) -> int:
+        """Its key in the queue's order (tasks/queue/state.py)."""
+        assert self.seq is not None  # every stored task read back has its seq
+        return self.seq if self.rank is None else self.rank
 
     @property
     def is_final(self) -> bool:
@@ -175,4 +212,6 @@ class Task:
             doc["cancelled_by"] = self.cancelled_by
         if self.external_id is not None:
             doc["external_id"] = self.external_id
+        if self.not_before is not None:
+            doc["not_before"] = format_time(self.not_before)
         return doc

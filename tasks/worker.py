@@ -170,6 +170,7 @@ class Worker:
     # -- one task ---------------------------------------------------------------------------
     def run_once(self) -> bool:
         """Run the next task if one may start now; True if a task ran."""
+        self.manager.check_drained()  # a draining queue found empty: maintenance
         sequences = self.sequences
         if sequences is not None and sequences.holding():
             # A started sequence holds the robot, held or paused too: only its runner

@@ -37,6 +37,7 @@ EXPECTED: dict[tuple[str, str], tuple[str, str | None]] = {
     ("POST", "/"): ("submit", "operator"),
     ("POST", "/validate"): ("read", "viewer"),
     ("GET", "/tasks"): ("read", "viewer"),
+    ("GET", "/tasks.csv"): ("read", "viewer"),
     ("GET", "/task/<task_id>"): ("read", "viewer"),
     ("DELETE", "/task/<task_id>"): ("cancel", "operator"),
     ("POST", "/task/<task_id>/cancel"): ("cancel", "operator"),
@@ -75,6 +76,14 @@ EXPECTED: dict[tuple[str, str], tuple[str, str | None]] = {
     ("GET", "/webhooks/<webhook_id>/deliveries"): ("webhooks", "admin"),
     ("POST", "/webhooks/<webhook_id>/test"): ("webhooks", "admin"),
     ("POST", "/webhooks/deliveries/<delivery_id>/replay"): ("webhooks", "admin"),
+    ("POST", "/task/<task_id>/move"): ("queue", "operator"),
+    ("POST", "/task/<task_id>/jump"): ("queue", "operator"),
+    ("POST", "/sequences/<sequence_id>/move"): ("queue", "operator"),
+    ("POST", "/sequences/<sequence_id>/jump"): ("queue", "operator"),
+    ("POST", "/queue/drain"): ("queue", "operator"),
+    ("POST", "/queue/maintenance"): ("queue", "operator"),
+    ("POST", "/queue/open"): ("queue", "operator"),
+    ("GET", "/maintenance"): ("read", "viewer"),
 }
 RANK = {None: 0, "viewer": 1, "operator": 2, "admin": 3}
 
@@ -85,6 +94,7 @@ REQUESTS: dict[tuple[str, str], tuple[str, dict[str, str], Any, int]] = {
     ("POST", "/"): ("/", {"dry_run": "true"}, SCAN, 200),
     ("POST", "/validate"): ("/validate", {}, SCAN, 200),
     ("GET", "/tasks"): ("/tasks", {}, None, 200),
+    ("GET", "/tasks.csv"): ("/tasks.csv", {}, None, 200),
     ("GET", "/task/<task_id>"): ("/task/task_nope", {}, None, 404),
     ("DELETE", "/task/<task_id>"): ("/task/task_nope", {}, None, 404),
     ("POST", "/task/<task_id>/cancel"): ("/task/task_nope/cancel", {}, None, 404),
@@ -125,6 +135,16 @@ REQUESTS: dict[tuple[str, str], tuple[str, dict[str, str], Any, int]] = {
     ("POST", "/webhooks/<webhook_id>/test"): ("/webhooks/wh_nope/test", {}, None, 404),
     ("POST", "/webhooks/deliveries/<delivery_id>/replay"):
         ("/webhooks/deliveries/99999/replay", {}, None, 404),
+    ("POST", "/task/<task_id>/move"): ("/task/task_nope/move", {}, {"position": 1}, 404),
+    ("POST", "/task/<task_id>/jump"): ("/task/task_nope/jump", {}, None, 404),
+    ("POST", "/sequences/<sequence_id>/move"): ("/sequences/seq_nope/move", {},
+                                                 {"position": 1}, 404),
+    ("POST", "/sequences/<sequence_id>/jump"): ("/sequences/seq_nope/jump", {}, None, 404),
+    # Without a reason: refused (400), nothing changes.
+    ("POST", "/queue/drain"): ("/queue/drain", {}, {}, 400),
+    ("POST", "/queue/maintenance"): ("/queue/maintenance", {}, {}, 400),
+    ("POST", "/queue/open"): ("/queue/open", {}, None, 200),
+    ("GET", "/maintenance"): ("/maintenance", {}, None, 200),
 }
 
 

@@ -24,6 +24,10 @@ from server.api.sequences import add_routes as add_sequence_routes
 from server.api.static_files import serve_static, static_file
 from server.errors import ApiError
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from server.queueops.export import add_routes as add_export_routes
+from server.queueops.routes import add_routes as add_queue_routes
+from server.queueops.routes import localized, not_before
+from server.queueops.waiting import localize_all
 from server.transport.headers import CONTROL
 from server.webhooks.routes import add_routes as add_webhook_routes
 from tasks.commands import CommandTable
@@ -53,12 +57,13 @@ def _get_task(req: Request) -> dict[str, Any]:
 
 def _submit(req: Request, cmd_type: str, params: dict[str, Any], *,
             retry_of: str | None = None, key: str | None = None,
-            quiet: bool = False, external_id: str | None = None) -> tuple[dict[str, Any], bool]:
+            quiet: bool = False, external_id: str | None = None,
+            start_after: float | None = None) -> tuple[dict[str, Any], bool]:
     # Refused: QueueFull, IdempotencyConflict or StoreWriteError (nothing was queued).
     action = "task.submit" if retry_of is None else "task.retry"
     result = req.app.manager.submit(cmd_type, params, retry_of=retry_of,
                                     idempotency_key=key, quiet=quiet, audit=req.audit(action),
-                                    external_id=external_id)
+                                    external_id=external_id, not_before=start_after)
     return result.task, result.created
 
 
@@ -90,7 +95,7 @@ def submit(req: Request) -> Response:
     if req.query_flag("dry_run"):
         return validate(req)
     cmd_type, params = req.command()
-    external_id = req.external_id()
+    external_id, start_after = req.external_id(), not_before(req)
     sync = req.app.settings.mode == "sync"
     if sync and req.app.manager.paused:
         # A sync client would hang until someone resumes; tell it now, queue nothing.
@@ -98,7 +103,7 @@ def submit(req: Request) -> Response:
                        headers={"Retry-After": "30"})
     # Sync mode's access line comes only when the task ends: the manager logs the submit.
     task, created = _submit(req, cmd_type, params, key=key, quiet=not sync,
-                            external_id=external_id)
+                            external_id=external_id, start_after=start_after)
     if not sync:
         return _accepted(req, task, created)
     # Sync mode is queue mode plus a wait: the robot still runs one task at a time.
@@ -136,11 +141,12 @@ def get_task(req: Request) -> Response:
         doc, encoded = req.app.manager.get_with_json(req.params["task_id"])
         if doc is None:
             raise TaskNotFound(req.params["task_id"])
-        return Response(200, doc if encoded is None else encoded)
+        return Response(200, localized(req, doc) if encoded is None else encoded)
     task = _get_task(req)
     if task["status"] not in FINAL_STATUSES:
         task = req.app.manager.wait(task["task_id"], wait) or task
-    return Response(200, {**task, "timed_out": task["status"] not in FINAL_STATUSES})
+    return Response(200, {**localized(req, task),
+                          "timed_out": task["status"] not in FINAL_STATUSES})
 
 
 def task_transcript(req: Request) -> Response:
@@ -225,6 +231,7 @@ def list_tasks(req: Request) -> Response:
         before_seq=None if cursor is None else int(cursor), sequence_id=sequence_id,
         external_id=external_id)
     next_cursor = str(last_seq) if len(tasks) == limit and last_seq is not None else None
+    tasks = localize_all(tasks, req.lang, req.app.manager.lang)
     return Response(200, {"tasks": tasks, "count": len(tasks), "limit": limit,
                           "offset": offset, "next_cursor": next_cursor,
                           "total": req.app.manager.count(status=status, cmd_type=cmd_type,
@@ -373,4 +380,6 @@ def build_router() -> Router:
     add_sequence_routes(r)
     add_admin_routes(r)
     add_webhook_routes(r)
+    add_export_routes(r)
+    add_queue_routes(r)
     return r

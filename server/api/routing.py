@@ -124,8 +124,8 @@ class Request:
         """(cmd_type, params) of a one-command body, checked against the server's
         command table: 422 naming the bad field."""
         body = self.framed_json()
-        if isinstance(body, dict) and "external_id" in body:  # the task's, not the command's
-            body = {k: v for k, v in body.items() if k != "external_id"}
+        if isinstance(body, dict) and not SUBMIT_EXTRAS.isdisjoint(body):
+            body = {k: v for k, v in body.items() if k not in SUBMIT_EXTRAS}
         commands = self.app.commands
         assert commands is not None  # Application falls back to the manager's table
         try:
@@ -252,6 +252,10 @@ class Request:
         return AuditEntry(self.principal.name, self.principal.role, self.client, action,
                           target=target, before=before, reason=self.reason(),
                           request_id=self.request_id)
+
+
+# A submit's keys that are the task's, not the command's.
+SUBMIT_EXTRAS = frozenset({"external_id", "not_before"})
 
 
 def paused_fields(req: Request, queue: QueueBrief) -> dict[str, Any]:

@@ -20,9 +20,11 @@ from typing import Any
 from tasks.commands import CommandTable, default_table
 from tasks.errors import NotAccepted, QueueFull, StoreWriteError, TaskFinished, TaskNotFound
 from tasks.models import TaskStatus, new_task_id
+from tasks.queue import modes
 from tasks.queue.events import EventBus
 from tasks.queue.recovery import recover
 from tasks.queue.running import Run, RunSide
+from tasks.queue.shaping import ShapeSide
 from tasks.queue.state import NOT_HELD, Hold, QueueState
 from tasks.queue.stops import StopRecord
 from tasks.queue.views import TaskViews
@@ -42,16 +44,19 @@ class SubmitResult:
     created: bool  # False when an Idempotency-Key replay returned the original task
 
 
-def body_hash(cmd_type: str, params: dict[str, Any], external_id: str | None = None) -> str:
+def body_hash(cmd_type: str, params: dict[str, Any], external_id: str | None = None,
+              not_before: float | None = None) -> str:
     body: dict[str, Any] = {"cmd_type": cmd_type, "params": params}
     if external_id is not None:  # absent: the hash of a body before external_id existed
         body["external_id"] = external_id
+    if not_before is not None:  # likewise
+        body["not_before"] = not_before
     canonical = json.dumps(body, sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class TaskManager(RunSide):
+class TaskManager(RunSide, ShapeSide):
     def __init__(self, store: TaskStore, events: EventBus, *, max_queue: int = 1000,
                  auto_resume: bool = False, commands: CommandTable | None = None,
                  lang: str = "en", wall: Callable[[], float] = time.time) -> None:
@@ -71,7 +76,7 @@ class TaskManager(RunSide):
         # their commit: the store never calls back into the manager.
         self._lock = threading.RLock()
         self.state = QueueState()
-        self.views = TaskViews(self.state, store, events)
+        self.views = TaskViews(self.state, store, events, lang)
         # What clients read is the views' (tasks/queue/views.py); offered here too, because
         # a caller holding the manager asks it (get: RunSide's).
         self.get_with_json = self.views.get_with_json
@@ -107,6 +112,7 @@ class TaskManager(RunSide):
         """Load state after a (re)start (tasks/queue/recovery.py); the interrupted tasks' ids."""
         interrupted = recover(self.store, self.state, self.views, self.commands, self.lang,
                               self.wall() if now is None else now)
+        self.state.mode = modes.load(self.store)
         if interrupted and not self.auto_resume:
             self.pause(code="hold_interrupted", params={"task_ids": ", ".join(interrupted)})
         return interrupted
@@ -115,12 +121,15 @@ class TaskManager(RunSide):
     def submit(self, cmd_type: str, params: dict[str, Any], *,
                idempotency_key: str | None = None, retry_of: str | None = None,
                quiet: bool = False, audit: AuditEntry | None = None,
-               external_id: str | None = None) -> SubmitResult:
+               external_id: str | None = None,
+               not_before: float | None = None) -> SubmitResult:
         """Commit a new task (or find an Idempotency-Key's first one) and queue it.
 
         ``quiet``: the caller reports the new task in a line of its own (the HTTP
         access line), so the "pending" line here is DEBUG, not a second INFO record.
-        ``audit``: the request's audit row, committed with the task (who submitted it)."""
+        ``audit``: the request's audit row, committed with the task (who submitted it).
+        ``not_before``: it does not start before this time (it keeps its place)."""
+        self.check_open(idempotency_key)
         with self.state.lock:
             unfinished = self.state.queue_size()
         # A replay of an accepted submit is answered even when the queue is full
@@ -131,9 +140,10 @@ class TaskManager(RunSide):
         now = self.wall()
         new = NewTask(new_task_id(now), cmd_type, params, now, retry_of=retry_of,
                       idempotency_key=idempotency_key,
-                      body_hash=(body_hash(cmd_type, params, external_id) if idempotency_key
-                                 else None), external_id=external_id,
-                      submitted_by=None if audit is None else audit.principal, audit=audit)
+                      body_hash=(body_hash(cmd_type, params, external_id, not_before)
+                                 if idempotency_key else None), external_id=external_id,
+                      submitted_by=None if audit is None else audit.principal, audit=audit,
+                      not_before=not_before)
         # The row is committed (durably) before anything is queued or answered.
         try:
             inserted = self.store.insert(new)
@@ -145,13 +155,15 @@ class TaskManager(RunSide):
             return SubmitResult(task, False)
         with self.state.lock:
             self.state.counts[TaskStatus.PENDING] += 1
-            position = self.state.add_pending(inserted.task_id, inserted.seq, cmd_type)
+            position = self.state.add_pending(inserted.task_id, inserted.seq, cmd_type,
+                                              not_before=not_before)
         log.log(logging.DEBUG if quiet else logging.INFO, "task %s %s pending",
                 inserted.task_id, cmd_type)
         # No ETA walk over the whole queue on the submit path: the position at
         # enqueue time is what the reply needs (GET /task has the full ETA).
         doc = self.views.doc_from_new(new)
         doc["queue_position"] = position
+        doc["waiting_for"] = self.views.submitted_waiting(inserted.task_id, position)
         self.events.publish("task", doc)
         return SubmitResult(doc, True)
 
@@ -186,7 +198,7 @@ class TaskManager(RunSide):
                 self.store.finish(task_id, TaskStatus.CANCELLED, ended, result,
                                   only_if=(TaskStatus.PENDING,), extra=extra)
                 with self.state.lock:
-                    del self.state.pending[task_id]
+                    self.state.forget(task_id)
                     self.state.counts[TaskStatus.PENDING] -= 1
                     self.state.counts[TaskStatus.CANCELLED] += 1
                 self.waiters.set_final(task_id)
@@ -271,4 +283,4 @@ class TaskManager(RunSide):
     def queue_state(self) -> dict[str, Any]:
         hold = self.state.hold
         return {"paused": hold.paused, "pause_reason": hold.reason, "pause_code": hold.code,
-                "paused_by": hold.by}
+                "paused_by": hold.by, **self.mode_fields()}

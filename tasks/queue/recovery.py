@@ -44,8 +44,9 @@ def recover(store: TaskStore, state: QueueState, views: TaskViews, commands: Com
         else:
             assert task.seq is not None  # unfinished() reads it
             # A sequence's step runs from its sequence's entry (tasks/sequences/).
-            state.add_pending(task.task_id, task.seq, task.cmd_type,
-                              fifo=task.sequence_id is None)
+            with state.lock:
+                state.add_pending(task.task_id, task.key, task.cmd_type,
+                                  sequence_id=task.sequence_id, not_before=task.not_before)
     state.counts.update(store.status_counts())
     views.load_durations()
     if store.get_meta("paused") == "1":

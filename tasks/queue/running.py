@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -18,7 +17,7 @@ from typing import Any
 
 from tasks.models import Task, TaskStatus
 from tasks.queue.events import EventBus
-from tasks.queue.state import WAKE, QueueState
+from tasks.queue.state import QueueState
 from tasks.queue.stops import StopRecord
 from tasks.queue.views import TaskViews
 from tasks.queue.waiters import FinalWaiters
@@ -57,6 +56,11 @@ class RunSide:
         return self.state.hold.paused
 
     @property
+    def blocked(self) -> bool:
+        """No task may start: the queue is paused or in maintenance."""
+        return self.state.hold.paused or self.state.mode.mode == "maintenance"
+
+    @property
     def control_lock(self) -> threading.RLock:
         """The lock of the queue's operations (start, cancel, pause, finish) and of the
         condition the worker waits on; a sequence's control state shares it."""
@@ -68,9 +72,9 @@ class RunSide:
     def wait_runnable(self, stop: threading.Event, timeout: float) -> bool:
         """Block while the queue is paused; True when tasks may start."""
         with self._lock:
-            if self.paused and not stop.is_set():
+            if self.blocked and not stop.is_set():
                 self._runnable.wait(timeout)
-            return not self.paused and not stop.is_set()
+            return not self.blocked and not stop.is_set()
 
     def wait_change(self, timeout: float, unless: Callable[[], bool] = lambda: False) -> None:
         """Block until the queue's hold changes, a sequence is asked something
@@ -87,14 +91,12 @@ class RunSide:
     def wake(self) -> None:
         """Wake a worker blocked in wait_runnable or take (used at shutdown)."""
         self.notify_runnable()
-        self.state.fifo.put(WAKE)
+        self.state.wake()
 
     def take(self, timeout: float) -> str | None:
-        """The next queued entry (a task id, or a sequence id), or None after timeout."""
-        try:
-            return self.state.fifo.get(timeout=timeout)[1] or None
-        except queue.Empty:
-            return None
+        """The next entry whose time has come (a task id, or a sequence id), or None
+        after timeout (tasks/queue/state.py)."""
+        return self.state.take(timeout, self.wall)
 
     def put_back_first(self, entry: str) -> None:
         """Return an entry taken but not started: it stays first in line."""
@@ -116,7 +118,7 @@ class RunSide:
                 pending = task_id in self.state.pending
             if not pending:
                 return None  # cancelled while it waited
-            if self.paused and not hold_ok:
+            if self.blocked and not hold_ok:
                 # Paused between the worker's check and its take: keep its place.
                 if put_back:
                     self.put_back_first(task_id)
@@ -126,10 +128,10 @@ class RunSide:
             task = self.store.mark_running(task_id, self.wall(), extra=extra)
             if task is None:  # not pending on disk: nothing to run
                 with self.state.lock:
-                    self.state.pending.pop(task_id, None)
+                    self.state.forget(task_id)
                 return None
             with self.state.lock:
-                del self.state.pending[task_id]
+                self.state.forget(task_id)
                 self.state.counts[TaskStatus.PENDING] -= 1
                 self.state.counts[TaskStatus.RUNNING] += 1
                 self.state.running = task
@@ -152,8 +154,8 @@ class RunSide:
                 self.state.running = None
                 self.state.counts[TaskStatus.RUNNING] -= 1
                 self.state.counts[TaskStatus.PENDING] += 1
-                # A sequence's step is not the FIFO's: its sequence runs it next.
-                self.state.requeue_first(task, fifo=task.sequence_id is None)
+                # A sequence's step is not the line's: its sequence runs it next.
+                self.state.requeue_first(task)
                 self._run_clocks.pop(task_id, None)
             self.stops.forget(task_id)
         log.warning("task %s was not sent (robot link down): back at the head of the queue",
@@ -243,7 +245,7 @@ class RunSide:
         ended = []
         with self.state.lock:
             for task_id in task_ids:
-                if self.state.pending.pop(task_id, None) is not None:
+                if self.state.forget(task_id):
                     self.state.counts[TaskStatus.PENDING] -= 1
                     self.state.counts[status] += 1
                     ended.append(task_id)

@@ -11,11 +11,15 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+import math
 import time
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple, overload
 
+from i18n import t
 from tasks.models import FINAL_STATUSES, Task, TaskStatus, format_time
 from tasks.queue.events import EventBus
+from tasks.queue.modes import describe
 from tasks.queue.state import QueueState
 from tasks.store import NewTask, TaskStore
 
@@ -38,10 +42,15 @@ def encode(doc: dict[str, Any]) -> bytes:
 
 
 class TaskViews:
-    def __init__(self, state: QueueState, store: TaskStore, events: EventBus) -> None:
+    def __init__(self, state: QueueState, store: TaskStore, events: EventBus,
+                 lang: str = "en") -> None:
         self.state = state
         self.store = store
         self.events = events
+        self.lang = lang  # of waiting_for's messages (a request's are made again in its own)
+        # Is the robot link up? Wired by the server (the link is not the task layer's);
+        # None: not known, not a reason to wait.
+        self.link_ready: Callable[[], bool] | None = None
         # Finished task -> [document, its reply bytes once a GET asked for them].
         self._final_docs: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
         # ((event version, recent), document, its reply bytes once asked for)
@@ -97,9 +106,19 @@ class TaskViews:
         return entry
 
     def list_page(self, **filters: Any) -> tuple[list[dict[str, Any]], int | None]:
-        """Newest first, and the cursor (seq) of the last row for the next page."""
+        """Newest first, and the cursor (seq) of the last row for the next page; a
+        pending task's document with its ``waiting_for``."""
         tasks = self.store.list(**filters)
-        return [self.doc(task, eta=False) for task in tasks], (tasks[-1].seq if tasks else None)
+        docs = [self.doc(task, eta=False) for task in tasks]
+        if any(task.status == TaskStatus.PENDING for task in tasks):
+            shared, now = self._shared_reasons(), time.time()
+            with self.state.lock:
+                aheads = self._aheads(now)
+                for doc in docs:
+                    if doc["task_id"] in aheads:
+                        doc["waiting_for"] = self._waiting(doc["task_id"], aheads[doc["task_id"]],
+                                                           shared, now)
+        return docs, (tasks[-1].seq if tasks else None)
 
     def count(self, *, status: str | None = None, cmd_type: str | None = None,
               sequence_id: str | None = None, external_id: str | None = None) -> int:
@@ -116,8 +135,8 @@ class TaskViews:
     def doc_from_new(self, new: NewTask) -> dict[str, Any]:
         return self.doc(Task(new.task_id, new.cmd_type, new.params, TaskStatus.PENDING,
                              new.submitted, retry_of=new.retry_of,
-                             submitted_by=new.submitted_by,
-                             external_id=new.external_id), eta=False)
+                             submitted_by=new.submitted_by, external_id=new.external_id,
+                             not_before=new.not_before), eta=False)
 
     def doc(self, task: Task, *, eta: bool = True) -> dict[str, Any]:
         """The task as clients see it: the guide's keys first, then its ETA."""
@@ -147,6 +166,7 @@ class TaskViews:
     def _eta(self, task: Task) -> dict[str, Any]:
         now = time.time()
         out: dict[str, Any] = {}
+        shared = self._shared_reasons() if task.status == TaskStatus.PENDING else []
         with self.state.lock:
             if task.status == TaskStatus.RUNNING:
                 mean = self._mean(task.cmd_type)
@@ -155,18 +175,81 @@ class TaskViews:
                 return out
             if task.task_id not in self.state.pending:
                 return out
-            position = 0
+            position, waiting = 0, 0
             ahead: float | None = self._running_remaining(now)
-            for task_id, (_seq, cmd_type) in self.state.pending.items():
+            for task_id, (_key, cmd_type) in self.state.pending.items():
                 position += 1
                 if task_id == task.task_id:
                     break
+                if self._not_yet(task_id, now) is not None:
+                    continue  # skipped over: it does not start before this one
+                waiting += 1
                 mean = self._mean(cmd_type)
                 ahead = None if ahead is None or mean is None else ahead + mean
+            if self.state.running is not None:
+                waiting += 1
+            own = self._not_yet(task.task_id, now)
+            out["waiting_for"] = self._waiting(task.task_id, waiting, shared, now)
         out["queue_position"] = position
         if ahead is not None:
-            out["estimated_start_time"] = format_time(now + ahead)
+            out["estimated_start_time"] = format_time(max(now + ahead, own or 0.0))
+        elif own is not None:
+            out["estimated_start_time"] = format_time(own)
         return out
+
+    # -- why a task waits (docs/queue.md) -----------------------------------------------
+    def _not_yet(self, task_id: str, now: float) -> float | None:
+        """The not_before of the task's entry (its own, or its sequence's) while still
+        ahead (state lock held)."""
+        at = self.state.not_before.get(self.state.sequence_of.get(task_id, task_id))
+        return at if at is not None and at > now else None
+
+    def _shared_reasons(self) -> list[tuple[str, dict[str, Any]]]:
+        """The reasons every pending task shares; the link is asked before the state lock
+        (which is innermost)."""
+        reasons: list[tuple[str, dict[str, Any]]] = []
+        mode, hold = self.state.mode, self.state.hold
+        if mode.mode == "maintenance":
+            reasons.append(("maintenance", {"reason": mode.reason or ""}))
+        if hold.paused:
+            reasons.append(("paused", {"reason": hold.reason or "", "code": hold.code or ""}))
+        if self.link_ready is not None and not self.link_ready():
+            reasons.append(("robot_disconnected", {}))
+        active = self.state.active_sequence
+        if active is not None and active.get("status") == "held":
+            reasons.append(("sequence_held", {"sequence_id": active.get("sequence_id")}))
+        return reasons
+
+    def _aheads(self, now: float) -> dict[str, int]:
+        """Each pending task: how many tasks run before it (state lock held)."""
+        out: dict[str, int] = {}
+        waiting = 1 if self.state.running is not None else 0
+        for task_id in self.state.pending:
+            out[task_id] = waiting
+            if self._not_yet(task_id, now) is None:
+                waiting += 1
+        return out
+
+    def _waiting(self, task_id: str, ahead: int, shared: list[tuple[str, dict[str, Any]]],
+                 now: float) -> list[dict[str, Any]]:
+        """``waiting_for`` of a pending task, most fundamental first (state lock held)."""
+        reasons = list(shared)
+        at = self._not_yet(task_id, now)
+        if at is not None:
+            reasons.append(("not_before", {"time": format_time(at),
+                                           "seconds": math.ceil(at - now)}))
+        if ahead:
+            reasons.append(("queue_position", {"ahead": ahead}))
+        return [{"code": code, "message": t(f"waiting.{code}", self.lang, **params),
+                 "params": params} for code, params in reasons]
+
+    def submitted_waiting(self, task_id: str, position: int) -> list[dict[str, Any]]:
+        """``waiting_for`` of a task just submitted, without a walk of the queue (the
+        submit path): every task ahead of it counted."""
+        shared, now = self._shared_reasons(), time.time()
+        with self.state.lock:
+            ahead = position - 1 + (1 if self.state.running is not None else 0)
+            return self._waiting(task_id, ahead, shared, now)
 
     # -- the queue ---------------------------------------------------------------------
     def queue_brief(self) -> QueueBrief:
@@ -213,6 +296,7 @@ class TaskViews:
             pending = list(itertools.islice(self.state.pending, recent))
             hold = self.state.hold
             active_sequence = self.state.active_sequence
+            mode = self.state.mode
         finished = sum(counts.get(s.value, 0) for s in FINAL_STATUSES)
         queue_size = counts.get(TaskStatus.PENDING, 0) + counts.get(TaskStatus.RUNNING, 0)
         return {
@@ -229,6 +313,8 @@ class TaskViews:
             "paused_by": hold.by,
             "pending": pending,
             "active_sequence": active_sequence,
+            "queue_mode": mode.mode,
+            "maintenance": describe(mode),
             # Six columns, no JSON decoding of params/result: this runs on every poll.
             "recent_tasks": [
                 {"task_id": task_id, "status": status, "cmd_type": cmd_type,

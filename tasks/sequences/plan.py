@@ -8,11 +8,13 @@ one round.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from tasks.commands import CommandError, CommandTable
 from tasks.errors import TaskError
+from tasks.models import parse_not_before
 
 ON_ERROR = ("hold", "abort", "continue")
 MAX_STEPS = 1000
@@ -21,7 +23,7 @@ MAX_TEXT = 200  # name, external_id, label
 CONFIRM = "CONFIRM"  # the operator gate: sends nothing to the robot
 CONFIRM_MESSAGE_MAX = 500
 CONFIRM_TIMEOUT_MAX = 7 * 24 * 3600
-_SEQUENCE_KEYS = {"name", "external_id", "on_error", "steps"}
+_SEQUENCE_KEYS = {"name", "external_id", "on_error", "steps", "not_before"}
 _STEP_KEYS = {"cmd_type", "params", "label", "on_error", "retry"}
 
 
@@ -61,15 +63,19 @@ class Plan:
     on_error: str = "hold"
     name: str | None = None
     external_id: str | None = None
+    not_before: float | None = None  # it does not start before this time
 
     def rule(self, step: PlanStep) -> str:
         return step.on_error or self.on_error
 
     def as_body(self) -> dict[str, Any]:
         """The plan as a canonical body (the Idempotency-Key's hash is over this)."""
-        return {"name": self.name, "external_id": self.external_id, "on_error": self.on_error,
+        body: dict[str, Any] = {"name": self.name, "external_id": self.external_id, "on_error": self.on_error,
                 "steps": [{"cmd_type": s.cmd_type, "params": s.params, "label": s.label,
                            "on_error": s.on_error, "retry": s.retry} for s in self.steps]}
+        if self.not_before is not None:  # absent: the hash of a body from before it existed
+            body["not_before"] = self.not_before
+        return body
 
 
 def _text(body: dict[str, Any], key: str, step: int | None,
@@ -176,6 +182,13 @@ def build_plan(body: Any, table: CommandTable) -> Plan:
     name = _text(body, "name", None, problems)
     external_id = _text(body, "external_id", None, problems)
     rule = _rule(body, None, problems) or "hold"
+    not_before = None
+    if body.get("not_before") is not None:
+        try:
+            not_before = parse_not_before(body["not_before"], time.time())
+        except ValueError as exc:
+            problems.append(Problem(None, str(exc), {"value": str(body["not_before"])[:60]},
+                                    "not_before"))
     raw_steps = body.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps or len(raw_steps) > MAX_STEPS:
         problems.append(Problem(None, "steps_invalid", {"max": MAX_STEPS}, "steps"))
@@ -183,4 +196,4 @@ def build_plan(body: Any, table: CommandTable) -> Plan:
     steps = [_step(raw, k, table, problems) for k, raw in enumerate(raw_steps, start=1)]
     if problems:
         raise PlanInvalid(problems)
-    return Plan(tuple(s for s in steps if s is not None), rule, name, external_id)
+    return Plan(tuple(s for s in steps if s is not None), rule, name, external_id, not_before)

@@ -70,7 +70,7 @@ class SequenceRunner:
             if active.fixits and self._ready():
                 self._fixit(active)
                 continue
-            if active.status == "held" or self.manager.paused or not self._ready():
+            if active.status == "held" or self.manager.blocked or not self._ready():
                 self.manager.wait_change(self.worker.poll_interval,
                                          unless=lambda: bool(active.requests))
                 continue
@@ -96,7 +96,7 @@ class SequenceRunner:
         now = self.wall()
         run = self._start(step.task_id, [running(active.sequence_id, step.step, now)])
         if run is None:
-            if not self.manager.paused:
+            if not self.manager.blocked:
                 self._hold_only(active, "interrupted", step)
             return
         active.status, step.status = "running", "running"
@@ -225,7 +225,7 @@ class SequenceRunner:
         state = self.manager.state
         with state.lock:
             state.counts[TaskStatus.PENDING] += 1
-            state.add_pending(task_id, seq, step.cmd_type, fifo=False)
+            state.add_pending(task_id, seq, step.cmd_type, sequence_id=active.sequence_id)
             state.pending.move_to_end(task_id, last=False)  # it runs next
         step.task_id, step.status = task_id, "pending"
         active.status, active.hold = "running", None

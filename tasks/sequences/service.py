@@ -56,7 +56,8 @@ class SequenceService:
                audit: AuditEntry | None = None) -> tuple[str, bool, list[str], int | None]:
         """Commit the sequence and its steps as pending tasks, then queue it as one
         entry: (sequence id, created, step task ids, queue position of its first
-        step). Raises QueueFull, IdempotencyConflict, NotAccepted."""
+        step). Raises QueueFull, QueueClosed, IdempotencyConflict, NotAccepted."""
+        self.manager.check_open(idempotency_key)
         state = self.manager.state
         with state.lock:
             unfinished = state.queue_size()
@@ -73,7 +74,7 @@ class SequenceService:
             body = plan.as_body()
             digest = body_hash("sequence", body)
         new = NewSequence(sequence_id, plan.on_error, now, steps, plan.name, plan.external_id,
-                          idempotency_key, digest, audit)
+                          idempotency_key, digest, audit, plan.not_before)
         try:
             sequence_id, created, seqs = self.store.insert(new)
         except StoreWriteError as exc:
@@ -85,16 +86,16 @@ class SequenceService:
             state.counts[TaskStatus.PENDING] += len(steps)
             position = None
             for step, seq in zip(steps, seqs, strict=True):
-                at = state.add_pending(step.task_id, seq, step.cmd_type, fifo=False)
+                at = state.add_pending(step.task_id, seq, step.cmd_type,
+                                       sequence_id=sequence_id)
                 position = at if position is None else position
-            state.sequence_keys[sequence_id] = seqs[0]
         log.info("sequence %s of %d steps pending", sequence_id, len(steps))
         # Its "pending" event before the worker can take it: no "running" overtakes it.
         # One event for the sequence stands for its steps' (a thousand task events
         # would push every SSE client over its queue).
         self.publish_row(sequence_id)
         with state.lock:
-            state.fifo.put((seqs[0], sequence_id))
+            state.queue_sequence(sequence_id, seqs[0], plan.not_before)
         return sequence_id, True, [s.task_id for s in steps], position
 
     # -- start-up -------------------------------------------------------------------------
@@ -107,8 +108,7 @@ class SequenceService:
                 pending = self.store.pending_tasks(row.sequence_id)
                 key = pending[0][1] if pending else 0
                 with state.lock:
-                    state.sequence_keys[row.sequence_id] = key
-                    state.fifo.put((key, row.sequence_id))
+                    state.queue_sequence(row.sequence_id, key, row.not_before)
                 continue
             active = self._load(row.sequence_id)
             if active is None:
@@ -160,7 +160,7 @@ class SequenceService:
                 return self.active if self.active.sequence_id == sequence_id else None
             active = self._load(sequence_id)
             with self.manager.state.lock:
-                self.manager.state.sequence_keys.pop(sequence_id, None)
+                self.manager.state.unqueue_sequence(sequence_id)
             self.active = active
             return active
 
@@ -263,7 +263,7 @@ class SequenceService:
         self.store.commit([cancel_rest(sequence_id, now, result),
                            ended(sequence_id, "cancelled", now), *rows])
         with self.manager.state.lock:
-            self.manager.state.sequence_keys.pop(sequence_id, None)
+            self.manager.state.unqueue_sequence(sequence_id)
         self.manager.settle_pending(ids, TaskStatus.CANCELLED)
         log.info("sequence %s cancelled while pending", sequence_id)
         self.publish_row(sequence_id)
@@ -290,7 +290,8 @@ class SequenceService:
                 raise NotAccepted(str(exc), reason=exc.reason) from None
             with self.manager.state.lock:
                 self.manager.state.counts[TaskStatus.PENDING] += 1
-                self.manager.state.add_pending(task_id, seq, cmd_type, fifo=False)
+                self.manager.state.add_pending(task_id, seq, cmd_type,
+                                               sequence_id=sequence_id)
                 # Ahead of everything: first in line for positions too.
                 self.manager.state.pending.move_to_end(task_id, last=False)
             active.fixits.append(task_id)

@@ -35,6 +35,7 @@ class NewTask:
     submitted_by: str | None = None
     external_id: str | None = None
     audit: AuditEntry | None = None  # its row, committed with the task
+    not_before: float | None = None
 
 
 class Inserted(NamedTuple):
@@ -134,9 +135,9 @@ def _insert_one(conn: sqlite3.Connection, item: _PendingInsert) -> None:
             return
     cur = conn.execute(
         "INSERT INTO tasks(task_id, cmd_type, params, status, submitted, retry_of, "
-        "submitted_by, external_id) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
+        "submitted_by, external_id, not_before) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
         (task.task_id, task.cmd_type, dumps(task.params), task.submitted, task.retry_of,
-         task.submitted_by, task.external_id))
+         task.submitted_by, task.external_id, task.not_before))
     if task.audit is not None:  # a replay changed nothing: no row
         task.audit.target, task.audit.after = task.task_id, "pending"
         write(conn, task.audit)

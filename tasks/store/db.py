@@ -70,10 +70,15 @@ CREATE TABLE IF NOT EXISTS progress_items (
 # (docs/security.md); NULL in rows older than them.
 _ADDED_COLUMNS = (("tasks", "run_s", "REAL"), ("tasks", "sequence_id", "TEXT"),
                   ("tasks", "step", "INTEGER"), ("tasks", "submitted_by", "TEXT"),
-                  ("tasks", "cancelled_by", "TEXT"), ("tasks", "external_id", "TEXT"))
+                  ("tasks", "cancelled_by", "TEXT"), ("tasks", "external_id", "TEXT"),
+                  ("tasks", "rank", "INTEGER"), ("tasks", "not_before", "REAL"))
+# tasks.rank: the task's place in the queue once an operator moved it (NULL: its seq);
+# the queue's order is COALESCE(rank, seq). tasks.not_before, sequences.not_before: it
+# does not start before this time (docs/queue.md).
 _SEQUENCE_COLUMNS = (("sequences", "submitted_by", "TEXT"),
                      ("sequences", "cancelled_by", "TEXT"),
-                     ("sequences", "recovered_by", "TEXT"), ("sequences", "resumed_by", "TEXT"))
+                     ("sequences", "recovered_by", "TEXT"), ("sequences", "resumed_by", "TEXT"),
+                     ("sequences", "not_before", "REAL"))
 # Sequences (tasks/sequences/, docs/sequences.md): one row each, one row per step; the
 # steps' attempts are tasks (tasks.sequence_id, tasks.step). Additive like the above.
 _SEQUENCES = """
@@ -216,6 +221,23 @@ BEGIN INSERT INTO outbox(type, subject, time)
 )
 
 
+# Maintenance windows (tasks/queue/modes.py, docs/queue.md): one row from a drain or
+# maintenance request until the queue is opened again; additive.
+_MAINTENANCE = (
+    """CREATE TABLE IF NOT EXISTS maintenance (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    how            TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    opened         REAL NOT NULL,
+    opened_by      TEXT,
+    maintenance_at REAL,
+    closed         REAL,
+    closed_by      TEXT,
+    close_reason   TEXT
+)""",
+)
+
+
 def _add_columns(conn: sqlite3.Connection) -> None:
     for table, column, kind in _ADDED_COLUMNS:
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
@@ -228,7 +250,7 @@ def _add_columns(conn: sqlite3.Connection) -> None:
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    for statement in _SECURITY + _WEBHOOKS:
+    for statement in _SECURITY + _WEBHOOKS + _MAINTENANCE:
         conn.execute(statement)
 
 

@@ -16,7 +16,8 @@ from tasks.models import Task, TaskStatus
 log = logging.getLogger("tasks.store")
 
 COLUMNS = ("seq, task_id, cmd_type, params, status, submitted, started, ended, result, "
-           "progress, retry_of, run_s, sequence_id, step, submitted_by, cancelled_by, external_id")
+           "progress, retry_of, run_s, sequence_id, step, submitted_by, cancelled_by, external_id, "
+           "rank, not_before")
 
 # What a stored value that cannot be decoded is served as: the row stays readable,
 # and the placeholder says so instead of pretending to be data.
@@ -64,7 +65,8 @@ def _status(text: Any, task_id: str) -> TaskStatus:
 
 def row_to_task(row: sqlite3.Row | tuple) -> Task:
     (seq, task_id, cmd_type, params, status, submitted, started, ended, result, progress,
-     retry_of, run_s, sequence_id, step, submitted_by, cancelled_by, external_id) = row
+     retry_of, run_s, sequence_id, step, submitted_by, cancelled_by, external_id, rank,
+     not_before) = row
     return Task(
         task_id=task_id, cmd_type=cmd_type, params=loads(params, task_id, "params"),
         status=_status(status, task_id), submitted=submitted, started=started, ended=ended,
@@ -73,7 +75,9 @@ def row_to_task(row: sqlite3.Row | tuple) -> Task:
         retry_of=retry_of, seq=seq,
         run_s=float(run_s) if isinstance(run_s, (int, float)) and run_s >= 0 else None,
         sequence_id=sequence_id, step=step if isinstance(step, int) else None,
-        submitted_by=submitted_by, cancelled_by=cancelled_by, external_id=external_id)
+        submitted_by=submitted_by, cancelled_by=cancelled_by, external_id=external_id,
+        rank=rank if isinstance(rank, int) else None,
+        not_before=float(not_before) if isinstance(not_before, (int, float)) else None)
 
 
 def with_items(conn: sqlite3.Connection, tasks: list[Task]) -> list[Task]:

@@ -20,7 +20,7 @@ from tasks.store.taskstore import TaskStore
 
 _SEQ_COLUMNS = ("seq, sequence_id, name, external_id, on_error, status, submitted, started, "
                 "ended, current_step, hold_code, hold_params, submitted_by, cancelled_by, "
-                "recovered_by, resumed_by")
+                "recovered_by, resumed_by, not_before")
 # Who did what to a sequence (docs/security.md), as its document names them.
 BY_KEYS = ("submitted_by", "cancelled_by", "recovered_by", "resumed_by")
 UNFINISHED = ("pending", "running", "held")
@@ -48,6 +48,7 @@ class NewSequence:
     idempotency_key: str | None = None
     body_hash: str | None = None
     audit: AuditEntry | None = None  # its row (and submitted_by), committed with it
+    not_before: float | None = None
 
 
 @dataclass
@@ -65,6 +66,7 @@ class SequenceRow:
     hold_code: str | None
     hold_params: dict[str, Any] | None
     by: dict[str, str] = field(default_factory=dict)  # BY_KEYS that are set
+    not_before: float | None = None  # it does not start before this time
 
 
 @dataclass
@@ -113,12 +115,13 @@ class Fixit:
 
 def _sequence(row: tuple) -> SequenceRow:
     (seq, sequence_id, name, external_id, on_error, status, submitted, started, ended,
-     current_step, hold_code, hold_params, *by) = row
+     current_step, hold_code, hold_params, *by, not_before) = row
     params = loads(hold_params, sequence_id, "hold_params") if hold_params else None
     return SequenceRow(seq, sequence_id, name, external_id, on_error, status, submitted,
                        started, ended, current_step, hold_code,
                        params if isinstance(params, dict) else None,
-                       {k: v for k, v in zip(BY_KEYS, by, strict=True) if v is not None})
+                       {k: v for k, v in zip(BY_KEYS, by, strict=True) if v is not None},
+                       float(not_before) if isinstance(not_before, (int, float)) else None)
 
 
 # -- transitions, committed with a task's change ---------------------------------------
@@ -182,8 +185,9 @@ class SequenceStore:
             by = None if new.audit is None else new.audit.principal
             conn.execute(
                 "INSERT INTO sequences(sequence_id, name, external_id, on_error, status, "
-                "submitted, submitted_by) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                (new.sequence_id, new.name, new.external_id, new.on_error, new.submitted, by))
+                "submitted, submitted_by, not_before) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
+                (new.sequence_id, new.name, new.external_id, new.on_error, new.submitted, by,
+                 new.not_before))
             seqs = []
             for step in new.steps:
                 seqs.append(self._insert_task(conn, new.sequence_id, step.step, step.task_id,
@@ -275,10 +279,11 @@ class SequenceStore:
         return [_sequence(r) for r in rows]
 
     def pending_tasks(self, sequence_id: str) -> list[tuple[str, int, int | None]]:
-        """(task id, seq, step) of the sequence's pending tasks, in seq order."""
+        """(task id, its key in the queue's order, step) of the sequence's pending tasks,
+        in that order (the key is COALESCE(rank, seq): an operator's moves kept)."""
         with self.store._reader() as conn:
-            return conn.execute("SELECT task_id, seq, step FROM tasks WHERE sequence_id = ? "
-                                "AND status = 'pending' ORDER BY seq",
+            return conn.execute("SELECT task_id, COALESCE(rank, seq) AS k, step FROM tasks "
+                                "WHERE sequence_id = ? AND status = 'pending' ORDER BY k",
                                 (sequence_id,)).fetchall()
 
 

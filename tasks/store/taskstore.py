@@ -249,12 +249,12 @@ class TaskStore:
         return counts
 
     def unfinished(self) -> list[Task]:
-        """Pending and running tasks in submission (seq) order, seq set (for start-up
-        recovery)."""
+        """Pending and running tasks in the queue's order (COALESCE(rank, seq): an
+        operator's moves kept), seq set (for start-up recovery)."""
         with self._reader() as conn:
             rows = conn.execute(
                 f"SELECT {COLUMNS} FROM tasks WHERE status IN ('pending', 'running') "
-                "ORDER BY seq").fetchall()
+                "ORDER BY COALESCE(rank, seq)").fetchall()
             return with_items(conn, [row_to_task(r) for r in rows])
 
     def recent_durations(self, limit: int = 20) -> dict[str, list[float]]:
