@@ -155,7 +155,9 @@ def test_concurrent_moves_and_submits_keep_one_consistent_order_across_a_restart
 
     def mover(seed_: int) -> None:
         rnd, session = random.Random(seed_), requests.Session()
-        while not stop.is_set():
+        for _ in range(10_000):  # at least 10 each, then until the submits are done
+            if stop.is_set() and len(moves) >= 40:
+                break
             with lock:
                 ids = list(submitted)
             task_id = rnd.choice(ids)
