@@ -30,6 +30,11 @@ ALLOW = ()  # client networks (CIDR) that may connect; empty: everyone
 ALLOWED_HOSTS = ()  # DNS names accepted in the Host header besides IPs, localhost, hostname
 CORS_ORIGIN = None  # the one other web origin allowed to call the API from a browser
 
+# --- Identity (a lab with several robot PCs tells them apart: /health, /robot, /metrics,
+# the banner, the dashboard's title) -------------------------------------------------
+ROBOT_NAME = None  # --name, ROBOT_NAME: 1-64 printable characters; None: this PC's host name
+ROBOT_LABELS = ()  # --labels room=B204,model=XYZ: (key, value) pairs; keys as Prometheus's
+
 # --- Language -----------------------------------------------------------------
 # The console's and the server's language when no --lang is given: "zh" or "en".
 LANG = None  # "zh" or "en"; --lang and ROBOT_LANG win; None: the system's language (LANG, LC_*)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,6 +36,9 @@ class Settings:
     db: str = constants.DB_PATH
     db_busy_timeout: float = constants.DB_BUSY_TIMEOUT_S
     commands_file: str | None = constants.COMMANDS_FILE  # None: tasks/commands/commands.json
+    # Identity: what /health, /robot, /metrics, the banner and the dashboard's title show
+    name: str | None = constants.ROBOT_NAME  # None: this PC's host name (device_name)
+    labels: tuple[tuple[str, str], ...] = constants.ROBOT_LABELS  # (key, value), as given
     # HTTP
     host: str = constants.HTTP_SERVER_HOST
     port: int = constants.HTTP_SERVER_PORT
@@ -89,6 +94,11 @@ class Settings:
         chosen = table_timeouts if self.command_timeouts is None else self.command_timeouts
         return dict(chosen)
 
+    @property
+    def device_name(self) -> str:
+        """The name this server goes by: --name, else the host name."""
+        return self.name or host_name()
+
 
 DEFAULTS = Settings()
 
@@ -129,6 +139,55 @@ def names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+# -- identity: --name and --labels (docs/deploy.md, "Device identity") ----------------------
+NAME_MAX, LABEL_VALUE_MAX = 64, 100
+# Prometheus's label names; "__" starts its own, and `name` is the info metric's.
+LABEL_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+RESERVED_LABEL = "name"
+
+
+class Refused(ValueError):
+    """A value refused with the reason an operator reads: a catalogue key and its params."""
+
+    def __init__(self, message_key: str, /, **params: str) -> None:
+        super().__init__(message_key)
+        self.key, self.params = message_key, params
+
+    def text(self, lang: str) -> str:
+        return t(self.key, lang, **self.params)
+
+
+def host_name() -> str:
+    """This PC's host name, the name of a server started without --name."""
+    name = "".join(c for c in socket.gethostname() if c.isprintable()).strip()
+    return name[:NAME_MAX] or "localhost"
+
+
+def device_name(text: str) -> str:
+    """--name: 1 to 64 printable characters (spaces around it dropped)."""
+    name = text.strip()
+    if not 1 <= len(name) <= NAME_MAX or not name.isprintable():
+        raise Refused("identity.name_bad", max=str(NAME_MAX))
+    return name
+
+
+def labels(text: str) -> tuple[tuple[str, str], ...]:
+    """--labels room=B204,model=XYZ: the (key, value) pairs in their order; '' is none."""
+    pairs: dict[str, str] = {}
+    for item in names(text):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep:
+            raise Refused("identity.label_not_pair", item=item)
+        if not LABEL_KEY.match(key) or key.startswith("__") or key == RESERVED_LABEL:
+            raise Refused("identity.label_key_bad", key=key, reserved=RESERVED_LABEL)
+        if not 1 <= len(value) <= LABEL_VALUE_MAX or not value.isprintable():
+            raise Refused("identity.label_value_bad", key=key, max=str(LABEL_VALUE_MAX))
+        if key in pairs:
+            raise Refused("identity.label_twice", key=key)
+        pairs[key] = value
+    return tuple(pairs.items())
+
+
 _YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -148,6 +207,9 @@ class Kind:
     # Lists: an empty value is an empty list, as the flag's '' (--trusted-proxy '' trusts
     # none); for everything else an empty value (KEY= in a unit's file) is unset.
     empty_is_value: bool = False
+    # The flag takes the text as given and this parses it (fill_from_environ, from_args):
+    # a refusal is then one line with its reason, not argparse's usage.
+    flag_text: bool = False
 
 
 def _choice(*options: str) -> Kind:
@@ -166,6 +228,8 @@ NETWORKS = Kind(networks, "env.expect_networks", empty_is_value=True)
 NAMES = Kind(names, empty_is_value=True)
 SECONDS = Kind(seconds_list, "env.expect_seconds")
 URL = Kind(public_url, "env.expect_url")
+NAME = Kind(device_name, "env.expect_name", (("max", str(NAME_MAX)),), flag_text=True)
+LABELS = Kind(labels, "env.expect_labels", empty_is_value=True, flag_text=True)
 
 
 @dataclass(frozen=True)
@@ -197,6 +261,8 @@ FLAGS: dict[str, Flag] = {
     "trusted_proxy": Flag("trusted_proxies", "ROBOT_TRUSTED_PROXY", NETWORKS),
     "cors_origin": Flag("cors_origin", "ROBOT_CORS_ORIGIN"),
     "max_connections": Flag("max_connections", "ROBOT_MAX_CONNECTIONS", INT),
+    "name": Flag("name", "ROBOT_NAME", NAME),
+    "labels": Flag("labels", "ROBOT_LABELS", LABELS),
     "robot": Flag("robot", "ROBOT_PORT"),
     "baud": Flag("baudrate", "ROBOT_BAUD", INT),
     "robot_protocol": Flag("robot_protocol", "ROBOT_PROTOCOL"),
@@ -216,15 +282,42 @@ FLAG_FIELDS = {dest: flag.field for dest, flag in FLAGS.items()}
 class EnvSettingError(CodedError):
     """A variable whose value its flag would refuse: one line naming both, exit code 2."""
 
-    def __init__(self, dest: str, value: str) -> None:
+    def __init__(self, dest: str, value: str, reason: ValueError | None = None) -> None:
         self.flag = FLAGS[dest]
+        self.reason = reason if isinstance(reason, Refused) else None
         super().__init__("env_invalid", {"name": self.flag.env, "value": value,
                                          "flag": "--" + dest.replace("_", "-")})
 
     def text(self, lang: str) -> str:
+        if self.reason is not None:  # the value's own fault, said precisely
+            return t("error.env_refused", lang, **self.params, reason=self.reason.text(lang))
         kind = self.flag.kind
         return t("error.env_invalid", lang, **self.params,
                  expected=t(kind.expected, lang, **dict(kind.params)))
+
+
+class FlagSettingError(CodedError):
+    """A flag's value refused (a Kind with flag_text): one line with why, exit code 2."""
+
+    def __init__(self, dest: str, value: str, reason: Refused) -> None:
+        self.reason = reason
+        super().__init__("flag_invalid", {"flag": "--" + dest.replace("_", "-"),
+                                          "value": value})
+
+    def text(self, lang: str) -> str:
+        return t("error.flag_invalid", lang, **self.params, reason=self.reason.text(lang))
+
+
+def flag_value(dest: str, value: Any) -> Any:
+    """A flag's value as its setting takes it: the text of a flag_text Kind parsed.
+    Raises FlagSettingError for one it refuses."""
+    flag = FLAGS.get(dest)
+    if flag is None or not flag.kind.flag_text or not isinstance(value, str):
+        return value
+    try:
+        return flag.kind.parse(value)
+    except Refused as exc:
+        raise FlagSettingError(dest, value, exc) from None
 
 
 def environ_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -237,14 +330,18 @@ def environ_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             continue
         try:
             values[dest] = flag.kind.parse(text)
-        except ValueError:
-            raise EnvSettingError(dest, text) from None
+        except ValueError as exc:
+            raise EnvSettingError(dest, text, exc) from None
     return values
 
 
 def fill_from_environ(args: Any, environ: Mapping[str, str] | None = None) -> None:
     """Set each flag not given on the command line from the environment, so the menus
-    ask only what neither gave. Raises EnvSettingError for a value its flag would refuse."""
+    ask only what neither gave. Raises EnvSettingError for a value its flag would refuse,
+    FlagSettingError for a flag's (--labels) refused value."""
+    for dest in FLAGS:
+        if getattr(args, dest, None) is not None:
+            setattr(args, dest, flag_value(dest, getattr(args, dest)))
     for dest, value in environ_values(environ).items():
         if getattr(args, dest, None) is None:
             setattr(args, dest, value)
@@ -262,7 +359,8 @@ def from_args(args: Any, **resolved: Any) -> Settings:
     """The defaults with what the user gave: the environment's ROBOT_* variables, the
     flags in ``args`` that are not None over them, then ``resolved``, values the caller
     worked out (e.g. the database's full path)."""
-    flags = {dest: getattr(args, dest) for dest in FLAGS if getattr(args, dest, None) is not None}
+    flags = {dest: flag_value(dest, getattr(args, dest)) for dest in FLAGS
+             if getattr(args, dest, None) is not None}
     given = {FLAGS[dest].field: value for dest, value in {**environ_values(), **flags}.items()}
     if "robot_timeout" in given:
         given["command_timeouts"] = {}  # an operator's explicit timeout is for every command

@@ -42,6 +42,7 @@ def print_banner(server: Any, lang: str = "en") -> None:
     lines.append(tr("banner.listening", address=address, where=where))
     lines.append(tr("banner.lan_ip", ip=ip))
     lines.append(tr(MODE_KEYS.get(s.mode, "banner.mode_queue")))
+    lines.append(identity_line(s, tr))  # after the guide's lines: which robot PC this is
     lines.append(tr("banner.robot_port", port=server.robot_port)
                  + (tr("banner.simulator") if s.robot == "sim" else ""))
     lines.append(tr("banner.robot_protocol", protocol=s.robot_protocol))
@@ -75,6 +76,14 @@ def print_banner(server: Any, lang: str = "en") -> None:
     # One write: log lines from other threads cannot cut into the banner.
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
+
+
+def identity_line(settings: Any, tr: Translator) -> str:
+    """Which robot PC this is: "Name: scanner-2 (room=B204, model=XYZ)"."""
+    if not settings.labels:
+        return tr("banner.identity", name=settings.device_name)
+    return tr("banner.identity_labels", name=settings.device_name,
+              labels=", ".join(f"{key}={value}" for key, value in settings.labels))
 
 
 def principals(server: Any) -> tuple[int, bool]:

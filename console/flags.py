@@ -89,6 +89,13 @@ def server_flags(p: argparse.ArgumentParser, *, with_mode: bool = True) -> None:
     p.add_argument("--public-url", type=_parsed(public_url), metavar="URL",
                    help="this server's URL as other systems reach it (the `url` in webhook "
                         "events, e.g. behind nginx); default this PC's LAN address")
+    # Text as given: settings.py checks it, so a refusal is one line saying why.
+    p.add_argument("--name", metavar="NAME",
+                   help="this server's name in /health, /robot, /metrics, the banner and the "
+                        "dashboard's title, 1-64 characters (default the host name)")
+    p.add_argument("--labels", metavar="KEY=VALUE,...",
+                   help="more of its identity beside the name, e.g. room=B204,model=XYZ "
+                        "(keys as Prometheus label names; not `name`)")
 
 
 def _networks(text: str) -> tuple[str, ...]:

@@ -93,6 +93,7 @@ class Application:
         if self.identity is None:
             self.identity = Identity(PrincipalStore(self.manager.store), self.settings)
         self.metrics.watch_store(self.store_state)
+        self.metrics.identify(self.settings.device_name, dict(self.settings.labels))
 
     def store_state(self) -> tuple[bool, str | None]:
         assert self.store_health is not None
@@ -114,8 +115,12 @@ class Application:
                 "store": {"writable": writable, "error": store_error},
                 # The audit trail's times are this clock's (docs/security.md).
                 "clock_synchronized": clock_synchronized(),
-                **self.manager.queue_state()}
+                **self.manager.queue_state(), **self.device()}
         return (200 if status != "down" else 503), body
 
     def robot_info(self) -> dict[str, Any]:
         return dict(self.link.info())
+
+    def device(self) -> dict[str, Any]:
+        """Which robot PC this is (--name, --labels): /health's and /robot's name, labels."""
+        return {"name": self.settings.device_name, "labels": dict(self.settings.labels)}

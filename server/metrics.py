@@ -85,6 +85,12 @@ class Metrics:
         self._durations = Histogram(buckets)
         self._http: dict[str, int] = dict.fromkeys(HTTP_CLASSES, 0)
         self._store_state: Callable[[], tuple[bool, str | None]] | None = None
+        self._identity: dict[str, str] | None = None
+
+    def identify(self, name: str, labels: Mapping[str, str]) -> None:
+        """This server's name and labels (--name, --labels): the robot_server_info series,
+        so one monitoring view tells a lab's robot PCs apart (or joins on them)."""
+        self._identity = {"name": name, **labels}
 
     def watch_store(self, state: Callable[[], tuple[bool, str | None]]) -> None:
         """Where the store gauge is read at scrape time: () -> (writable, error)."""
@@ -113,6 +119,10 @@ class Metrics:
             out.append(f"# TYPE {name} {kind}")
             out.extend(samples)
 
+        if self._identity is not None:  # an info metric: a gauge of 1 carrying labels
+            family("robot_server_info", "gauge",
+                   "This robot server's name and labels (--name, --labels); always 1.",
+                   [f"robot_server_info{_labels(self._identity)} 1"])
         finished = {"completed": queue.get("completed_tasks", 0),
                     "failed": queue.get("failed_tasks", 0),
                     "cancelled": queue.get("cancelled_tasks", 0)}

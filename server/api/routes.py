@@ -25,6 +25,7 @@ from server.api.static_files import serve_static, static_file
 from server.errors import ApiError
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.queueops.export import add_routes as add_export_routes
+from server.queueops.export import task_filters
 from server.queueops.routes import add_routes as add_queue_routes
 from server.queueops.routes import localized, not_before
 from server.queueops.waiting import localize_all
@@ -32,7 +33,7 @@ from server.transport.headers import CONTROL
 from server.webhooks.routes import add_routes as add_webhook_routes
 from tasks.commands import CommandTable
 from tasks.errors import TaskNotFound
-from tasks.models import ALL_STATUSES, FINAL_STATUSES, TaskStatus
+from tasks.models import FINAL_STATUSES, TaskStatus
 
 # The guide's wording, in every language: clients match on it. Its code is "queued";
 # it has no catalogue entry because it is never translated.
@@ -214,29 +215,20 @@ def retry_task(req: Request) -> Response:
 
 
 def list_tasks(req: Request) -> Response:
-    status = req.query.get("status")
-    if status is not None and status not in ALL_STATUSES:
-        raise ApiError("unknown_status", 400,
-                       params={"status": repr(status), "statuses": ", ".join(ALL_STATUSES)})
-    cmd_type = req.query.get("cmd_type") or None
-    sequence_id = req.query.get("sequence_id") or None
-    external_id = req.query.get("external_id") or None
+    filters = task_filters(req)  # the CSV export's too
     limit = req.query_int("limit", default=50, low=1, high=500)
     offset = req.query_int("offset", default=0, low=0, high=10**9)
     cursor = req.query.get("cursor")
     if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
         raise ApiError("invalid_cursor", 400)  # "" too: a lost next_cursor, not page one
     tasks, last_seq = req.app.manager.list_page(
-        status=status, cmd_type=cmd_type, limit=limit, offset=offset if cursor is None else 0,
-        before_seq=None if cursor is None else int(cursor), sequence_id=sequence_id,
-        external_id=external_id)
+        limit=limit, offset=offset if cursor is None else 0,
+        before_seq=None if cursor is None else int(cursor), **filters)
     next_cursor = str(last_seq) if len(tasks) == limit and last_seq is not None else None
     tasks = localize_all(tasks, req.lang, req.app.manager.lang)
     return Response(200, {"tasks": tasks, "count": len(tasks), "limit": limit,
                           "offset": offset, "next_cursor": next_cursor,
-                          "total": req.app.manager.count(status=status, cmd_type=cmd_type,
-                                                         sequence_id=sequence_id,
-                                                         external_id=external_id)})
+                          "total": req.app.manager.count(**filters)})
 
 
 # -- queue -------------------------------------------------------------------------------
@@ -284,7 +276,7 @@ def robot_stop(req: Request) -> Response:
 
 
 def robot_info(req: Request) -> Response:
-    return Response(200, req.app.robot_info())
+    return Response(200, {**req.app.robot_info(), **req.app.device()})  # + name, labels
 
 
 def health(req: Request) -> Response:

@@ -14,6 +14,7 @@ import { CommandForm } from './form.js';
 import { SequencePanel, cancelTarget } from './sequences.js';
 import { SequenceBuilder } from './seqform.js';
 import { startWebhooks, webhookEvent } from './webhooks.js';
+import { showIdentity } from './identity.js';
 
 const $ = (sel) => document.querySelector(sel);
 const RANK = { pending: 0, running: 1, completed: 2, failed: 2, cancelled: 2 };
@@ -202,9 +203,9 @@ const historyChanged = debounce(() => { if (state.history.page === 0) loadHistor
 async function loadHealth() {
   let health = null;
   try {
-    health = await get('/health');
+    health = showIdentity(await get('/health'));
   } catch (err) {
-    if (err instanceof ApiError && err.body && err.body.store) health = err.body;
+    if (err instanceof ApiError && err.body && err.body.store) health = showIdentity(err.body);
   }
   if (!health || !health.store) return;
   state.store = health.store;
