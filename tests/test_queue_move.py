@@ -69,7 +69,8 @@ def test_move_before_after_position_and_jump_change_what_the_robot_runs(
     assert wire_x(server) == [2, 5, 4, 1, 3]
     # Each move is in the audit trail, with the position before and after.
     rows = client.get("/audit", params={"action": "task.move"}).json()
-    moves = [row for row in rows.get("entries", rows.get("rows", [])) if row["action"] == "task.move"]
+    moves = [row for row in rows.get("entries", rows.get("rows", []))
+             if row["action"] == "task.move"]
     assert len(moves) == 5 and {m["target"] for m in moves} == {t5, t1, t4, t2, t3}
     assert {(m["target"], m["before"], m["after"]) for m in moves} >= {(t5, "5", "1")}
 

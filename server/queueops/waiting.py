@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from i18n import t
+from tasks.queue.views import WAITING_KEYS
 
 
 def localize(doc: dict[str, Any], lang: str, server_lang: str) -> dict[str, Any]:
@@ -15,7 +16,7 @@ def localize(doc: dict[str, Any], lang: str, server_lang: str) -> dict[str, Any]
     if not reasons or lang == server_lang:
         return doc
     return {**doc, "waiting_for": [
-        {**r, "message": t(f"waiting.{r['code']}", lang, **r.get("params", {}))}
+        {**r, "message": t(WAITING_KEYS[r["code"]], lang, **r.get("params", {}))}
         for r in reasons]}
 
 

@@ -23,6 +23,12 @@ from tasks.queue.modes import describe
 from tasks.queue.state import QueueState
 from tasks.store import NewTask, TaskStore
 
+# Why a pending task waits (docs/queue.md): code -> its text's catalogue key, most
+# fundamental first.
+WAITING_KEYS = {"maintenance": "waiting.maintenance", "paused": "waiting.paused",
+                "robot_disconnected": "waiting.robot_disconnected",
+                "sequence_held": "waiting.sequence_held", "not_before": "waiting.not_before",
+                "queue_position": "waiting.queue_position"}
 FINAL_CACHE_SIZE = 2000  # finished task documents kept in memory for GET /task
 DURATIONS_KEPT = 20  # completed runs per command that its ETA averages
 
@@ -240,7 +246,7 @@ class TaskViews:
                                            "seconds": math.ceil(at - now)}))
         if ahead:
             reasons.append(("queue_position", {"ahead": ahead}))
-        return [{"code": code, "message": t(f"waiting.{code}", self.lang, **params),
+        return [{"code": code, "message": t(WAITING_KEYS[code], self.lang, **params),
                  "params": params} for code, params in reasons]
 
     def submitted_waiting(self, task_id: str, position: int) -> list[dict[str, Any]]:

@@ -70,9 +70,10 @@ class Plan:
 
     def as_body(self) -> dict[str, Any]:
         """The plan as a canonical body (the Idempotency-Key's hash is over this)."""
-        body: dict[str, Any] = {"name": self.name, "external_id": self.external_id, "on_error": self.on_error,
-                "steps": [{"cmd_type": s.cmd_type, "params": s.params, "label": s.label,
-                           "on_error": s.on_error, "retry": s.retry} for s in self.steps]}
+        body: dict[str, Any] = {
+            "name": self.name, "external_id": self.external_id, "on_error": self.on_error,
+            "steps": [{"cmd_type": s.cmd_type, "params": s.params, "label": s.label,
+                       "on_error": s.on_error, "retry": s.retry} for s in self.steps]}
         if self.not_before is not None:  # absent: the hash of a body from before it existed
             body["not_before"] = self.not_before
         return body

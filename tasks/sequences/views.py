@@ -113,6 +113,7 @@ def _head(row: SequenceRow, lang: str, current: int | None,
         "confirm": _confirm(live.confirm) if live is not None else None,
         "submit_time": format_time(row.submitted), "start_time": format_time(row.started),
         "end_time": format_time(row.ended), **row.by,
+        **({} if row.not_before is None else {"not_before": format_time(row.not_before)}),
     }
 
 
