@@ -73,6 +73,10 @@ def print_banner(server: Any, lang: str = "en") -> None:
     if server.manager.paused:
         lines.append(tr("banner.queue_held", reason=server.manager.pause_reason,
                         url=resume_base(host, port, ip)))
+    mode = server.manager.state.mode
+    if mode.mode != "open":  # draining or in maintenance: no new work is taken
+        key = "banner.draining" if mode.mode == "draining" else "banner.maintenance"
+        lines.append(tr(key, reason=mode.reason or "", url=resume_base(host, port, ip)))
     # One write: log lines from other threads cannot cut into the banner.
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
