@@ -123,6 +123,7 @@ def submit(req: Request) -> Response:
 def validate(req: Request) -> Response:
     cmd_type, params = req.command()
     req.external_id()
+    not_before(req)  # a dry run refuses what the real submit would
     return Response(200, {"success": True, "code": "command_valid",
                           "message": req.t("info.command_valid"),
                           "command": {"cmd_type": cmd_type, "params": params}})

@@ -37,6 +37,9 @@ def _where(req: Request) -> dict[str, Any]:
         raise ApiError("move_body_invalid", 400)
     key, value = next(iter(given.items()))
     if key == "position":
+        # 3.0 is an integer to JSON Schema (and to a JavaScript client): taken as 3.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**6:
             raise ApiError("move_body_invalid", 400)
     elif not isinstance(value, str) or not value or len(value) > 200:

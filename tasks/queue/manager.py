@@ -153,17 +153,19 @@ class TaskManager(RunSide, ShapeSide):
             task = self.get(inserted.task_id)
             assert task is not None
             return SubmitResult(task, False)
+        shared = self.views.shared_reasons()  # asks the link: not under the state lock
         with self.state.lock:
             self.state.counts[TaskStatus.PENDING] += 1
             position = self.state.add_pending(inserted.task_id, inserted.seq, cmd_type,
                                               not_before=not_before)
+            waiting = self.views.submitted_waiting(inserted.task_id, position, shared)
         log.log(logging.DEBUG if quiet else logging.INFO, "task %s %s pending",
                 inserted.task_id, cmd_type)
         # No ETA walk over the whole queue on the submit path: the position at
         # enqueue time is what the reply needs (GET /task has the full ETA).
         doc = self.views.doc_from_new(new)
         doc["queue_position"] = position
-        doc["waiting_for"] = self.views.submitted_waiting(inserted.task_id, position)
+        doc["waiting_for"] = waiting
         self.events.publish("task", doc)
         return SubmitResult(doc, True)
 

@@ -117,7 +117,7 @@ class TaskViews:
         tasks = self.store.list(**filters)
         docs = [self.doc(task, eta=False) for task in tasks]
         if any(task.status == TaskStatus.PENDING for task in tasks):
-            shared, now = self._shared_reasons(), time.time()
+            shared, now = self.shared_reasons(), time.time()
             with self.state.lock:
                 aheads = self._aheads(now)
                 for doc in docs:
@@ -172,7 +172,7 @@ class TaskViews:
     def _eta(self, task: Task) -> dict[str, Any]:
         now = time.time()
         out: dict[str, Any] = {}
-        shared = self._shared_reasons() if task.status == TaskStatus.PENDING else []
+        shared = self.shared_reasons() if task.status == TaskStatus.PENDING else []
         with self.state.lock:
             if task.status == TaskStatus.RUNNING:
                 mean = self._mean(task.cmd_type)
@@ -210,14 +210,14 @@ class TaskViews:
         at = self.state.not_before.get(self.state.sequence_of.get(task_id, task_id))
         return at if at is not None and at > now else None
 
-    def _shared_reasons(self) -> list[tuple[str, dict[str, Any]]]:
+    def shared_reasons(self) -> list[tuple[str, dict[str, Any]]]:
         """The reasons every pending task shares; the link is asked before the state lock
         (which is innermost)."""
         reasons: list[tuple[str, dict[str, Any]]] = []
         mode, hold = self.state.mode, self.state.hold
         if mode.mode == "maintenance":
             reasons.append(("maintenance", {"reason": mode.reason or ""}))
-        if hold.paused:
+        if hold.paused and hold.code != "sequence_held":  # that one is sequence_held below
             reasons.append(("paused", {"reason": hold.reason or "", "code": hold.code or ""}))
         if self.link_ready is not None and not self.link_ready():
             reasons.append(("robot_disconnected", {}))
@@ -249,13 +249,13 @@ class TaskViews:
         return [{"code": code, "message": t(WAITING_KEYS[code], self.lang, **params),
                  "params": params} for code, params in reasons]
 
-    def submitted_waiting(self, task_id: str, position: int) -> list[dict[str, Any]]:
-        """``waiting_for`` of a task just submitted, without a walk of the queue (the
-        submit path): every task ahead of it counted."""
-        shared, now = self._shared_reasons(), time.time()
-        with self.state.lock:
-            ahead = position - 1 + (1 if self.state.running is not None else 0)
-            return self._waiting(task_id, ahead, shared, now)
+    def submitted_waiting(self, task_id: str, position: int,
+                          shared: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """``waiting_for`` of a task just queued, without a walk of the queue (the submit
+        path; state lock held, the task added under it): every task ahead counted.
+        ``shared``: _shared_reasons(), asked before the lock."""
+        ahead = position - 1 + (1 if self.state.running is not None else 0)
+        return self._waiting(task_id, ahead, shared, time.time())
 
     # -- the queue ---------------------------------------------------------------------
     def queue_brief(self) -> QueueBrief:
