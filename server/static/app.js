@@ -8,13 +8,14 @@ import { startAuth, relabelAuth, showAttribution, pausedByText } from './auth.js
 import { t, initLanguage, setLanguage, onLanguageChange } from './i18n.js';
 import {
   renderRobot, renderConnection, renderRunning, renderPending, renderHistory,
-  renderDetail, renderTranscript, tickRelativeTimes, inSequence,
+  renderDetail, renderTranscript, tickRelativeTimes, inSequence, debounce,
 } from './views.js';
 import { CommandForm } from './form.js';
 import { SequencePanel, cancelTarget } from './sequences.js';
 import { SequenceBuilder } from './seqform.js';
 import { startWebhooks, webhookEvent } from './webhooks.js';
 import { showIdentity } from './identity.js';
+import { QueueOps, queueOrder } from './queueops.js';
 
 const $ = (sel) => document.querySelector(sel);
 const RANK = { pending: 0, running: 1, completed: 2, failed: 2, cancelled: 2 };
@@ -45,16 +46,12 @@ let builder = null;
 // onNew: a sequence not seen before; no task events announced its pending steps.
 const seqs = new SequencePanel($('#sequences-panel'), { onError: failed, onOpenTask: openDetail, onNew: () => reload(null) });
 const seqName = (id) => seqs.nameOf(id);
+const ops = new QueueOps({ state, seqs, onError: failed, render: () => { renderAll(); refreshEtas(); } });
 let reloading = false;
 let reloadAgain = false;
 let buffered = [];
 
 // -- small helpers ---------------------------------------------------------------------
-function debounce(fn, ms) {
-  let timer = null;
-  return () => { clearTimeout(timer); timer = setTimeout(fn, ms); };
-}
-
 function notice(text, kind = 'info') {
   const el = $('#notice');
   el.textContent = text;
@@ -67,7 +64,7 @@ function failed(err) {
   notice(err instanceof ApiError ? err.message : t('web.error.request_failed', { reason: err.message || err }), 'error');
 }
 
-const setQueue = (q) => Object.assign(state, { paused: q.paused, pauseReason: q.pause_reason, pausedBy: q.paused_by || null });
+const setQueue = (q) => { Object.assign(state, { paused: q.paused, pauseReason: q.pause_reason, pausedBy: q.paused_by || null }); ops.setMode(q); };
 
 function seen(task) {
   const r = RANK[task.status] ?? 0;
@@ -101,7 +98,7 @@ function renderAll() {
   renderQueueState();
   renderStoreAlert();
   renderRunning($('#running'), state.running, { onCancel: cancelTask, seqName });
-  renderPending($('#pending'), $('#pending-empty'), $('#pending-count'), state.pending, { onCancel: cancelTask, seqName });
+  renderPending($('#pending'), $('#pending-empty'), $('#pending-count'), state.pending, { onCancel: cancelTask, seqName, decorate: ops.decorate });
 }
 
 function renderDetailPanel() {
@@ -133,7 +130,7 @@ async function reload(snapshot) {
     setQueue(snap.queue);
     state.running = running && running.status === 'running' ? running : null;
     if (state.running) seen(state.running);
-    state.pending = pending.tasks.slice().reverse(); // newest first -> queue order
+    state.pending = queueOrder(pending.tasks, snap.queue.pending); // newest first -> queue order
     state.pending.forEach(seen);
   } catch (err) {
     failed(err);
@@ -236,6 +233,7 @@ function applyTask(doc) {
   seqs.taskChanged(doc);
   renderAll();
   refreshEtas();
+  ops.refresh(); // who waits for whom changed
   historyChanged();
 }
 
@@ -252,11 +250,11 @@ function applyProgress({ task_id: id, progress }) {
 function apply(type, data) {
   switch (type) {
     case 'task': applyTask(data); break;
-    case 'sequence': seqs.apply(data); renderAll(); break;
+    case 'sequence': seqs.apply(data); renderAll(); ops.refresh(); break;
     case 'progress': applyProgress(data); break;
-    case 'queue': setQueue(data); renderQueueState(); break;
+    case 'queue': setQueue(data); renderQueueState(); ops.refresh(); break;
     case 'robot':
-      get('/robot').then((robot) => { state.robot = robot; renderAll(); }).catch(() => {});
+      get('/robot').then((robot) => { state.robot = robot; renderAll(); ops.refresh(); }).catch(() => {});
       break;
     case 'reset': reload(null); break;
     default: break;

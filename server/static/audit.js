@@ -11,6 +11,7 @@ import { h } from './views.js';
 const PAGE = 50;
 // The actions the server records (the filter's choices; the rows show the names as is).
 const ACTIONS = ['task.submit', 'task.retry', 'task.cancel', 'queue.pause', 'queue.resume', 'robot.stop',
+  'queue.drain', 'queue.maintenance', 'queue.open', 'task.move', 'sequence.move',
   'sequence.submit', 'sequence.recover', 'sequence.confirm', 'sequence.cancel', 'sequence.fixit',
   'user.add', 'user.token', 'user.revoke', 'auth.refused', 'auth.lockout'];
 const FIELDS = ['principal', 'action', 'target'];
@@ -125,15 +126,19 @@ export class AuditPage {
   // The rows the form asks for, as the server's CSV file.
   async csv() {
     try {
-      const blob = await download(`/audit.csv?${this.read()}`);
-      const url = URL.createObjectURL(blob);
-      const link = h('a', { href: url, download: 'audit.csv', hidden: true });
-      document.body.append(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 60000); // the download has its copy by then
+      saveBlob(await download(`/audit.csv?${this.read()}`), 'audit.csv');
     } catch (err) {
       this.onError(err);
     }
   }
+}
+
+// A file fetched with the token (api.js download), handed to the browser as a download.
+export function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = h('a', { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000); // the download has its copy by then
 }

@@ -27,7 +27,7 @@ const CONTROLS = [
   { sel: '#submit-btn, #seq-submit, #seq-validate, #seq-add, #seq-add-confirm', perm: 'submit' },
   { sel: '#history button.retry, #detail .actions button', perm: 'submit', owned: true },
   { sel: '#pending button.cancel, #running .running-head button, #sequences .seq-cancel', perm: 'cancel', owned: true },
-  { sel: '#pause-btn, #banner-resume', perm: 'queue' },
+  { sel: '#pause-btn, #banner-resume, #drain-btn, #maint-btn, #open-btn, #maint-open, #pending button.move', perm: 'queue' },
   { sel: '#sequences .seq-retry, #sequences .seq-skip, #sequences .seq-abort, #sequences .seq-confirm-btn', perm: 'sequence' },
   { sel: '#estop-btn', perm: 'stop' }, // every role has it: stopping is always safe
 ];
@@ -39,7 +39,7 @@ let audit = null;
 export const may = (perm) => !me || (me.permissions || []).includes(perm);
 const roleLabel = (role) => (ROLE_LABELS[role] ? t(ROLE_LABELS[role]) : role);
 // Names are shown once people sign in; on an open server everything is `anonymous`.
-const named = (name) => Boolean(name && me && me.auth_required);
+export const named = (name) => Boolean(name && me && me.auth_required);
 
 // The document a control belongs to: its row's task or sequence (the detail panel is
 // marked with its task by showAttribution).
@@ -131,7 +131,7 @@ let prompting = Promise.resolve();
 
 // The reason dialog: resolves with the text ('' when optional and left empty), or null
 // when the person went back (the action is not sent). One at a time.
-function promptReason(message, required) {
+export function promptReason(message, required) {
   const ask = () => new Promise((resolve) => {
     const dialog = $('#reason-dialog');
     const input = $('#reason-input');

@@ -189,6 +189,15 @@ export class CommandForm {
     return true;
   }
 
+  // The optional "not before" (a datetime-local, in the browser's time zone, which is the
+  // server's, as views.js parseTime assumes) in the guide's format, or null.
+  notBefore() {
+    const value = this.root.querySelector('#not-before').value; // 2026-12-07T14:30[:05]
+    if (!value) return null;
+    const [date, time] = value.split('T');
+    return `${date} ${time.length === 5 ? `${time}:00` : time.slice(0, 8)}`;
+  }
+
   // POST / (or /validate) and say what came of it under the buttons. Raw JSON that
   // is a sequence (an object with `steps`) goes to POST /sequences (?dry_run=1).
   async send(validateOnly) {
@@ -196,6 +205,8 @@ export class CommandForm {
     const out = this.root.querySelector('#submit-result');
     out.textContent = '';
     if (body === null) return;
+    const later = this.notBefore();
+    if (later && body && typeof body === 'object' && body.not_before === undefined) body.not_before = later;
     if (isSequence(body)) {
       await sendSequence(body, validateOnly, out);
       return;
@@ -213,7 +224,7 @@ export class CommandForm {
         });
       }
     } catch (err) {
-      if (err instanceof ApiError && err.status === 422 && this.showError(err.field, err.message)) {
+      if (err instanceof ApiError && (err.status === 422 || err.field === 'not_before') && this.showError(err.field, err.message)) {
         out.textContent = t('web.submit.see_field');
       } else if (err instanceof ApiError) {
         out.textContent = t('web.submit.not_accepted', { message: err.message });

@@ -33,6 +33,12 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// Calls `fn` once `ms` after the last of a burst of calls.
+export function debounce(fn, ms) {
+  let timer = null;
+  return () => { clearTimeout(timer); timer = setTimeout(fn, ms); };
+}
+
 export function statusLabel(status) {
   return STATUS_LABELS[status] ? t(STATUS_LABELS[status]) : status;
 }
@@ -202,7 +208,7 @@ export function renderRunning(el, task, { onCancel, seqName }) {
       h('code', { text: task.task_id }),
       h('button', { type: 'button', class: 'secondary', onclick: () => onCancel(task),
         text: inSequence(task) ? t('web.seq.cancel') : t('web.action.cancel') })),
-    sequenceNote(task, seqName),
+    sequenceNote(task, seqName) || '', // append() would write a null as "null"
     h('p', { class: 'params', text: paramsSummary(task.params) }),
     progress,
     h('p', { class: 'progress-text', id: 'running-progress-text' },
@@ -229,8 +235,10 @@ function pendingGroups(tasks) {
 
 const stepsSummary = (group) => group.slice(0, 6).map((g) => g.cmd_type).join(' · ') + (group.length > 6 ? ' …' : '');
 
-export function renderPending(list, empty, count, tasks, { onCancel, seqName }) {
-  list.replaceChildren(...pendingGroups(tasks).map(({ position, sequenceId, tasks: group }) => {
+// `decorate(items, groups)` adds to the drawn rows (queueops.js: reorder, why it waits).
+export function renderPending(list, empty, count, tasks, { onCancel, seqName, decorate }) {
+  const groups = pendingGroups(tasks);
+  list.replaceChildren(...groups.map(({ position, sequenceId, tasks: group }) => {
     const task = group[0];
     const head = sequenceId
       ? h('div', {}, statusBadge('pending'), ' ', h('strong', { text: t('web.seq.pending_group', { name: seqName(sequenceId), n: group.length }) }))
@@ -248,6 +256,7 @@ export function renderPending(list, empty, count, tasks, { onCancel, seqName }) 
     h('button', { type: 'button', class: 'secondary cancel', onclick: () => onCancel(task),
       text: sequenceId ? t('web.seq.cancel') : t('web.action.cancel') }));
   }));
+  if (decorate) decorate(list.children, groups);
   empty.hidden = tasks.length > 0;
   count.textContent = String(tasks.length);
 }

@@ -113,7 +113,7 @@ class TaskViews:
 
     def list_page(self, **filters: Any) -> tuple[list[dict[str, Any]], int | None]:
         """Newest first, and the cursor (seq) of the last row for the next page; a
-        pending task's document with its ``waiting_for``."""
+        pending task's document with its ``queue_position`` and ``waiting_for``."""
         tasks = self.store.list(**filters)
         docs = [self.doc(task, eta=False) for task in tasks]
         if any(task.status == TaskStatus.PENDING for task in tasks):
@@ -122,8 +122,9 @@ class TaskViews:
                 aheads = self._aheads(now)
                 for doc in docs:
                     if doc["task_id"] in aheads:
-                        doc["waiting_for"] = self._waiting(doc["task_id"], aheads[doc["task_id"]],
-                                                           shared, now)
+                        position, ahead = aheads[doc["task_id"]]
+                        doc["queue_position"] = position
+                        doc["waiting_for"] = self._waiting(doc["task_id"], ahead, shared, now)
         return docs, (tasks[-1].seq if tasks else None)
 
     def count(self, *, status: str | None = None, cmd_type: str | None = None,
@@ -226,12 +227,13 @@ class TaskViews:
             reasons.append(("sequence_held", {"sequence_id": active.get("sequence_id")}))
         return reasons
 
-    def _aheads(self, now: float) -> dict[str, int]:
-        """Each pending task: how many tasks run before it (state lock held)."""
-        out: dict[str, int] = {}
+    def _aheads(self, now: float) -> dict[str, tuple[int, int]]:
+        """Each pending task: its queue position, and how many tasks run before it
+        (state lock held)."""
+        out: dict[str, tuple[int, int]] = {}
         waiting = 1 if self.state.running is not None else 0
-        for task_id in self.state.pending:
-            out[task_id] = waiting
+        for position, task_id in enumerate(self.state.pending, start=1):
+            out[task_id] = (position, waiting)
             if self._not_yet(task_id, now) is None:
                 waiting += 1
         return out
