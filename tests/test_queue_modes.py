@@ -454,3 +454,17 @@ def test_queue_event_carries_the_mode(client: Client) -> None:
         assert event["data"]["maintenance"] is None
     finally:
         reader.close()
+
+
+def test_the_banner_says_the_robot_is_in_maintenance(client: Client, capsys: Any) -> None:
+    from console.banner import print_banner
+
+    r = client.post("/queue/maintenance", {"reason": "更换夹爪"})
+    assert r.status_code == 200 and r.json()["queue_mode"] == "maintenance"
+    capsys.readouterr()
+    print_banner(client.server, "zh")
+    out = capsys.readouterr().out
+    assert "机器人正在维护: 更换夹爪" in out and "/queue/open" in out
+    client.post("/queue/open")
+    print_banner(client.server, "en")
+    assert "maintenance" not in capsys.readouterr().out
