@@ -24,6 +24,7 @@ from server.api.openapi_schemas import (
 from server.api.openapi_security import add_guard, security_paths, security_schemas
 from server.api.openapi_sequences import sequence_paths, sequence_schemas
 from server.api.routing import FLAG_FALSE, FLAG_TRUE, Request, Response
+from server.queueops.openapi import closed_queue, queue_paths, queue_schemas
 from server.webhooks.openapi import (
     TASKS_EXTERNAL_ID,
     webhook_events,
@@ -220,12 +221,15 @@ def build_openapi(config: Settings, commands: CommandTable | None = None) -> dic
                          command_body=command_body),
         **security_paths(_operation, errors),
         **webhook_paths(_operation, errors),
+        **queue_paths(_operation, errors),
     }
+    closed_queue(paths)
     add_guard(paths)
     components = schemas(commands)
     components.update(sequence_schemas(components["Command"]))
     components.update(security_schemas())
     components.update(webhook_schemas(components["Command"]))
+    components.update(queue_schemas(components))
     return {
         "openapi": "3.1.0",
         "info": {"title": "Robot task server", "version": "1.0.0",

@@ -10,9 +10,11 @@ from typing import Any
 from server.api.routing import Request, Response, Router
 from server.errors import ApiError
 from server.queueops.waiting import localize
+from server.transport.headers import CONTROL
 from tasks.models import parse_not_before
 
 _MOVE_KEYS = ("position", "before", "after")
+REASON_MAX = 500
 
 
 def not_before(req: Request) -> float | None:
@@ -73,13 +75,17 @@ def jump_sequence(req: Request) -> Response:
 
 
 # -- drain, maintenance, open -----------------------------------------------------------
-def _reason(req: Request) -> str:
-    if req.body.strip():
-        body = req.json_object()
-        if body.get("reason") is not None and not isinstance(body["reason"], str):
-            raise ApiError("maintenance_reason_required", 400)
-    reason = req.reason()
-    if reason is None:
+def _reason(req: Request, *, required: bool = True) -> str | None:
+    """Why: the body's ``reason`` (a string of 1-500 characters once control characters
+    are gone), else the X-Reason header; 400 when required and neither says."""
+    body = req.json_object() if req.body.strip() else {}
+    given = body.get("reason")
+    if given is not None and (not isinstance(given, str) or len(given) > REASON_MAX):
+        raise ApiError("maintenance_reason_required", 400)
+    if given is not None and CONTROL.sub(" ", given).strip():
+        return CONTROL.sub(" ", given).strip()
+    reason = None if given is not None else req.reason()  # a blank reason says nothing
+    if reason is None and required:
         raise ApiError("maintenance_reason_required", 400)
     return reason
 
@@ -94,20 +100,21 @@ def _mode_reply(req: Request, state: dict[str, Any], changed: bool) -> Response:
 
 def queue_drain(req: Request) -> Response:
     reason = _reason(req)
+    assert reason is not None
     return _mode_reply(req, *req.app.manager.drain(reason, req.audit("queue.drain")))
 
 
 def queue_maintenance(req: Request) -> Response:
     reason = _reason(req)
+    assert reason is not None
     return _mode_reply(req, *req.app.manager.maintenance(reason,
                                                          req.audit("queue.maintenance")))
 
 
 def queue_open(req: Request) -> Response:
-    if req.body.strip():
-        req.json_object()  # a body, if any, is JSON: a script's mistake shows
+    reason = _reason(req, required=False)  # a body, if any, is checked alike
     req.need_reason()
-    return _mode_reply(req, *req.app.manager.open_queue(req.reason(), req.audit("queue.open")))
+    return _mode_reply(req, *req.app.manager.open_queue(reason, req.audit("queue.open")))
 
 
 def maintenance_record(req: Request) -> Response:
