@@ -75,6 +75,15 @@ def error_reply(description: str) -> dict[str, Any]:
     return json_reply(ref("Error"), description)
 
 
+def object_schema(required: list[str], props: dict[str, Any], description: str | None = None,
+                  closed: bool = False) -> dict[str, Any]:
+    """An object schema; ``closed``: no other properties."""
+    schema: dict[str, Any] = {"type": "object", "required": required, "properties": props}
+    schema.update({"additionalProperties": False} if closed else {})
+    schema.update({"description": description} if description else {})
+    return schema
+
+
 def _param_schema(param: Param) -> dict[str, Any]:
     bounds = {k: v for k, v in (("minimum", param.minimum), ("maximum", param.maximum))
               if v is not None}

@@ -15,7 +15,15 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from server.api.openapi_schemas import JSON, NULLABLE_STRING, TIME, error_reply, json_reply, ref
+from server.api.openapi_schemas import (
+    JSON,
+    NULLABLE_STRING,
+    TIME,
+    error_reply,
+    json_reply,
+    object_schema,
+    ref,
+)
 from server.api.openapi_security import REASON_MAX
 from server.queueops.export import LIMIT_DEFAULT, LIMIT_MAX
 from tasks.models import ALL_STATUSES, NOT_BEFORE_MAX_DAYS
@@ -67,21 +75,11 @@ _REASON = {"type": "string", "minLength": 1, "maxLength": REASON_MAX,
                           "maintenance_reason_required)"}
 
 
-def _object(required: list[str], props: dict[str, Any], description: str | None = None,
-            closed: bool = False) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "required": required, "properties": props}
-    if closed:
-        schema["additionalProperties"] = False
-    if description:
-        schema["description"] = description
-    return schema
-
-
 def _waiting() -> dict[str, Any]:
-    variants = [_object(["code", "message", "params"], {
+    variants = [object_schema(["code", "message", "params"], {
         "code": {"const": code}, "message": {"type": "string", "description": "in the "
                                              "client's language (SSE: the server's)"},
-        "params": _object(list(params), params)})
+        "params": object_schema(list(params), params)})
         for code, params in ((c, WAITING_PARAMS.get(c, {})) for c in WAITING_KEYS)]
     return {"description": "one reason a pending task does not start yet "
                            "(docs/queue.md#why-a-task-waits)", "oneOf": variants}
@@ -101,7 +99,7 @@ def _move_body() -> dict[str, Any]:
            for side in ("before", "after")}}
     return {"description": "exactly one of position, before, after (else 400 "
                            "move_body_invalid); the reason goes in X-Reason",
-            "oneOf": [_object([key], {k: (v if k == key else {"type": "null"})
+            "oneOf": [object_schema([key], {k: (v if k == key else {"type": "null"})
                                       for k, v in where.items()}, closed=True)
                       for key in where]}
 
@@ -150,13 +148,13 @@ def queue_schemas(components: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "WaitingFor": _waiting(),
         "MaintenanceNow": maintenance_now,
-        "MaintenanceWindow": _object(list(window_props), window_props),
-        "MaintenanceList": _object(["success", "windows", "count"], {
+        "MaintenanceWindow": object_schema(list(window_props), window_props),
+        "MaintenanceList": object_schema(["success", "windows", "count"], {
             "success": {"const": True},
             "windows": {"type": "array", "items": ref("MaintenanceWindow"),
                         "description": "newest first"},
             "count": {"type": "integer", "minimum": 0}, **mode_fields}),
-        "QueueMode": _object(["success", "code", "message", "changed", "queue_mode",
+        "QueueMode": object_schema(["success", "code", "message", "changed", "queue_mode",
                               "maintenance"], {
             "success": {"const": True},
             "code": {"enum": [*MODES, "unchanged"], "description": "the mode entered; "
@@ -167,9 +165,9 @@ def queue_schemas(components: dict[str, Any]) -> dict[str, Any]:
             "pause_code": NULLABLE_STRING, "paused_by": NULLABLE_STRING},
             "the queue's state now; a pause is apart from the mode and stays as it was"),
         "MoveBody": _move_body(),
-        "TaskMoved": _object(["success", "code", "message", "task_id", "queue_position",
+        "TaskMoved": object_schema(["success", "code", "message", "task_id", "queue_position",
                               "pending", "version"], {**moved, "task_id": {"type": "string"}}),
-        "SequenceMoved": _object(["success", "code", "message", "sequence_id",
+        "SequenceMoved": object_schema(["success", "code", "message", "sequence_id",
                                   "queue_position", "pending", "version"],
                                  {**moved, "sequence_id": {"type": "string"}}),
     }
@@ -263,7 +261,7 @@ def queue_paths(operation: Operation, errors: dict[str, Any]) -> dict[str, Any]:
     jump = ("No body (or {}). " + shaping)
     reason_body = {"required": True, "description": "reason is required: in this body or, "
                    "with no body, in the X-Reason header",
-                   "content": {JSON: {"schema": _object(["reason"], {"reason": _REASON}),
+                   "content": {JSON: {"schema": object_schema(["reason"], {"reason": _REASON}),
                                       "example": {"reason": "monthly calibration"}}}}
     mode = json_reply(ref("QueueMode"), "the mode now; changed false when it already was")
     need_reason = error_reply("maintenance_reason_required: no reason of 1-500 characters "

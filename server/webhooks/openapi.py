@@ -13,7 +13,14 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from server.api.openapi_schemas import JSON, NULLABLE_STRING, error_reply, json_reply, ref
+from server.api.openapi_schemas import (
+    JSON,
+    NULLABLE_STRING,
+    error_reply,
+    json_reply,
+    object_schema,
+    ref,
+)
 from server.api.openapi_security import NULLABLE_UTC, REASON, UTC
 from server.api.routing import EXTERNAL_ID_MAX
 from server.webhooks.routes import DESCRIPTION_MAX
@@ -46,16 +53,6 @@ _URL = {"type": "string", "minLength": 1,
                        "(docs/webhooks.md#safety)"}
 
 
-def _object(required: list[str], props: dict[str, Any], description: str | None = None,
-            closed: bool = False) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "required": required, "properties": props}
-    if closed:
-        schema["additionalProperties"] = False
-    if description:
-        schema["description"] = description
-    return schema
-
-
 def submission(command: dict[str, Any]) -> dict[str, Any]:
     """POST /'s body: each command of the table (the Command schema's variants) with an
     optional external_id beside cmd_type and params."""
@@ -74,7 +71,7 @@ def submission(command: dict[str, Any]) -> dict[str, Any]:
 
 def _event_data() -> dict[str, Any]:
     """What `data` holds, by the event's kind."""
-    summary = _object([], {
+    summary = object_schema([], {
         "success": {"type": "boolean"}, "code": {"type": "string"},
         "message": {"type": "string", "description": "at most 300 characters"},
         "error": {"type": "string"},
@@ -83,7 +80,7 @@ def _event_data() -> dict[str, Any]:
         "a few fields of the result, and its whole-number ..._count fields (scanned_count); "
         "the full result is at url")
     summary["patternProperties"] = {"_count$": {"type": "integer"}}
-    task = _object(["task_id", "status"], {
+    task = object_schema(["task_id", "status"], {
         "task_id": {"type": "string"}, "status": {"enum": ["completed", "failed", "cancelled"]},
         "cmd_type": {"type": "string"},
         "external_id": {**NULLABLE_STRING, "description": "given on POST /; null if none"},
@@ -92,7 +89,7 @@ def _event_data() -> dict[str, Any]:
         "step": {"type": "integer", "minimum": 1, "description": "only for a sequence's step"},
         "result_summary": summary,
         "url": {"type": "string", "description": "the task document (--public-url)"}})
-    sequence = _object(["sequence_id", "status"], {
+    sequence = object_schema(["sequence_id", "status"], {
         "sequence_id": {"type": "string"},
         "status": {"enum": ["completed", "failed", "held", "cancelled"]},
         "name": NULLABLE_STRING, "external_id": NULLABLE_STRING,
@@ -103,18 +100,18 @@ def _event_data() -> dict[str, Any]:
                  "document's hold_code, and what its hold_reason is made from)",
                  "properties": {"code": {"type": ["string", "null"]},
                                 "params": {"type": "object"}}},
-        "result_summary": _object(["steps", "completed"], {
+        "result_summary": object_schema(["steps", "completed"], {
             "steps": {"type": "integer"}, "completed": {"type": "integer"}}),
         "url": {"type": "string", "description": "the sequence document (--public-url)"}})
-    queue = _object(["paused"], {
+    queue = object_schema(["paused"], {
         "paused": {"type": "boolean"},
         "reason": {**NULLABLE_STRING, "description": "only in queue.paused"},
         "code": {**NULLABLE_STRING, "description": "only in queue.paused"},
         "by": {**NULLABLE_STRING, "description": "who; null: the server itself (a hold)"}})
-    robot = _object(["event"], {
+    robot = object_schema(["event"], {
         "event": {"enum": ["disconnected", "fault", "alarm"]}, "error": NULLABLE_STRING,
         "cmd": {"type": "string", "description": "the command in flight, if any"}})
-    ping = _object(["webhook_id", "message"], {
+    ping = object_schema(["webhook_id", "message"], {
         "webhook_id": {"type": "string"}, "message": {"const": "ping"}})
     return {"WebhookTaskData": task, "WebhookSequenceData": sequence,
             "WebhookQueueData": queue, "WebhookRobotData": robot, "WebhookPingData": ping}
@@ -145,7 +142,7 @@ def webhook_schemas(command: dict[str, Any]) -> dict[str, Any]:
                     "description": "deliveries not yet delivered nor given up"},
         "last": last}
     hook_required = [k for k in hook_props if k not in ("pending", "last")]
-    attempt = _object(["n", "time", "status_code", "error", "duration_ms"], {
+    attempt = object_schema(["n", "time", "status_code", "error", "duration_ms"], {
         "n": {"type": "integer", "minimum": 1}, "time": UTC,
         "status_code": {**NULLABLE_INT, "description": "null: no answer"},
         "error": {**NULLABLE_STRING, "description": "null: a 2xx answer"},
@@ -170,35 +167,35 @@ def webhook_schemas(command: dict[str, Any]) -> dict[str, Any]:
                                        "unchanged (PATCH)"}}
     return {
         "Submission": submission(command),
-        "Webhook": _object(hook_required, hook_props, "a subscription; never its secret. "
+        "Webhook": object_schema(hook_required, hook_props, "a subscription; never its secret. "
                            "pending and last are absent in POST's reply (a new one has "
                            "none)"),
-        "WebhookList": _object(["webhooks"], {"webhooks": {"type": "array",
+        "WebhookList": object_schema(["webhooks"], {"webhooks": {"type": "array",
                                                            "items": ref("Webhook")}}),
-        "WebhookBody": _object(["url", "events"], body_props, closed=True),
-        "WebhookChange": _object([], {**body_props, "enabled": {"type": "boolean"}},
+        "WebhookBody": object_schema(["url", "events"], body_props, closed=True),
+        "WebhookChange": object_schema([], {**body_props, "enabled": {"type": "boolean"}},
                                  "only what is given changes; enabling again sends its "
                                  "pending deliveries", closed=True),
-        "WebhookCreated": _object(["success", "id", "secret", "webhook"], {
+        "WebhookCreated": object_schema(["success", "id", "secret", "webhook"], {
             "success": success, "code": {"const": "webhook_added"},
             "message": {"type": "string"}, "id": {"type": "string"},
             "secret": {"type": "string", "pattern": "^whsec_",
                        "description": "shown this once: signs every delivery"},
             "webhook": ref("Webhook")}),
-        "WebhookChanged": _object(["success", "webhook"], {"success": success,
+        "WebhookChanged": object_schema(["success", "webhook"], {"success": success,
                                                            "webhook": ref("Webhook")}),
-        "WebhookRemoved": _object(["success", "id"], {"success": success,
+        "WebhookRemoved": object_schema(["success", "id"], {"success": success,
                                                       "id": {"type": "string"}}),
-        "Delivery": _object(list(delivery_props), delivery_props),
-        "DeliveryPage": _object(["deliveries", "next_before"], {
+        "Delivery": object_schema(list(delivery_props), delivery_props),
+        "DeliveryPage": object_schema(["deliveries", "next_before"], {
             "deliveries": {"type": "array", "items": ref("Delivery"),
                            "description": "newest first"},
             "next_before": {**NULLABLE_INT, "description": "pass as before for older ones"}}),
-        "DeliverySent": _object(["success", "delivery"], {
+        "DeliverySent": object_schema(["success", "delivery"], {
             "success": {**success, "description": "also when the receiver failed: see "
                                                   "delivery.status and its attempts"},
             "delivery": ref("Delivery")}),
-        "WebhookPayload": _object(["type", "timestamp", "data"], {
+        "WebhookPayload": object_schema(["type", "timestamp", "data"], {
             "type": {"enum": [*EVENT_TYPES, PING]},
             "timestamp": {**UTC, "description": "when the event happened"},
             "data": {"type": "object"}}, "the body of a delivery: compact JSON, UTF-8, "
@@ -295,7 +292,7 @@ def webhook_events() -> dict[str, Any]:
     ]
     out = {}
     for kind, data in _DATA_OF.items():
-        payload = _object(["type", "timestamp", "data"], {
+        payload = object_schema(["type", "timestamp", "data"], {
             "type": {"const": kind}, "timestamp": {**UTC, "description": "when it happened"},
             "data": ref(data)})
         out[kind] = {"post": {
