@@ -71,6 +71,42 @@ def test_a_robot_disconnection_is_told(make_server, rx):
     assert got.type == "robot.disconnected" and got.json["data"]["event"] == "disconnected"
 
 
+def test_draining_maintenance_and_opening_again_are_told(make_server, rx):
+    server = make_server()
+    client = Client(server)
+    subscribe(server.url, rx.url, ["queue.draining", "queue.maintenance", "queue.opened"])
+    client.post("/queue/pause")
+    task_id = client.submit({"cmd_type": "PING"})
+    client.post("/queue/drain", {"reason": "月度校准"})
+    (drained,) = rx.wait_count(1)
+    assert drained.type == "queue.draining"
+    assert drained.json["data"] == {"queue_mode": "draining", "reason": "月度校准",
+                                    "by": "anonymous", "window": 1}
+    client.post("/queue/resume")  # the last task runs; then maintenance, by itself
+    assert client.wait_final(task_id)["status"] == "completed"
+    got = rx.wait_count(2)
+    assert got[1].type == "queue.maintenance"
+    assert got[1].json["data"] == {"queue_mode": "maintenance", "reason": "月度校准",
+                                   "by": None, "window": 1}
+    client.post("/queue/open", headers={"X-Reason": "done"})
+    got = rx.wait_count(3)
+    assert got[2].type == "queue.opened"
+    assert got[2].json["data"] == {"queue_mode": "open", "reason": "done", "by": "anonymous",
+                                   "window": 1}
+    # Maintenance asked while draining: the same window; a second ask tells nothing.
+    client.post("/queue/pause")
+    client.submit({"cmd_type": "PING"})
+    client.post("/queue/drain", {"reason": "gripper"})
+    assert client.post("/queue/maintenance", {"reason": "now"}).json()["changed"] is True
+    assert client.post("/queue/maintenance", {"reason": "again"}).json()["changed"] is False
+    client.post("/queue/open")
+    got = rx.wait_count(6)
+    assert [g.type for g in got[3:]] == ["queue.draining", "queue.maintenance", "queue.opened"]
+    assert {g.json["data"]["window"] for g in got[3:]} == {2}
+    assert got[4].json["data"]["reason"] == "gripper"  # the window's reason
+    assert got[4].json["data"]["by"] == "anonymous"
+
+
 def test_old_events_and_deliveries_are_pruned_pending_ones_kept(tmp_path):
     store = TaskStore(str(tmp_path / "t.db"))
     store.open()

@@ -26,6 +26,7 @@ from server.api.routing import EXTERNAL_ID_MAX
 from server.webhooks.routes import DESCRIPTION_MAX
 from tasks.store.outbox import (
     EVENT_TYPES,
+    MODE_EVENTS,
     PING,
     QUEUE_EVENTS,
     ROBOT_EVENTS,
@@ -108,18 +109,28 @@ def _event_data() -> dict[str, Any]:
         "reason": {**NULLABLE_STRING, "description": "only in queue.paused"},
         "code": {**NULLABLE_STRING, "description": "only in queue.paused"},
         "by": {**NULLABLE_STRING, "description": "who; null: the server itself (a hold)"}})
+    mode = object_schema(["queue_mode", "reason", "by", "window"], {
+        "queue_mode": {"enum": ["draining", "maintenance", "open"]},
+        "reason": {**NULLABLE_STRING, "description": "the window's reason (queue.opened: "
+                   "the reason given for opening, if any)"},
+        "by": {**NULLABLE_STRING, "description": "who; null: the server itself (a "
+               "drained queue entering maintenance)"},
+        "window": {"type": ["integer", "null"],
+                   "description": "the maintenance record's id (GET /maintenance)"}})
     robot = object_schema(["event"], {
         "event": {"enum": ["disconnected", "fault", "alarm"]}, "error": NULLABLE_STRING,
         "cmd": {"type": "string", "description": "the command in flight, if any"}})
     ping = object_schema(["webhook_id", "message"], {
         "webhook_id": {"type": "string"}, "message": {"const": "ping"}})
     return {"WebhookTaskData": task, "WebhookSequenceData": sequence,
-            "WebhookQueueData": queue, "WebhookRobotData": robot, "WebhookPingData": ping}
+            "WebhookQueueData": queue, "WebhookModeData": mode, "WebhookRobotData": robot,
+            "WebhookPingData": ping}
 
 
 _DATA_OF = {**{k: "WebhookTaskData" for k in TASK_EVENTS},
             **{k: "WebhookSequenceData" for k in SEQUENCE_EVENTS},
             **{k: "WebhookQueueData" for k in QUEUE_EVENTS},
+            **{k: "WebhookModeData" for k in MODE_EVENTS},
             **{k: "WebhookRobotData" for k in ROBOT_EVENTS}, PING: "WebhookPingData"}
 
 

@@ -19,6 +19,7 @@ from tasks.queue.events import EventBus
 from tasks.queue.state import OPEN, Mode, QueueState
 from tasks.store import Statement, TaskStore
 from tasks.store.audit import AuditEntry
+from tasks.store.outbox import deferred_event, event_statement
 from tasks.store.seqstore import SequenceStore
 
 log = logging.getLogger("tasks")  # the manager's logger: these are its records
@@ -138,12 +139,12 @@ class ShapeSide:
                 return self.queue_state(), False  # already there (or beyond)
             now = self.wall()
             statements: list[Statement]
+            ids: list[int] = []  # a new window's id, once its statement has run
             if current.mode == modes.DRAINING:  # maintenance asked while draining
                 assert current.window is not None
                 statements = [modes.entered(current.window, now)]
                 new = current._replace(mode=modes.MAINTENANCE, maintenance_at=now)
             else:
-                ids: list[int] = []
                 statements = [modes.opened("drain" if mode == modes.DRAINING else "maintenance",
                                            mode, reason, by, now, ids)]
                 new = Mode(mode, None, reason, by, now,
@@ -151,6 +152,11 @@ class ShapeSide:
             if audit is not None:
                 audit.target, audit.before, audit.after = "queue", current.mode, mode
                 statements.append(audit.statement())
+            # Its webhook event, in the same transaction (a new window's id is known
+            # only once the statement before has run).
+            statements.append(deferred_event(f"queue.{mode}", lambda: {
+                "queue_mode": mode, "reason": new.reason, "by": by,
+                "window": ids[0] if ids else current.window}, self.wall))
             self.store.commit(statements)
             if current.mode != modes.DRAINING:
                 new = new._replace(window=ids[0])
@@ -169,12 +175,14 @@ class ShapeSide:
             current = self.state.mode
             if current.mode == modes.OPEN_MODE:
                 return self.queue_state(), False
-            statements: list[Statement] = [
-                modes.closed(current.window, None if audit is None else audit.principal,
-                             reason, self.wall())]
+            by = None if audit is None else audit.principal
+            statements: list[Statement] = [modes.closed(current.window, by, reason, self.wall())]
             if audit is not None:
                 audit.target, audit.before, audit.after = "queue", current.mode, "open"
                 statements.append(audit.statement())
+            statements.append(event_statement("queue.opened", {
+                "queue_mode": "open", "reason": reason, "by": by, "window": current.window},
+                self.wall))
             self.store.commit(statements)
             self.state.mode = OPEN
             self._runnable.notify_all()
@@ -204,7 +212,9 @@ class ShapeSide:
         if mode.mode != modes.DRAINING or not empty or mode.window is None:
             return False
         try:
-            self.store.commit([modes.entered(mode.window, now)])
+            self.store.commit([modes.entered(mode.window, now), event_statement(
+                "queue.maintenance", {"queue_mode": "maintenance", "reason": mode.reason,
+                                      "by": None, "window": mode.window}, self.wall)])
         except StoreWriteError:  # the worker's next idle turn tries again
             log.exception("maintenance could not be saved; still draining")
             return False

@@ -25,8 +25,10 @@ TASK_EVENTS = ("task.completed", "task.failed", "task.cancelled")
 SEQUENCE_EVENTS = ("sequence.completed", "sequence.failed", "sequence.held",
                    "sequence.cancelled")
 QUEUE_EVENTS = ("queue.paused", "queue.resumed")
+# The robot taken out of service and back (docs/queue.md): drain, maintenance, open.
+MODE_EVENTS = ("queue.draining", "queue.maintenance", "queue.opened")
 ROBOT_EVENTS = ("robot.disconnected", "robot.fault")
-EVENT_TYPES = TASK_EVENTS + SEQUENCE_EVENTS + QUEUE_EVENTS + ROBOT_EVENTS
+EVENT_TYPES = TASK_EVENTS + SEQUENCE_EVENTS + QUEUE_EVENTS + MODE_EVENTS + ROBOT_EVENTS
 PING = "ping"
 TEXT_MAX = 300  # a message in an event: the full result is at its url
 BODY_MAX = 20_000
@@ -47,6 +49,16 @@ def event_statement(kind: str, data: dict[str, Any],
     assert kind in EVENT_TYPES, kind
     return ("INSERT INTO outbox(type, subject, time, data) VALUES (?, NULL, ?, ?)",
             (kind, wall(), dumps(data)))
+
+
+def deferred_event(kind: str, data: Callable[[], dict[str, Any]],
+                   wall: Callable[[], float] = time.time) -> Statement:
+    """An event whose data is complete only inside its transaction (a row made by an
+    earlier statement of it, such as a maintenance window's id)."""
+    assert kind in EVENT_TYPES, kind
+    return lambda conn: conn.execute(
+        "INSERT INTO outbox(type, subject, time, data) VALUES (?, NULL, ?, ?)",
+        (kind, wall(), dumps(data())))
 
 
 def last_seq(conn: sqlite3.Connection) -> int:
