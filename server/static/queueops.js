@@ -24,27 +24,15 @@ const TICK_MS = 1000;
 const PENDING_LIMIT = 500;
 const pad = (n) => String(n).padStart(2, '0');
 
-// The tasks of GET /tasks?status=pending (newest first) in queue order. `first`:
-// /queue/status's `pending`, the head of the queue as it is, if known. Behind it, a
-// task's place is the number of tasks that run before it; one waiting for its not_before
-// time is passed by the task behind it (the same count), so it sorts first; equals (only
-// tasks waiting for their time, side by side) keep their submission order.
+// The tasks of GET /tasks?status=pending (newest first) in queue order: each has its
+// `queue_position` (the server's order, operators' moves included). `first`:
+// /queue/status's `pending`, the head of the queue, for a document without one.
 export function queueOrder(tasks, first = []) {
-  const exact = new Map(first.map((id, i) => [id, i]));
-  const place = (task) => {
-    const reasons = task.waiting_for || [];
-    const ahead = reasons.find((r) => r.code === 'queue_position');
-    const later = reasons.some((r) => r.code === 'not_before');
-    return 2 * (ahead ? Number(ahead.params.ahead) || 0 : 0) + (later ? 0 : 1);
-  };
+  const exact = new Map(first.map((id, i) => [id, i + 1]));
+  const place = (task) => task.queue_position ?? exact.get(task.task_id) ?? Infinity;
   return tasks.slice().reverse()
-    .map((task, i) => ({ task, i, head: exact.get(task.task_id), place: place(task) }))
-    .sort((a, b) => {
-      if (a.head !== undefined || b.head !== undefined) {
-        return (a.head ?? Infinity) - (b.head ?? Infinity) || a.i - b.i;
-      }
-      return a.place - b.place || a.i - b.i;
-    })
+    .map((task, i) => ({ task, i, place: place(task) }))
+    .sort((a, b) => a.place - b.place || a.i - b.i)
     .map((e) => e.task);
 }
 
