@@ -29,7 +29,7 @@ from server.queueops.export import task_filters
 from server.queueops.routes import add_routes as add_queue_routes
 from server.queueops.routes import localized, not_before
 from server.queueops.waiting import localize_all
-from server.transport.headers import CONTROL
+from server.transport.headers import one_line
 from server.webhooks.routes import add_routes as add_webhook_routes
 from tasks.commands import CommandTable
 from tasks.errors import TaskNotFound
@@ -253,7 +253,7 @@ def queue_pause(req: Request) -> Response:
         if reason is not None and not isinstance(reason, str):
             raise ApiError("pause_reason_invalid", 400)  # not paused: a script's mistake
         if reason is not None:  # shown on the console and the page: one sane line
-            reason = CONTROL.sub(" ", reason[:200]).strip() or None
+            reason = one_line(reason, 200)
     return Response(200, {"success": True, "code": "paused", "message": req.t("info.paused"),
                           **req.app.manager.pause(reason, audit=req.audit("queue.pause"))})
 

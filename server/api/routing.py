@@ -15,7 +15,7 @@ from server.app import Application
 from server.errors import ApiError
 from server.guard.identity import ANONYMOUS, Principal, forbidden
 from server.guard.permissions import PERMISSIONS, PUBLIC, allowed
-from server.transport.headers import CONTROL
+from server.transport.headers import one_line
 from tasks.commands import CommandError
 from tasks.queue.views import QueueBrief
 from tasks.store.audit import AuditEntry
@@ -239,7 +239,7 @@ class Request:
             raw = body.get("reason") if isinstance(body, dict) else None
         if not isinstance(raw, str):
             return None
-        return CONTROL.sub(" ", raw[:500]).strip() or None
+        return one_line(raw, 500)
 
     def need_reason(self) -> None:
         """With --require-reason: 400 unless the request says why."""

@@ -10,7 +10,7 @@ from typing import Any
 from server.api.routing import Request, Response, Router
 from server.errors import ApiError
 from server.queueops.waiting import localize
-from server.transport.headers import CONTROL
+from server.transport.headers import one_line
 from tasks.models import parse_not_before
 
 _MOVE_KEYS = ("position", "before", "after")
@@ -82,8 +82,9 @@ def _reason(req: Request, *, required: bool = True) -> str | None:
     given = body.get("reason")
     if given is not None and (not isinstance(given, str) or len(given) > REASON_MAX):
         raise ApiError("maintenance_reason_required", 400)
-    if given is not None and CONTROL.sub(" ", given).strip():
-        return CONTROL.sub(" ", given).strip()
+    text = None if given is None else one_line(given, REASON_MAX)
+    if text is not None:
+        return text
     reason = None if given is not None else req.reason()  # a blank reason says nothing
     if reason is None and required:
         raise ApiError("maintenance_reason_required", 400)

@@ -21,6 +21,12 @@ def http_date() -> str:
     return _date_cache[1]
 
 
+def one_line(text: str, limit: int) -> str | None:
+    """A client's words (a reason) as one sane line of at most ``limit`` characters;
+    None if nothing is left."""
+    return CONTROL.sub(" ", text[:limit]).strip() or None
+
+
 def escape(text: str) -> str:
     """One request = one log line: control characters are shown, not obeyed."""
     if text.isprintable():  # no control character in it: the common case, in C
