@@ -12,10 +12,9 @@ import sqlite3
 from typing import Any
 
 from tasks.models import format_time
-from tasks.queue.state import OPEN, Mode
+from tasks.queue.state import DRAINING, MAINTENANCE, OPEN, OPEN_MODE, Mode
 from tasks.store import Statement, TaskStore
 
-OPEN_MODE, DRAINING, MAINTENANCE = "open", "draining", "maintenance"
 MODES = (OPEN_MODE, DRAINING, MAINTENANCE)
 _WINDOW = ("id, how, reason, opened, opened_by, maintenance_at, closed, closed_by, "
            "close_reason")

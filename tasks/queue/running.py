@@ -17,7 +17,7 @@ from typing import Any
 
 from tasks.models import Task, TaskStatus
 from tasks.queue.events import EventBus
-from tasks.queue.state import QueueState
+from tasks.queue.state import MAINTENANCE, QueueState
 from tasks.queue.stops import StopRecord
 from tasks.queue.views import TaskViews
 from tasks.queue.waiters import FinalWaiters
@@ -58,7 +58,7 @@ class RunSide:
     @property
     def blocked(self) -> bool:
         """No task may start: the queue is paused or in maintenance."""
-        return self.state.hold.paused or self.state.mode.mode == "maintenance"
+        return self.state.hold.paused or self.state.mode.mode == MAINTENANCE
 
     @property
     def control_lock(self) -> threading.RLock:

@@ -178,11 +178,11 @@ class ShapeSide:
             by = None if audit is None else audit.principal
             statements: list[Statement] = [modes.closed(current.window, by, reason, self.wall())]
             if audit is not None:
-                audit.target, audit.before, audit.after = "queue", current.mode, "open"
+                audit.target, audit.before, audit.after = "queue", current.mode, modes.OPEN_MODE
                 statements.append(audit.statement())
             statements.append(event_statement("queue.opened", {
-                "queue_mode": "open", "reason": reason, "by": by, "window": current.window},
-                self.wall))
+                "queue_mode": modes.OPEN_MODE, "reason": reason, "by": by,
+                "window": current.window}, self.wall))
             self.store.commit(statements)
             self.state.mode = OPEN
             self._runnable.notify_all()
@@ -213,7 +213,7 @@ class ShapeSide:
             return False
         try:
             self.store.commit([modes.entered(mode.window, now), event_statement(
-                "queue.maintenance", {"queue_mode": "maintenance", "reason": mode.reason,
+                "queue.maintenance", {"queue_mode": modes.MAINTENANCE, "reason": mode.reason,
                                       "by": None, "window": mode.window}, self.wall)])
         except StoreWriteError:  # the worker's next idle turn tries again
             log.exception("maintenance could not be saved; still draining")

@@ -30,7 +30,7 @@ NOT_HELD = Hold(False, None, None)
 class Mode(NamedTuple):
     """Open, draining or in maintenance (tasks/queue/modes.py): replaced whole."""
 
-    mode: str  # "open", "draining", "maintenance"
+    mode: str  # OPEN_MODE, DRAINING or MAINTENANCE
     window: int | None = None  # the maintenance record's id
     reason: str | None = None
     opened_by: str | None = None
@@ -38,7 +38,8 @@ class Mode(NamedTuple):
     maintenance_at: float | None = None  # when the queue was found drained (or asked)
 
 
-OPEN = Mode("open")
+OPEN_MODE, DRAINING, MAINTENANCE = "open", "draining", "maintenance"
+OPEN = Mode(OPEN_MODE)
 
 
 class QueueState:

@@ -20,7 +20,7 @@ from i18n import t
 from tasks.models import FINAL_STATUSES, Task, TaskStatus, format_time
 from tasks.queue.events import EventBus
 from tasks.queue.modes import describe
-from tasks.queue.state import QueueState
+from tasks.queue.state import MAINTENANCE, QueueState
 from tasks.store import NewTask, TaskStore
 
 # Why a pending task waits (docs/queue.md): code -> its text's catalogue key, most
@@ -216,7 +216,7 @@ class TaskViews:
         (which is innermost)."""
         reasons: list[tuple[str, dict[str, Any]]] = []
         mode, hold = self.state.mode, self.state.hold
-        if mode.mode == "maintenance":
+        if mode.mode == MAINTENANCE:
             reasons.append(("maintenance", {"reason": mode.reason or ""}))
         if hold.paused and hold.code != "sequence_held":  # that one is sequence_held below
             reasons.append(("paused", {"reason": hold.reason or "", "code": hold.code or ""}))
