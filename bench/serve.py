@@ -7,13 +7,22 @@ CLOCK_MONOTONIC timestamps (the same clock in every process on Linux) of:
 * every line the simulator reads ("rx") and writes ("tx", taken after the write);
 * every final state committed by the store ("commit", taken after COMMIT returned).
 
+With --hops, also the hops of a task's end, from the robot's result line to the
+long-poll's reply (bench/features/completion.py): `sim_write`, `line_read` (the link's
+reader has the line), `routed` (handed to the command in flight), `worker` (the worker
+thread has it), `commit_begin`/`commit_done` (the final state's transaction),
+`waiters_set`, `waiter_woken` (the long-poll's thread runs again), `reply_written`. The
+hooks wrap methods in this process only: production code carries no timestamps.
+
 Protocol: prints one JSON line {"port", "pid", "start_s"} once serving, then answers
-one JSON line per command read from stdin: `marks` (and clear them), `rss`, `quit`.
+one JSON line per command read from stdin: `marks` (and clear them), `hops` (and clear
+them), `rss`, `quit`.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -60,6 +69,107 @@ def install_hooks(server: RobotServer, marks: list[list[Any]], lock: threading.L
     store.finish = hooked_finish  # type: ignore[method-assign]
 
 
+def install_hop_hooks(server: RobotServer, hops: list[list[Any]],
+                      lock: threading.Lock) -> None:
+    """Stamp each hop of a task's end (CLOCK_MONOTONIC, shared with the bench client)."""
+    from server import http as server_http
+
+    def mark(name: str) -> None:
+        t = time.monotonic()
+        with lock:
+            hops.append([t, name])
+
+    sim, link, manager = server.simulator, server.link, server.manager
+    assert sim is not None and link is not None and manager is not None
+    write = sim._write
+
+    def sim_write(data: bytes) -> None:
+        write(data)
+        if b'"result"' in data:
+            mark("sim_write")
+
+    sim._write = sim_write  # type: ignore[method-assign]
+    connection, commands = link._connection, link._commands
+    on_line = connection._on_line
+
+    def line(data: bytes) -> None:
+        result = b'"result"' in data
+        if result:
+            mark("line_read")
+        on_line(data)
+        if result:
+            mark("routed")
+
+    connection._on_line = line
+    result = commands._result
+
+    def worker(pending: Any, reply: Any) -> Any:
+        mark("worker")
+        return result(pending, reply)
+
+    commands._result = worker  # type: ignore[method-assign]
+    store_finish = manager.store.finish
+
+    def finish(*args: Any, **kw: Any) -> Any:
+        mark("commit_begin")
+        done = store_finish(*args, **kw)
+        mark("commit_done")
+        return done
+
+    manager.store.finish = finish  # type: ignore[method-assign]
+    waiters = manager.waiters
+    set_final, wait = waiters.set_final, waiters.wait
+
+    def hooked_set_final(task_id: str) -> None:
+        mark("waiters_set")
+        set_final(task_id)
+
+    def hooked_wait(task_id: str, get: Any, timeout: float) -> Any:
+        calls = [0]
+
+        def second_get(tid: str) -> Any:
+            calls[0] += 1
+            if calls[0] == 2:  # the first is before the wait; the second after it
+                mark("waiter_woken")
+            return get(tid)
+
+        return wait(task_id, second_get, timeout)
+
+    waiters.set_final = hooked_set_final  # type: ignore[method-assign]
+    waiters.wait = hooked_wait  # type: ignore[method-assign]
+    send = server_http.Handler._send
+
+    def hooked_send(handler: Any, response: Any) -> None:
+        send(handler, response)
+        if "wait=" in handler.path:
+            mark("reply_written")
+
+    server_http.Handler._send = hooked_send  # type: ignore[method-assign]
+    began: list[float] = []
+
+    def gc_pause(phase: str, info: dict[str, Any]) -> None:
+        # The cyclic collector stops every thread: a tail the hops alone would not explain.
+        if phase == "start":
+            began[:] = [time.monotonic()]
+        elif began:
+            mark(f"gc{info['generation']}:{(time.monotonic() - began[0]) * 1000:.3f}")
+
+    gc.callbacks.append(gc_pause)
+
+
+def console_lines(server: RobotServer) -> Any:
+    """The console's task lines (main.py serve's ConsoleEvents), written to stderr (the
+    console file); None in a checkout without them."""
+    try:
+        from console.events import ConsoleEvents
+    except ImportError:
+        return None
+    lines = ConsoleEvents(server.events, "en",
+                          write=lambda line: print(line, file=sys.stderr, flush=True))
+    lines.start()
+    return lines
+
+
 def make_server(**settings: Any) -> RobotServer:
     """A server without the dashboard (GET / is JSON), in this checkout or an older one."""
     try:
@@ -79,6 +189,7 @@ def main() -> None:
     p.add_argument("--log-file", default=os.devnull)
     p.add_argument("--log-level", default=None)
     p.add_argument("--no-hooks", action="store_true")
+    p.add_argument("--hops", action="store_true", help="stamp the hops of each task's end")
     args = p.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -98,10 +209,17 @@ def main() -> None:
     t0 = time.monotonic()
     server.start()
     start_s = time.monotonic() - t0
+    lines = console_lines(server)  # as main.py serve: one console line per task event
+    after_start = getattr(server_main, "tune_after_start", None)  # absent in older ones
+    if after_start is not None:
+        after_start()
     marks: list[list[Any]] = []
     lock = threading.Lock()
     if not args.no_hooks:
         install_hooks(server, marks, lock)
+    hops: list[list[Any]] = []
+    if args.hops:
+        install_hop_hooks(server, hops, lock)
     print(json.dumps({"port": server.address[1], "pid": os.getpid(), "start_s": start_s}),
           file=out, flush=True)
     for line in sys.stdin:
@@ -111,6 +229,10 @@ def main() -> None:
                 taken = marks[:]
                 marks.clear()
             reply: dict[str, Any] = {"marks": taken}
+        elif command == "hops":
+            with lock:
+                reply = {"hops": hops[:]}
+                hops.clear()
         elif command == "rss":
             with open("/proc/self/status", encoding="ascii") as f:
                 rss = next(int(x.split()[1]) for x in f if x.startswith("VmRSS:"))
@@ -121,6 +243,8 @@ def main() -> None:
             reply = {"error": f"unknown command {command!r}"}
         print(json.dumps(reply, ensure_ascii=False), file=out, flush=True)
     server.stop()
+    if lines is not None:
+        lines.stop()
     print(json.dumps({"stopped": True}), file=out, flush=True)
 
 

@@ -20,6 +20,9 @@ from console.text import say
 from i18n import Translator
 
 WAIT_S = 0.2  # how soon stop() is noticed
+# An event's line waits this long for the events right behind it: the console's turn
+# with the GIL comes after a task's end has reached its clients, not during it.
+LINGER_S = 0.005
 REASON_CHARS = 160  # a failure's reason on one console line, not a transcript
 FINAL = {"completed": "events.task_completed", "failed": "events.task_failed",
          "cancelled": "events.task_cancelled"}
@@ -118,8 +121,13 @@ class ConsoleEvents:
                         sub.close()
                         sub = self._sub = self.source.subscribe(last)
                     continue
-                last = event.id
-                self._show(event)
+                batch = [event]
+                deadline = time.monotonic() + LINGER_S
+                while (more := sub.get(max(0.0, deadline - time.monotonic()))) is not None:
+                    batch.append(more)
+                for each in batch:
+                    last = each.id
+                    self._show(each)
         finally:
             sub.close()
 

@@ -9,7 +9,7 @@ queue in batches, formats each record once and flushes each handler once per bat
 What is written is what logging.Formatter(FORMAT) and RotatingFileHandler write.
 
 Access lines have their own say per handler (the console shows them only when asked):
-the request thread pays nothing for it, the writer decides per batch.
+the writer decides per batch.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ BATCH_MAX = 1000
 # wake-up, write and flush per handler per pause instead of per line or two (those
 # cost a GET ~20 % of its req/s at INFO against WARNING).
 PAUSE_S = 0.01
+# A batch's first line waits this long for company: the writer's turn with the GIL comes
+# after the hot path that logged it (a task's end reaches its clients first), not during.
+LINGER_S = 0.005
 _INFO = logging.INFO
 _STOP = object()
 _FORMATTER = logging.Formatter()  # exceptions only: formatException ignores the format
@@ -40,8 +43,7 @@ _MSECS = [f",{ms:03d}" for ms in range(1000)]  # "%03d" of msecs, a float, trunc
 
 Item = Any  # a LogRecord, or a finished INFO line (str) from AccessLog
 ACCESS_LOGGER = "server.access"
-# Loggers whose records are access lines (an AccessLog's, when it logs a record).
-_access_names = {ACCESS_LOGGER}
+_access_names = {ACCESS_LOGGER}  # loggers whose records are access lines
 
 
 def _is_access(item: Item) -> bool:
@@ -246,9 +248,10 @@ class LogBatch:
 
     def __init__(self, handlers: Sequence[logging.Handler], batch_max: int = BATCH_MAX,
                  pause: float = PAUSE_S, *,
-                 access: Sequence[bool | None] | None = None) -> None:
+                 access: Sequence[bool | None] | None = None,
+                 linger: float = LINGER_S) -> None:
         self.handlers = tuple(handlers)
-        self.batch_max, self.pause = batch_max, pause
+        self.batch_max, self.pause, self.linger = batch_max, pause, linger
         self.queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self.handler = BatchHandler(self)
         access = [None] * len(self.handlers) if access is None else list(access)
@@ -281,9 +284,11 @@ class LogBatch:
         get, get_nowait, limit = self.queue.get, self.queue.get_nowait, self.batch_max
         while True:
             items = [get()]
+            deadline = time.monotonic() + self.linger
             try:
-                while len(items) < limit:
-                    items.append(get_nowait())
+                while len(items) < limit and items[-1] is not _STOP:
+                    remaining = deadline - time.monotonic()
+                    items.append(get(timeout=remaining) if remaining > 0 else get_nowait())
             except queue.Empty:
                 pass
             kept = [item for item in items if item is not _STOP]
@@ -293,8 +298,7 @@ class LogBatch:
                 self.handler.handleError(logging.makeLogRecord({"msg": "(log writer)"}))
             if len(kept) != len(items):
                 return
-            # Not after a lone line (an idle server's goes out at once), nor after a full
-            # batch (a backlog is drained at full speed).
+            # Not after a lone line, nor after a full batch (a backlog drains at full speed).
             if self.pause and 1 < len(items) < limit:
                 time.sleep(self.pause)
 
@@ -387,8 +391,7 @@ def setup(level: str | int, log_file: str | None, *, max_bytes: int, backups: in
     batch = LogBatch(handlers, access=access)
     root = logging.getLogger()
     root.handlers[:] = [batch.handler]
-    # Below every handler's level a record is never even made; access lines (made in
-    # the request threads) only if some handler writes them.
+    # Below every handler's level no record is made; access lines only if one writes them
     root.setLevel(min(h.level for h in handlers))
     wanted = any(o.takes_access for o in batch._outputs)
     logging.getLogger(ACCESS_LOGGER).setLevel(_INFO if wanted else logging.WARNING)
