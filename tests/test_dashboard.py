@@ -224,6 +224,29 @@ def test_submit_sample_file_pending_running_completed(
 
 
 @needs_browser
+def test_running_items_follow_the_deltas_and_fill_a_gap(
+        make_server: Callable[..., Any], dashboard: Callable[..., Dashboard]) -> None:
+    # 2,000 items a second: ~400 per progress event, over an event's 4 KB, so the events
+    # leave them out and the page reads GET /task for them (at most every 2 s).
+    server = make_server(sim_speed=0.5, robot_timeout=30.0)  # HOME: 6 s after the burst
+    sim = server.simulator
+    sim.flood_rate, sim.flood_seconds, sim.flood_items = 2000.0, 1.0, True
+    sim.set_fault("flood")
+    tab = dashboard(server)
+    page = tab.open()
+    client = Client(server)
+    task_id = client.submit({"cmd_type": "HOME", "params": {}})
+    rows = page.locator("#running-items tbody tr")
+    expect(rows).to_have_count(2000, timeout=T)
+    expect(rows.first).to_have_text("1")
+    expect(rows.last).to_have_text("2000")
+    expect(page.locator("#running .running-head")).to_contain_text(task_id)  # still running
+    reads = [r for r in tab.requests if r.url.endswith(f"/task/{task_id}")]
+    assert len(reads) <= 4, [r.url for r in reads]  # ETA lookups and the gap's, not one per event
+    client.post(f"/task/{task_id}/cancel")
+
+
+@needs_browser
 def test_validation_error_is_shown_next_to_the_field(
         server: Any, dashboard: Callable[..., Dashboard]) -> None:
     page = dashboard(server).open()

@@ -54,10 +54,13 @@ def test_stuck_subscriber_is_dropped_without_slowing_the_worker(make_server) -> 
     # the kernel's socket buffers absorb.
     server = make_server(sim_speed=20000.0, event_queue=50, progress_interval=0.0)
     client = Client(server)
-    # A subscriber that never reads, with a tiny receive window set before connecting:
-    # the server's writes to it block and its event queue overflows.
+    # A subscriber that never reads, with a tiny receive window and segment size set
+    # before connecting: the server's writes to it block and its event queue overflows.
+    # (Loopback's 64 KiB segments would let the server's send buffer grow to ~1 MB, more
+    # than these small progress events fill.)
     stuck = socket.socket()
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    stuck.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
     stuck.settimeout(5)
     stuck.connect(server.address)
     stuck.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

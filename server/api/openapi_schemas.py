@@ -22,15 +22,21 @@ ACCEPT_LANGUAGE = {"name": "Accept-Language", "in": "header", "required": False,
                                   "languages, or none: the server's --lang",
                    "schema": {"type": "string"}}
 TIME = {"type": ["string", "null"], "description": "local time, YYYY-MM-DD HH:MM:SS"}
-PROGRESS = {"type": ["object", "null"],
-            "properties": {"done": {"type": ["integer", "null"]},
-                           "total": {"type": ["integer", "null"]},
-                           "message": NULLABLE_STRING,
-                           "percent": {"type": ["number", "null"]},
-                           "items": {"type": "array",
-                                     "description": "what the robot reported per item so "
-                                                    "far, e.g. {position, code, rack}"},
-                           "items_dropped": {"type": "integer"}}}
+PROGRESS: dict[str, Any] = {"type": ["object", "null"], "properties": {
+    "done": {"type": ["integer", "null"]}, "total": {"type": ["integer", "null"]},
+    "message": NULLABLE_STRING, "percent": {"type": ["number", "null"]},
+    "items": {"type": "array", "description": "what the robot reported per item so far, "
+                                              "e.g. {position, code, rack}"},
+    "items_dropped": {"type": "integer"}}}
+COUNT = {"type": "integer", "minimum": 0}
+# A progress event's: only the items new since the previous one (docs/api.md, Events).
+PROGRESS_DELTA = {"type": "object", "required": ["items", "items_from", "items_count"],
+                  "properties": {**PROGRESS["properties"], "items": {
+                      "type": "array", "description": "the items new since the last event"},
+                      "items_from": {**COUNT, "description": "the index of items[0]"},
+                      "items_count": {**COUNT, "description": "the task's items so far"},
+                      "items_omitted": {**COUNT, "description": "new items left out (over "
+                                        "4 KB): GET /task/<id> has them"}}}
 # Attribution (docs/security.md): the principal's name; "anonymous" on an open server.
 BY = {"type": "string", "description": "the principal who did it (docs/security.md); absent "
                                       "in work older than the audit trail"}
@@ -132,9 +138,8 @@ def _command_schemas(commands: CommandTable) -> dict[str, Any]:
 
 def schemas(commands: CommandTable) -> dict[str, Any]:
     task_summary = {"type": "object", "required": ["task_id", "status", "cmd_type"],
-                    "properties": {"task_id": {"type": "string"},
-                                   "status": {"enum": list(ALL_STATUSES)},
-                                   "cmd_type": {"type": "string"}, "submit_time": TIME,
+                    "properties": {"task_id": {"type": "string"}, "cmd_type": {"type": "string"},
+                                   "status": {"enum": list(ALL_STATUSES)}, "submit_time": TIME,
                                    "start_time": TIME, "end_time": TIME}}
     return {
         **_command_schemas(commands),
@@ -219,9 +224,8 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
             "type": "object", "required": ["task_id", "status", "transcript"],
             "properties": {"task_id": {"type": "string"},
                            "status": {"enum": list(ALL_STATUSES)},
-                           "live": {"type": "boolean",
-                                    "description": "true: the task is running and these are "
-                                                   "the lines so far"},
+                           "live": {"type": "boolean", "description": "true: the task is "
+                                    "running and these are the lines so far"},
                            "transcript": {"type": "array", "items": {
                                "type": "object",
                                "properties": {"t": {"type": ["number", "string"]},
@@ -322,13 +326,11 @@ def schemas(commands: CommandTable) -> dict[str, Any]:
             "type": "object", "required": ["commands"],
             "properties": {"commands": {"type": "array", "items": {
                 "type": "object", "required": ["cmd_type", "description", "params", "example"],
-                "properties": {"cmd_type": {"type": "string"},
-                               "description": {"type": "string"},
+                "properties": {"cmd_type": {"type": "string"}, "description": {"type": "string"},
                                "params": {"type": "object"}, "example": {"type": "object"}}}}},
         },
-        "Service": {"type": "object", "required": ["service", "mode"],
-                    "properties": {"service": {"type": "string"},
-                                   "mode": {"enum": ["sync", "queue"]}}},
+        "Service": {"type": "object", "required": ["service", "mode"], "properties": {
+            "service": {"type": "string"}, "mode": {"enum": ["sync", "queue"]}}},
         **_event_schemas(),
     }
 
@@ -373,8 +375,8 @@ def _event_schemas() -> dict[str, Any]:
                                                  "finished (the task document)"),
         "EventProgress": _event("progress", {
             "type": "object", "required": ["task_id", "progress"],
-            "properties": {"task_id": {"type": "string"}, "progress": PROGRESS}},
-            "the running task's progress"),
+            "properties": {"task_id": {"type": "string"}, "progress": PROGRESS_DELTA}},
+            "the running task's progress, with its new items only"),
         "EventQueue": _event("queue", queue_state, "the queue was paused or resumed"),
         "EventRobot": _event("robot", robot, "the robot link's state changed"),
         "EventSequence": _event("sequence", ref("SequenceSummary"),

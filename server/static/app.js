@@ -237,9 +237,49 @@ function applyTask(doc) {
   historyChanged();
 }
 
+// A progress event carries only the items new since the previous one (items_from: the
+// index of the first; items_count: how many so far). Items it had no room for, or events
+// missed, leave a gap: GET /task has them all, asked at most every GAP_FETCH_MS while the
+// gap lasts (the task's final event carries them all anyway).
+const GAP_FETCH_MS = 2000;
+const gap = { timer: null, last: 0 };
+
+function mergeItems(known, progress) {
+  const items = progress.items || [];
+  const from = progress.items_from;
+  if (from === undefined) return items; // the whole list (a server without deltas)
+  if (from > known.length) return null; // a gap
+  if (from + items.length > known.length) known.splice(from, known.length - from, ...items);
+  return known; // never shorter: events replayed after a reload are older than it
+}
+
+function fillGap(id) {
+  if (gap.timer) return; // one is due: it reads everything there is by then
+  gap.timer = setTimeout(async () => {
+    gap.last = Date.now();
+    try {
+      const doc = await get(`/task/${encodeURIComponent(id)}`);
+      const run = state.running;
+      if (doc.status !== 'running') applyTask(doc);
+      else if (run && run.task_id === id) {
+        const known = (run.progress && run.progress.items) || [];
+        const items = (doc.progress && doc.progress.items) || [];
+        if (items.length > known.length) {
+          run.progress = { ...run.progress, items };
+          renderRunning($('#running'), run, { onCancel: cancelTask, seqName });
+        }
+      }
+    } catch { /* the next gap asks again */ }
+    gap.timer = null;
+  }, Math.max(0, gap.last + GAP_FETCH_MS - Date.now()));
+}
+
 function applyProgress({ task_id: id, progress }) {
   if (state.running && state.running.task_id === id) {
-    state.running.progress = progress;
+    const known = (state.running.progress && state.running.progress.items) || [];
+    const items = mergeItems(known, progress);
+    if (items === null) fillGap(id);
+    state.running.progress = { ...progress, items: items || known };
     renderRunning($('#running'), state.running, { onCancel: cancelTask, seqName });
   } else if ((state.rank.get(id) ?? -1) < 2) {
     // We missed its start: fetch the document rather than guess.

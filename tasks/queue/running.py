@@ -8,6 +8,7 @@ pause); the two share one set of locks and state, declared here.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -24,6 +25,44 @@ from tasks.queue.waiters import FinalWaiters
 from tasks.store import Statement, TaskStore
 
 log = logging.getLogger("tasks")  # the manager's logger: these are its records
+# A progress event carries only the items new since the previous one, and only if their
+# JSON fits in EVENT_ITEM_BYTES; its message is cut to EVENT_MESSAGE_BYTES. So one SSE
+# frame stays within 4 KB however many items come at once (docs/api.md, Events); whoever
+# wants omitted items reads GET /task/<id>, which has them all.
+EVENT_ITEM_BYTES = 3 * 1024
+EVENT_MESSAGE_BYTES = 512
+
+
+def json_size(value: Any) -> int:
+    """UTF-8 bytes of ``value`` as the SSE stream encodes it."""
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+
+
+def items_fit(items: list[Any], budget: int) -> bool:
+    """Whether ``items`` as a JSON list take at most ``budget`` bytes; counting stops once
+    over, so a burst of thousands is not encoded only to be left out."""
+    size = 2
+    for item in items:
+        size += json_size(item) + 2
+        if size > budget:
+            return False
+    return True
+
+
+def cut_message(message: Any, budget: int) -> Any:
+    """``message`` if its JSON takes at most ``budget`` bytes, else the longest start of its
+    text that does, with an ellipsis."""
+    if message is None or json_size(message) <= budget:
+        return message
+    text = message if isinstance(message, str) else json.dumps(message, ensure_ascii=False)
+    low, high = 0, min(len(text), budget)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if json_size(text[:mid] + "…") <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return text[:low] + "…"
 
 
 @dataclass(frozen=True)
@@ -168,19 +207,32 @@ class RunSide:
     def progress(self, task_id: str, progress: dict[str, Any],
                  new_items: list[Any] | None = None, first: int = 0) -> None:
         """The running task's progress now (without items) and its items from index
-        ``first`` on: stored by appending, shown with all items so far."""
+        ``first`` on: stored by appending, appended in place to the task in memory, and
+        published as a delta (the new items only, with ``items_from`` and ``items_count``;
+        none but ``items_omitted`` when they do not fit the event's bound)."""
         new_items = list(new_items or [])
         self.store.set_progress(task_id, progress, new_items, first)
         with self.state.lock:
             running = self.state.running
+            count = first + len(new_items)
             if running is not None and running.task_id == task_id:
-                before = (running.progress or {}).get("items") or []
-                # A new dict, not an update: a document already built keeps its own.
-                progress = {**progress, "items": [*before[:first], *new_items]}
-                running.progress = progress
-            else:
-                progress = {**progress, "items": new_items}
-        self.events.publish("progress", {"task_id": task_id, "progress": progress})
+                items = (running.progress or {}).get("items")
+                if not isinstance(items, list):
+                    items = []
+                del items[first:]  # items sent again replace their first copies
+                first = len(items)
+                # In place, not copied: O(new items) per event. Nothing built for a reader
+                # shares this list while the task runs (GET /task reads the store), and
+                # once it is final no progress is added to it.
+                items.extend(new_items)
+                count = len(items)
+                running.progress = {**progress, "items": items}
+        delta = {**progress, "items": new_items, "items_from": first, "items_count": count}
+        if "message" in delta:
+            delta["message"] = cut_message(delta["message"], EVENT_MESSAGE_BYTES)
+        if not items_fit(new_items, EVENT_ITEM_BYTES):
+            delta.update(items=[], items_from=count, items_omitted=len(new_items))
+        self.events.publish("progress", {"task_id": task_id, "progress": delta})
 
     def finish(self, task_id: str, status: TaskStatus, result: dict[str, Any],
                transcript: list[dict[str, Any]] | None = None, *,
@@ -225,9 +277,6 @@ class RunSide:
         else:
             doc = self.get(task_id)
         duration = (final.duration if final else None) or 0.0
-        log.info("task %s %s %s in %.2f s: %s", task_id,
-                 running.cmd_type if running else "?", status.value, duration,
-                 log_text or result.get("message"))
         # Before waiters wake: whoever sees the task final also sees it in the metrics.
         if self.on_finish is not None and running is not None:
             try:
@@ -237,6 +286,10 @@ class RunSide:
         self.waiters.set_final(task_id)
         if doc is not None:
             self.events.publish("task", doc)
+        # The log line after the clients' wake-ups: it is not on anyone's path to the result.
+        log.info("task %s %s %s in %.2f s: %s", task_id,
+                 running.cmd_type if running else "?", status.value, duration,
+                 log_text or result.get("message"))
         return doc
 
     def settle_pending(self, task_ids: Iterable[str], status: TaskStatus) -> None:
