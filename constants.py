@@ -56,6 +56,13 @@ SHUTDOWN_GRACE_S = 10.0  # on SIGTERM the running task gets this long, then STOP
 KEEP_DAYS = 30  # finished tasks older than this are pruned
 DB_PATH = "data/tasks.db"  # relative: under the project folder, whatever the working dir
 DB_BUSY_TIMEOUT_S = 5.0  # how long the store waits for SQLite's lock before it gives up
+# The database's WAL is checkpointed by a thread of its own (tasks/store/housekeeping.py),
+# never inside a COMMIT: PASSIVE once this many pages wait to be copied (SQLite's own
+# automatic threshold), RESTART after this long with no commit, and the WAL file kept
+# under this bound (journal_size_limit; TRUNCATE when idle above it).
+CHECKPOINT_PAGES = 1000
+CHECKPOINT_IDLE_S = 1.0
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
 # The command table, with per-command silence timeouts (timeout_s) and wire forms.
 COMMANDS_FILE = None  # None: tasks/commands/commands.json
 

@@ -4,8 +4,8 @@ Two kinds of numbers, on purpose:
 - read at scrape time from state the server already keeps (task counts per status,
   which the manager holds incrementally and the store keeps across restarts and
   pruning; queue depth; the robot link's connected flag and reconnect count; whether
-  the task database takes writes), so they can never drift from `GET /queue/status`,
-  `GET /robot` and `GET /health`;
+  the task database takes writes; the size of its WAL file), so they can never drift
+  from `GET /queue/status`, `GET /robot` and `GET /health`;
 - fed by hooks, for what nothing else records: task durations
   (`observe_task`, called when a task that ran ends) and HTTP responses by status
   class (`count_http`, called for every response sent).
@@ -85,6 +85,7 @@ class Metrics:
         self._durations = Histogram(buckets)
         self._http: dict[str, int] = dict.fromkeys(HTTP_CLASSES, 0)
         self._store_state: Callable[[], tuple[bool, str | None]] | None = None
+        self._wal_bytes: Callable[[], int] | None = None
         self._identity: dict[str, str] | None = None
 
     def identify(self, name: str, labels: Mapping[str, str]) -> None:
@@ -95,6 +96,10 @@ class Metrics:
     def watch_store(self, state: Callable[[], tuple[bool, str | None]]) -> None:
         """Where the store gauge is read at scrape time: () -> (writable, error)."""
         self._store_state = state
+
+    def watch_wal(self, size: Callable[[], int]) -> None:
+        """Where the WAL gauge is read at scrape time: () -> the WAL file's bytes."""
+        self._wal_bytes = size
 
     # -- hooks -------------------------------------------------------------------------------
     def observe_task(self, cmd_type: str, status: str, duration: float | None) -> None:
@@ -153,6 +158,10 @@ class Metrics:
             family("robot_task_store_writable", "gauge",
                    "1 while the task database takes writes (0: submits get 503).",
                    [f"robot_task_store_writable {1 if writable else 0}"])
+        if self._wal_bytes is not None:
+            family("robot_server_db_wal_bytes", "gauge",
+                   "Size of the task database's write-ahead log file (bytes).",
+                   [f"robot_server_db_wal_bytes {_value(self._wal_bytes())}"])
         family("robot_http_requests_total", "counter", "HTTP responses sent, by status class.",
                (f"robot_http_requests_total{_labels({'class': c})} {_value(n)}"
                 for c, n in sorted(http.items())))

@@ -2,7 +2,8 @@
 
 Start-up order is explicit: the command table and the robot's protocol (checked
 before anything is touched), the instance lock, the listen address (probed), the
-store, the queue state, the robot (the simulator, the link), the worker, HTTP.
+store (and its WAL checkpointer), the queue state, the robot (the simulator, the
+link), the worker, HTTP.
 Shutdown runs in reverse: HTTP stops accepting (httpd.shutdown() from a thread other
 than serve_forever's), then the worker (the running task gets a grace period, then
 STOP), then the robot link and the simulator, then the store, the lock last.
@@ -16,6 +17,7 @@ import socket
 import threading
 from typing import Any
 
+import constants
 from robot import RobotLink, RobotSetup, RobotSimulator, build_robot, make_codec
 from server.api.routes import build_router
 from server.app import Application
@@ -30,7 +32,7 @@ from tasks.queue.manager import TaskManager
 from tasks.sequences.runner import SequenceRunner
 from tasks.sequences.service import SequenceService
 from tasks.store import TaskStore
-from tasks.store.housekeeping import Pruner
+from tasks.store.housekeeping import Checkpointer, Pruner
 from tasks.store.instance_lock import InstanceLock
 from tasks.store.webhooks import WebhookStore
 from tasks.worker import Worker
@@ -70,6 +72,7 @@ class RobotServer:
         self.events: EventBus | None = None
         self.httpd: RobotHTTPServer | None = None
         self.pruner: Pruner | None = None
+        self.checkpointer: Checkpointer | None = None
         self.webhooks: WebhookSender | None = None
         self.app: Application | None = None
         self.interrupted: list[str] = []
@@ -143,8 +146,15 @@ class RobotServer:
         # 1. The store: a bad database stops start-up before anything else runs.
         self.store = TaskStore(s.db, busy_timeout=s.db_busy_timeout)
         self.store.open()
+        # The WAL's checkpoints in a thread of their own, never inside a COMMIT.
+        self.checkpointer = Checkpointer(self.store, pages=constants.CHECKPOINT_PAGES,
+                                         idle_s=constants.CHECKPOINT_IDLE_S,
+                                         wal_limit=constants.WAL_LIMIT_BYTES)
+        self.checkpointer.start()
         # 2. Queue state from the store (interrupted tasks failed, queue held).
-        self.events = EventBus(subscriber_queue=s.event_queue)
+        # One subscription per /events stream (their count is max_streams's to bound), and
+        # one for the console's reporter (main.py).
+        self.events = EventBus(max_subscribers=s.max_streams + 1, subscriber_queue=s.event_queue)
         self.manager = TaskManager(self.store, self.events, max_queue=s.max_queue,
                                    auto_resume=s.auto_resume, commands=self.commands,
                                    lang=s.lang)
@@ -189,6 +199,7 @@ class RobotServer:
                                commands=self.commands, static_dir=self.static_dir,
                                sequences=self.sequences, webhooks=self.webhooks)
         self.manager.on_finish = self.app.metrics.observe_task
+        self.app.metrics.watch_wal(self.store.wal_bytes)
         try:
             self.httpd = make_server(s.host, s.port, self.app, build_router(),
                                      backlog=s.backlog)
@@ -230,6 +241,9 @@ class RobotServer:
         if self.pruner is not None:
             self.pruner.stop()
             self.pruner = None
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            self.checkpointer = None
         if self.store is not None:
             self.store.close()
             self.store = None

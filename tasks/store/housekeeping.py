@@ -1,14 +1,19 @@
-"""Background pruning of old finished tasks (never pending or running ones), guarded
-against a wall clock that jumps forward."""
+"""Background housekeeping of the task database: pruning old finished tasks (never
+pending or running ones), guarded against a wall clock that jumps forward; and the
+WAL's checkpoints, in a thread of their own so that no COMMIT ever copies WAL frames."""
 
 from __future__ import annotations
 
+import collections
 import logging
+import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable
 
 from tasks.errors import StoreWriteError
+from tasks.store.db import connect
 from tasks.store.taskstore import TaskStore
 
 log = logging.getLogger("tasks.housekeeping")
@@ -121,3 +126,169 @@ class Pruner:
             # A timer that wakes a hair early must not cost a whole interval more.
             held = self.hold_remaining()
             delay = min(self.interval, held) if held > 0 else self.interval
+
+
+# The WAL-index header at the start of the -shm file (https://www.sqlite.org/walformat.html
+# "The WAL-Index Header"): two copies of 48 bytes, then the checkpoint information.
+_SHM_VERSION = 3007000
+# The store's write lock is taken for the last frames (waited for at most _SETTLE_WAIT_S)
+# once the WAL is past this share of its bound: under continuous writes it seldom starts
+# again by itself, and each time it is taken, writers wait for a checkpoint's fsyncs.
+SETTLE_SHARE = 0.25
+_SETTLE_WAIT_S = 0.25
+
+
+def wal_frames(path: str) -> tuple[int, int] | None:
+    """(frames in the WAL, how many of them are copied into the database) of the database
+    at ``path``, read from its WAL-index (no lock, no checkpoint); None when it cannot be
+    read (no -shm file, or a header caught while it changed)."""
+    try:
+        with open(path + "-shm", "rb") as f:
+            head = f.read(100)
+    except OSError:
+        return None
+    if len(head) < 100 or head[:48] != head[48:96] or not head[12]:
+        return None
+    version, frames, copied = (struct.unpack_from("=I", head, at)[0] for at in (0, 16, 96))
+    return (frames, copied) if version == _SHM_VERSION else None
+
+
+class Checkpointer:
+    """The WAL's checkpoints in a thread of its own, on a connection of its own.
+
+    The store's writer never checkpoints (wal_autocheckpoint 0): SQLite's automatic
+    checkpoint runs inside the COMMIT that passes 1,000 pages, which then copies ~4 MB
+    and syncs the database file before it returns (30-320 ms on a slow disk). Here the
+    store sets an Event after each COMMIT (its only cost on the commit path); this
+    thread wakes on it, at most every ``look_s``, reads from the WAL-index how many
+    frames wait to be copied, and with ``pages`` or more runs a PASSIVE checkpoint,
+    which takes no lock a writer waits for.
+
+    Under continuous writes that is not enough: SQLite starts the WAL again from its
+    beginning only when a writer begins with every frame copied, and frames keep coming
+    while a checkpoint copies, so the WAL would grow without end. Once it holds
+    SETTLE_SHARE of ``wal_limit``, the store's write lock is taken between two writes
+    (waited for like a writer would, at most _SETTLE_WAIT_S) for a RESTART checkpoint of
+    the few frames since the last PASSIVE; the next writer starts the WAL again.
+    Writers wait for that one (two fsyncs of a few pages) once per SETTLE_SHARE of the
+    bound written (``settle`` False: never).
+
+    After ``idle_s`` with no commit, whatever is left is copied and a RESTART checkpoint
+    makes the next write start the WAL from its beginning (overwriting a WAL is a cheaper
+    fsync than growing it); TRUNCATE instead if the file is over ``wal_limit`` bytes, the
+    bound that journal_size_limit also puts on each restart. Failures are logged once
+    per kind and never reach a writer."""
+
+    def __init__(self, store: TaskStore, *, pages: int, idle_s: float, wal_limit: int,
+                 busy_timeout: float = 0.005, look_s: float = 0.05,
+                 settle: bool = True) -> None:
+        self.store = store
+        self.pages = pages
+        self.idle_s = idle_s
+        self.wal_limit = wal_limit
+        self.busy_timeout = busy_timeout
+        self.look_s = look_s
+        self.settle = settle
+        # Checkpoints run, by kind ("passive", "settle", "restart", "truncate"; "busy":
+        # those SQLite could not finish), for tests and benches.
+        self.done: collections.Counter[str] = collections.Counter()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._conn: sqlite3.Connection | None = None
+        self._page = 4096
+        self._thread: threading.Thread | None = None
+        self._logged: set[str] = set()
+
+    def start(self) -> None:
+        self._conn = connect(self.store.path, self.busy_timeout)
+        self._page = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+        self.store.checkpoints_by(self._wake, self.wal_limit)
+        self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.store.checkpoints_by(None)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _run(self) -> None:
+        dirty = True  # frames since the last restart (start-up wrote some)
+        while True:
+            woke = self._wake.wait(self.idle_s if dirty else None)
+            if self._stop.is_set():
+                return
+            if woke:
+                # Look a moment after the commit, not at once: its thread's turn with the
+                # GIL must not come while a task's end is on its way to the clients.
+                if self._stop.wait(self.look_s):
+                    return
+                self._wake.clear()
+                dirty = True
+                self._guarded("after commits", self._after_commits)
+            else:
+                dirty = self._guarded("idle", self._when_idle) is not False
+
+    def _guarded(self, where: str, step: Callable[[], bool | None]) -> bool | None:
+        try:
+            return step()
+        except (sqlite3.Error, OSError) as exc:
+            kind = f"{where}: {type(exc).__name__} {getattr(exc, 'sqlite_errorname', '')}"
+            if kind not in self._logged:
+                self._logged.add(kind)
+                log.warning("WAL checkpoint failed (%s): %s; later ones like it are logged "
+                            "at DEBUG", where, exc)
+            else:
+                log.debug("WAL checkpoint failed (%s): %s", where, exc)
+            return None
+
+    def _checkpoint(self, mode: str, kind: str) -> bool:
+        """One checkpoint; True if SQLite finished it (PASSIVE: copied every frame)."""
+        assert self._conn is not None
+        busy, frames, copied = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()[0]
+        self.done[kind] += 1
+        if busy or copied < frames:
+            self.done["busy"] += 1
+            return False
+        return True
+
+    def _after_commits(self) -> None:
+        wal = wal_frames(self.store.path)
+        if wal is None:  # no WAL-index to read: by the WAL file's size
+            if self.store.wal_bytes() >= self.pages * self._page:
+                self._checkpoint("PASSIVE", "passive")
+            return
+        if wal[0] - wal[1] < self.pages:
+            return
+        self._checkpoint("PASSIVE", "passive")
+        if not self.settle:
+            return
+        for _ in range(3):  # what came meanwhile, while too much to copy under the lock
+            wal = wal_frames(self.store.path)
+            if wal is None or wal[0] - wal[1] <= self.pages // 4:
+                break
+            self._checkpoint("PASSIVE", "passive")
+        if wal is not None and wal[0] * (self._page + 24) < SETTLE_SHARE * self.wal_limit:
+            return
+        # RESTART, between two writes: copies the rest and waits (busy_timeout at most)
+        # for readers still in the WAL; the next writer then starts it again (a reader
+        # that begins meanwhile reads the database file and is not in the way).
+        copy = lambda: self._checkpoint("RESTART", "settle")  # noqa: E731
+        if not self.store.between_writes(copy, wait=_SETTLE_WAIT_S):
+            self.done["unsettled"] += 1
+
+    def _when_idle(self) -> bool:
+        """Copy what is left and restart the WAL; False once done (True: try again)."""
+        wal = wal_frames(self.store.path)
+        if wal is not None and wal[0] == 0:
+            return False
+        if wal is None or wal[1] < wal[0]:
+            self._checkpoint("PASSIVE", "passive")
+        over = self.store.wal_bytes() > self.wal_limit
+        return not self._checkpoint("TRUNCATE" if over else "RESTART",
+                                    "truncate" if over else "restart")

@@ -13,10 +13,11 @@ import builtins
 import collections
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from tasks.errors import StoreWriteError
@@ -60,6 +61,8 @@ class TaskStore:
         self._writer: sqlite3.Connection | None = None
         # The last write's failure (None after a write succeeded): /health reports it.
         self.write_error: str | None = None
+        # Set after every COMMIT when a checkpointer takes the WAL's checkpoints.
+        self._committed: threading.Event | None = None
 
     # -- life cycle ------------------------------------------------------------------
     def open(self) -> None:
@@ -113,6 +116,38 @@ class TaskStore:
             raise StoreWriteError(f"the task database cannot be written ({exc})",
                                   reason=exc) from exc
         self.write_error = None
+        committed = self._committed
+        if committed is not None and not committed.is_set():  # set: a plain read
+            committed.set()
+
+    # -- the WAL's checkpoints (tasks/store/housekeeping.py) ---------------------------
+    def checkpoints_by(self, committed: threading.Event | None, wal_limit: int = -1) -> None:
+        """``committed``: an Event set after every COMMIT, whose owner checkpoints the WAL;
+        the writer then never does (wal_autocheckpoint 0), and a WAL restarted by it is
+        cut to ``wal_limit`` bytes (journal_size_limit). None: SQLite's own again."""
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.execute(f"PRAGMA wal_autocheckpoint = {0 if committed else 1000}")
+                self._writer.execute(f"PRAGMA journal_size_limit = {int(wal_limit)}")
+            self._committed = committed
+
+    def between_writes(self, work: Callable[[], object], wait: float = 0.0) -> bool:
+        """Run ``work`` holding the write lock, taken within ``wait`` s (0: only if no
+        write holds it now); False if it was not."""
+        if not self._write_lock.acquire(timeout=wait):
+            return False
+        try:
+            work()
+        finally:
+            self._write_lock.release()
+        return True
+
+    def wal_bytes(self) -> int:
+        """The size of the WAL file on disk (0: none)."""
+        try:
+            return os.stat(self.path + "-wal").st_size
+        except OSError:
+            return 0
 
     def probe_write(self) -> str | None:
         """Write one small row now; the reason it failed, or None. For /health."""

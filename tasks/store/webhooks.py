@@ -2,9 +2,10 @@
 
 The sender (server/webhooks/sender.py) fans each new outbox row out into one delivery
 per subscription that wants it, in one transaction with the outbox cursor, so an event
-is fanned out once whatever crashes; it then records each attempt in a transaction of
-its own, after the request: a crash between the two sends the delivery again (at
-least once, with the same webhook-id), never zero times.
+is fanned out once whatever crashes (and writes nothing while no subscription is
+enabled); it then records each attempt in a transaction of its own, after the request:
+a crash between the two sends the delivery again (at least once, with the same
+webhook-id), never zero times.
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ class WebhookStore:
             if enabled is not None:
                 sets += [("enabled = ?", int(enabled)),
                          ("disabled_reason = ?", None if enabled else disabled_reason)]
+            if enabled and not old.enabled:  # like a new one: events after this commit
+                sets.append(("from_seq = ?", max(old.from_seq, last_seq(conn))))
             if events is not None:
                 sets.append(("events = ?", json.dumps(events)))
             if description is not None:
@@ -213,13 +216,14 @@ class WebhookStore:
     # -- fan-out and deliveries -------------------------------------------------------
     def fan_out(self, base_url: str, limit: int = 200) -> int:
         """Outbox rows not yet fanned out become deliveries of the enabled subscriptions
-        that want them, with the cursor, in one transaction; the number of rows taken."""
+        that want them, with the cursor, in one transaction; the number of rows taken.
+        With no subscription enabled nothing is written (no COMMIT, no fsync)."""
         now = self.wall()
         with self.store._reader() as conn:  # most wake-ups find nothing: no write lock
-            if last_seq(conn) <= self._cursor(conn):
+            if last_seq(conn) <= self._start(conn):
                 return 0
         with self.store._transaction() as conn:
-            events = after(conn, self._cursor(conn), limit)
+            events = after(conn, self._start(conn), limit)
             if not events:
                 return 0
             hooks = [_webhook(r) for r in conn.execute(
@@ -243,6 +247,19 @@ class WebhookStore:
     def _cursor(conn: sqlite3.Connection) -> int:
         row = conn.execute("SELECT value FROM meta WHERE key = ?", (_CURSOR,)).fetchone()
         return int(row[0]) if row else 0
+
+    @classmethod
+    def _start(cls, conn: sqlite3.Connection) -> int:
+        """The outbox seq after which fan-out has work: the cursor, or past it the oldest
+        from_seq of the enabled subscriptions (none hears of events before its own, and
+        one enabled again takes a new one), or the last seq when none is enabled. So the
+        cursor moves only when something is fanned out, and a backlog from a time with
+        no subscriber is skipped, not walked."""
+        oldest, enabled = conn.execute(
+            "SELECT min(from_seq), count(*) FROM webhooks WHERE enabled = 1").fetchone()
+        if not enabled:
+            return last_seq(conn)
+        return max(cls._cursor(conn), int(oldest))
 
     def next_due(self, webhook_id: str) -> Delivery | None:
         """The subscription's oldest pending delivery (the later ones wait for it)."""
@@ -315,7 +332,7 @@ class WebhookStore:
         """Fanned-out events and finished deliveries older than ``older_than``."""
         with self.store._transaction() as conn:
             conn.execute("DELETE FROM outbox WHERE seq <= ? AND time < ?",
-                         (self._cursor(conn), older_than))
+                         (self._start(conn), older_than))
             old = "status != 'pending' AND created < ?"
             conn.execute("DELETE FROM delivery_attempts WHERE delivery_id IN "
                          f"(SELECT id FROM deliveries WHERE {old})", (older_than,))
