@@ -96,7 +96,10 @@ class WebhookSender:
     # -- the dispatcher -----------------------------------------------------------------
     def _heard(self, event: Event) -> None:
         # Progress lines come by the hundred and never end anything: no wake-up for them.
-        if event.kind != "progress":
+        # Nor without a subscription enabled (no lane): the dispatcher's thread must not
+        # compete with the clients of a task's end for nothing; its twice-a-second look
+        # finds a subscription made meanwhile.
+        if event.kind != "progress" and self._lanes:
             self._wake.set()
 
     def _dispatch(self) -> None:
