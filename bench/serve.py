@@ -80,15 +80,16 @@ def install_hop_hooks(server: RobotServer, hops: list[list[Any]],
             hops.append([t, name])
 
     sim, link, manager = server.simulator, server.link, server.manager
-    assert sim is not None and link is not None and manager is not None
-    write = sim._write
+    assert link is not None and manager is not None
+    if sim is not None:  # else the robot is a process of its own (--robot-process)
+        write = sim._write
 
-    def sim_write(data: bytes) -> None:
-        write(data)
-        if b'"result"' in data:
-            mark("sim_write")
+        def sim_write(data: bytes) -> None:
+            write(data)
+            if b'"result"' in data:
+                mark("sim_write")
 
-    sim._write = sim_write  # type: ignore[method-assign]
+        sim._write = sim_write  # type: ignore[method-assign]
     connection, commands = link._connection, link._commands
     on_line = connection._on_line
 
@@ -157,6 +158,55 @@ def install_hop_hooks(server: RobotServer, hops: list[list[Any]],
     gc.callbacks.append(gc_pause)
 
 
+def sim_only(speed: float, marks_path: str) -> None:
+    """--sim-only: the simulated robot alone, as a robot of its own would be (no GIL
+    shared with the server); each result line's write time goes to ``marks_path``."""
+    from robot.sim.simulator import RobotSimulator
+
+    sim = RobotSimulator(speed)
+    marks = open(marks_path, "a", encoding="ascii", buffering=1)  # noqa: SIM115
+    write = sim._write
+
+    def stamped(data: bytes) -> None:
+        write(data)
+        if b'"result"' in data:
+            marks.write(f"{time.monotonic()!r}\n")
+
+    sim._write = stamped  # type: ignore[method-assign]
+    print(json.dumps({"port": sim.start()}), flush=True)
+    sys.stdin.read()  # until the server process closes our stdin
+    sim.stop()
+    marks.close()
+
+
+class RobotProcess:
+    """--robot-process: the simulator in a child process (sim_only) on its own pty."""
+
+    def __init__(self, speed: float, marks_path: str) -> None:
+        import subprocess
+
+        self.marks_path, self.read_to = marks_path, 0
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--db", "-", "--sim-only",
+             "--sim-speed", str(speed), "--sim-marks", marks_path],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.port = json.loads(self.proc.stdout.readline())["port"]
+
+    def take_marks(self) -> list[list[Any]]:
+        with open(self.marks_path, encoding="ascii") as f:
+            f.seek(self.read_to)
+            text = f.read()
+        done = text.rfind("\n") + 1
+        self.read_to += done
+        return [[float(x), "sim_write"] for x in text[:done].split()]
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
 def console_lines(server: RobotServer) -> Any:
     """The console's task lines (main.py serve's ConsoleEvents), written to stderr (the
     console file); None in a checkout without them."""
@@ -190,7 +240,17 @@ def main() -> None:
     p.add_argument("--log-level", default=None)
     p.add_argument("--no-hooks", action="store_true")
     p.add_argument("--hops", action="store_true", help="stamp the hops of each task's end")
+    p.add_argument("--robot-process", action="store_true",
+                   help="the simulator in a process of its own (implies --no-hooks)")
+    p.add_argument("--sim-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--sim-marks", default=os.devnull, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.sim_only:
+        sim_only(args.sim_speed, args.sim_marks)
+        return
+    robot = None
+    if args.robot_process:
+        robot = RobotProcess(args.sim_speed, args.db + ".robot-marks")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     out = sys.stdout
@@ -203,7 +263,9 @@ def main() -> None:
     else:
         sys.setswitchinterval(0.001)
     server_main.setup_logging(args.log_level, args.log_file)
-    server = make_server(host="127.0.0.1", port=0, robot="sim", sim_speed=args.sim_speed,
+    server = make_server(host="127.0.0.1", port=0,
+                         robot=robot.port if robot is not None else "sim",
+                         sim_speed=args.sim_speed,
                          db=args.db, max_queue=args.max_queue,
                          reconnect_min=0.05, reconnect_max=0.5)
     t0 = time.monotonic()
@@ -215,7 +277,7 @@ def main() -> None:
         after_start()
     marks: list[list[Any]] = []
     lock = threading.Lock()
-    if not args.no_hooks:
+    if not args.no_hooks and robot is None:
         install_hooks(server, marks, lock)
     hops: list[list[Any]] = []
     if args.hops:
@@ -231,8 +293,11 @@ def main() -> None:
             reply: dict[str, Any] = {"marks": taken}
         elif command == "hops":
             with lock:
-                reply = {"hops": hops[:]}
+                taken = hops[:]
                 hops.clear()
+            if robot is not None:
+                taken += robot.take_marks()
+            reply = {"hops": sorted(taken)}
         elif command == "rss":
             with open("/proc/self/status", encoding="ascii") as f:
                 rss = next(int(x.split()[1]) for x in f if x.startswith("VmRSS:"))
@@ -245,6 +310,8 @@ def main() -> None:
     server.stop()
     if lines is not None:
         lines.stop()
+    if robot is not None:
+        robot.stop()
     print(json.dumps({"stopped": True}), file=out, flush=True)
 
 

@@ -71,7 +71,6 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile = DeadlineWriter(self.connection, config.request_timeout)
         self._access = self.server.access
         self._peer = self._access.peer(self.client_address[0])
-        self._reserve = self.server.is_reserve(self.request)
         self._extra_headers: dict[str, str] = {}
         self._body_pending = False
         self._chunked = False
@@ -193,21 +192,17 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 func, params = self.server.router.match(self.command, path, raw_query)
                 query = parse_query(raw_query) if raw_query else {}
-                if self._reserve:
-                    self.close_connection = True  # one request, then the slot is free
-                    if not getattr(func, "emergency", False):
-                        raise ApiError("too_many_connections", 503,
-                                       headers={"Retry-After": "1"}, close=True)
+                mark = getattr(func, "long_lived", None)  # admission: before token and body
+                long_lived = mark is True or (isinstance(mark, str) and bool(query.get(mark)))
+                if self.server.route(self.request, long_lived, getattr(func, "emergency", False)):
+                    self.close_connection = True  # the stop reserve: one request, then free
+                streaming = long_lived
                 principal = app.identity.authorize(func.permission,  # type: ignore[attr-defined]
                                                    headers, self._fwd.client)
                 body = self._read_body()
                 request = Request(self.command, path, query, headers, body, app,
                                   self._fwd.client, params, language=lang,
                                   principal=principal, request_id=self._request_id)
-                mark = getattr(func, "long_lived", None)
-                if mark is True or (isinstance(mark, str) and query.get(mark)):
-                    self.server.enter_stream()
-                    streaming = True
                 try:
                     response = func(request)
                 finally:
@@ -234,7 +229,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(response)
         finally:
             if streaming:
-                self.server.leave_stream()
+                self.server.leave_stream(self.request)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s took %.2f ms", self.command, _escape(self.path),
                       (time.perf_counter() - started) * 1000)
@@ -345,20 +340,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def _stream(self, response: StreamResponse) -> None:
         self.close_connection = True
-        self._reader.poll_timeouts(self.server.app.settings.request_timeout)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **response.headers}
+        chunked = self.request_version != "HTTP/1.0"  # one chunk per event: read at once
+        if chunked:
+            headers["Transfer-Encoding"] = "chunked"
         self.server.app.metrics.count_http(200)
+        # The body is written by the event streams' one thread (server/transport/
+        # streams.py) once this thread is done; a failed head write ends it there.
+        self.server.detach_stream(self.request, response.chunks, chunked)
         self.wfile.write(self._head(200, headers, response.content_type, None))
         self._log_access(200, "-")
-        try:
-            for chunk in response.chunks:
-                self.wfile.write(chunk)
-        except OSError:
-            pass  # the subscriber went away; its subscription is closed by the generator
-        finally:
-            close = getattr(response.chunks, "close", None)
-            if close is not None:
-                close()
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:

@@ -1,4 +1,8 @@
-"""A minimal SSE reader over a raw socket (so tests see exactly what is on the wire)."""
+"""A minimal SSE reader over a raw socket (so tests see exactly what is on the wire).
+
+An HTTP/1.1 stream comes chunked (one chunk per event): `dechunk` undoes the framing, and
+checks it, as the bytes arrive.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,17 @@ class SSEReader:
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream"
                           f"\r\n{extra}\r\n".encode())
-        self.buffer = b""
+        self.buffer = self.raw = b""  # the body (dechunked); bytes of a chunk not yet whole
+        self.chunked = False
+        self.chunks: list[bytes] = []  # each chunk's payload, in order (chunked only)
+        self.ended = False  # the last chunk (size 0) arrived
         head = self._until(b"\r\n\r\n", 10)
         self.status_line = head.split(b"\r\n")[0].decode()
         self.headers = head.decode("latin-1")
+        if "\r\ntransfer-encoding: chunked" in self.headers.lower():
+            self.chunked = True
+            rest, self.buffer = self.buffer, b""
+            self._take(rest)
 
     def _until(self, marker: bytes, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
@@ -31,9 +42,19 @@ class SSEReader:
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise EOFError("stream closed")
-            self.buffer += chunk
+            self._take(chunk)
         block, self.buffer = self.buffer.split(marker, 1)
         return block
+
+    def _take(self, data: bytes) -> None:
+        if not self.chunked:
+            self.buffer += data  # the head, or a close-delimited body
+            return
+        self.raw += data
+        payloads, self.raw, ended = dechunk(self.raw)
+        self.chunks += payloads
+        self.buffer += b"".join(payloads)
+        self.ended = self.ended or ended
 
     def next_event(self, timeout: float = 10.0) -> dict[str, Any]:
         """The next event (comments and retry lines skipped)."""
@@ -59,3 +80,26 @@ class SSEReader:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def dechunk(raw: bytes) -> tuple[list[bytes], bytes, bool]:
+    """The complete chunks at the start of a chunked body: (their payloads, the bytes
+    left over, whether the last chunk came). Malformed framing raises ValueError."""
+    payloads: list[bytes] = []
+    while True:
+        line, sep, rest = raw.partition(b"\r\n")
+        if not sep:
+            return payloads, raw, False
+        size = int(line, 16)  # ValueError on anything but hex digits
+        if size == 0:  # the last chunk; no trailers here, so an empty line ends the body
+            if len(rest) < 2:
+                return payloads, raw, False
+            if rest[:2] != b"\r\n":
+                raise ValueError(f"trailers after the last chunk: {rest[:80]!r}")
+            return payloads, rest[2:], True
+        if len(rest) < size + 2:
+            return payloads, raw, False
+        if rest[size:size + 2] != b"\r\n":
+            raise ValueError(f"chunk of {size} bytes not followed by CRLF: {rest[:size + 8]!r}")
+        payloads.append(rest[:size])
+        raw = rest[size + 2:]

@@ -80,6 +80,14 @@ class Raw:
         self.sock.close()
 
 
+def _ordinary(address: tuple[str, int]) -> Raw:
+    """A keep-alive connection holding an ordinary slot: a connection takes one once a
+    request on it is routed (until then it might still become a stream)."""
+    conn = Raw(address)
+    assert conn.send(_request("GET", "/health", conn.host)).response()[0] == 200
+    return conn
+
+
 def _request(method: str, path: str, host: str, *, headers: dict[str, str] | None = None,
              body: bytes = b"", length: bool = True) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
@@ -432,7 +440,7 @@ def test_idle_keep_alive_connection_is_closed(make_server) -> None:
 @pytest.mark.timeout(30)
 def test_connection_cap_answers_503_fast_and_recovers(make_server) -> None:
     server = make_server(max_connections=5)
-    held = [Raw(server.address) for _ in range(5)]
+    held = [_ordinary(server.address) for _ in range(5)]
     try:
         wait_until(lambda: server.httpd.connection_counts[0] == 5, 5, message="5 accepted")
         started = time.monotonic()
@@ -555,7 +563,7 @@ def test_internal_error_reveals_no_trace_path_or_port(server, client, monkeypatc
 
 def test_emergency_stop_gets_through_when_every_slot_is_taken(make_server) -> None:
     server = make_server(max_connections=3)
-    held = [Raw(server.address) for _ in range(3)]
+    held = [_ordinary(server.address) for _ in range(3)]
     try:
         wait_until(lambda: server.httpd.connection_counts[0] == 3, 5, message="3 accepted")
         r = requests.get(server.url + "/queue/status", timeout=5)

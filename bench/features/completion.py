@@ -10,9 +10,10 @@ moment the simulator wrote the result line:
 * the long-poll client and the SSE client having the final state: p50 and worst;
 * the cyclic garbage collector's pauses that fell inside a task's window.
 
-Unloaded, then under ~500 GET /queue/status per second (bench/loadgen.py in its own
-process). With --before DIR, the same against another checkout (a worktree of an
-earlier commit), alternating, side by side.
+With --robot-process the simulator runs in a process of its own, as a lab's robot is
+(no interpreter shared with the server). Unloaded, then under ~500 GET /queue/status
+per second (bench/loadgen.py in its own process). With --before DIR, the same against
+another checkout (a worktree of an earlier commit), alternating, side by side.
 
 Run: .venv/bin/python bench/features/completion.py [--tasks 40] [--before /tmp/wt]
 """
@@ -159,11 +160,28 @@ def run_tasks(srv: ServerProcess, n: int) -> list[dict[str, float]]:
     return out
 
 
-def measure(root: str | None, n: int, loaded: bool) -> list[dict[str, float]]:
+def age_wal(port: int, n: int) -> None:
+    """n PINGs one after another, then a pause: the WAL file grows to a working size and
+    is checkpointed and restarted, as on a server that has run a while, so the measured
+    commits overwrite WAL pages instead of growing the file (an fdatasync that grows a
+    file costs about twice one that does not, here)."""
+    conn = RawClient(port)
+    for _ in range(n):
+        task_id = conn.request("POST", "/", {"cmd_type": "PING"})[0]["task_id"]
+        conn.request("GET", f"/task/{task_id}?wait=10")
+    conn.close()
+    time.sleep(2.0)  # idle: the checkpointer's RESTART (CHECKPOINT_IDLE_S) has its turn
+
+
+def measure(root: str | None, n: int, loaded: bool, wal_warmup: int,
+            robot_process: bool) -> list[dict[str, float]]:
+    extra = ["--hops", "--robot-process"] if robot_process else ["--hops"]
     with temp_dir() as tmp, environ(BENCH_SERVER_ROOT=root), ServerProcess(
             os.path.join(tmp, "tasks.db"), sim_speed=SIM_SPEED,
-            log_file=os.path.join(tmp, "server.log"), extra=["--hops"]) as srv:
-        run_tasks(srv, 10)  # warm up: ETA history, connections, the WAL
+            log_file=os.path.join(tmp, "server.log"), extra=extra) as srv:
+        run_tasks(srv, 10)  # warm up: ETA history, connections
+        if wal_warmup:
+            age_wal(srv.port, wal_warmup)
         bg = start_loadgen(srv.port, "/queue/status", connections=16, rate=500,
                            duration=120) if loaded else None
         try:
@@ -203,6 +221,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", type=int, default=40)
     p.add_argument("--before", default=None, help="another checkout to compare with")
+    p.add_argument("--robot-process", action="store_true",
+                   help="the simulated robot in a process of its own, as a real robot is")
+    p.add_argument("--wal-warmup", type=int, default=300,
+                   help="PINGs that age the WAL first (0: a fresh database's growing WAL)")
     args = p.parse_args()
     table: list[Row] = []
     for loaded in (False, True):
@@ -211,7 +233,8 @@ def main() -> None:
         if args.before:
             builds.insert(0, ("before", args.before))
         for name, root in builds:
-            table += rows(f"{name}, {load}", measure(root, args.tasks, loaded))
+            table += rows(f"{name}, {load}", measure(root, args.tasks, loaded,
+                                                       args.wal_warmup, args.robot_process))
     print_table("Completion -> client, hop by hop", table)
 
 

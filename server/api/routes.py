@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from server.api.admin import add_routes as add_admin_routes
@@ -30,10 +29,12 @@ from server.queueops.routes import add_routes as add_queue_routes
 from server.queueops.routes import localized, not_before
 from server.queueops.waiting import localize_all
 from server.transport.headers import one_line
+from server.transport.streams import SubscriptionFrames
 from server.webhooks.routes import add_routes as add_webhook_routes
 from tasks.commands import CommandTable
 from tasks.errors import TaskNotFound
 from tasks.models import FINAL_STATUSES, TaskStatus
+from tasks.queue.events import Event
 
 # The guide's wording, in every language: clients match on it. Its code is "queued";
 # it has no catalogue entry because it is never translated.
@@ -147,6 +148,11 @@ def get_task(req: Request) -> Response:
     task = _get_task(req)
     if task["status"] not in FINAL_STATUSES:
         task = req.app.manager.wait(task["task_id"], wait) or task
+    if task["status"] in FINAL_STATUSES:
+        # The finished task's kept bytes plus the flag: encoded once for every reader.
+        _, encoded = req.app.manager.get_with_json(task["task_id"])
+        if encoded is not None and encoded.endswith(b"}"):
+            return Response(200, encoded[:-1] + b', "timed_out": false}')
     return Response(200, {**localized(req, task),
                           "timed_out": task["status"] not in FINAL_STATUSES})
 
@@ -318,31 +324,25 @@ def _sse(event_id: int | None, kind: str, data: Any) -> bytes:
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
+def _sse_event(event: Event) -> bytes:
+    return _sse(event.id, event.kind, event.data)
+
+
 @long_lived()
 def events(req: Request) -> StreamResponse:
     raw = req.headers.get("Last-Event-ID") or req.query.get("last_event_id")
     last_id = int(raw) if raw and raw.isascii() and raw.isdigit() and len(raw) < 19 else None
     sub = req.app.events.subscribe(last_id)  # TooManySubscribers
-
-    def chunks() -> Iterator[bytes]:
-        try:
-            # retry in the snapshot's block: a lone retry block is an "event" without
-            # data that some clients (and proxies' buffering) handle badly.
-            yield b"retry: 2000\n" + _sse(None, "snapshot", {
-                "queue": req.app.manager.queue_status(), "robot": req.app.robot_info(),
-                "mode": req.app.settings.mode})
-            while True:
-                event = sub.get(KEEPALIVE_S)
-                if event is None:
-                    if sub.dropped:
-                        return  # too slow: the client reconnects with Last-Event-ID
-                    yield b": keep-alive\n\n"
-                    continue
-                yield _sse(event.id, event.kind, event.data)
-        finally:
-            sub.close()
-
-    return StreamResponse(chunks())
+    try:
+        # retry in the snapshot's block: a lone retry block is an "event" without
+        # data that some clients (and proxies' buffering) handle badly.
+        first = b"retry: 2000\n" + _sse(None, "snapshot", {
+            "queue": req.app.manager.queue_status(), "robot": req.app.robot_info(),
+            "mode": req.app.settings.mode})
+    except BaseException:
+        sub.close()
+        raise
+    return StreamResponse(SubscriptionFrames(sub, first, _sse_event, KEEPALIVE_S))
 
 
 def build_router() -> Router:

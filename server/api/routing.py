@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
@@ -16,6 +16,7 @@ from server.errors import ApiError
 from server.guard.identity import ANONYMOUS, Principal, forbidden
 from server.guard.permissions import PERMISSIONS, PUBLIC, allowed
 from server.transport.headers import one_line
+from server.transport.streams import Source
 from tasks.commands import CommandError
 from tasks.queue.views import QueueBrief
 from tasks.store.audit import AuditEntry
@@ -59,9 +60,10 @@ class Response:
 
 @dataclass
 class StreamResponse:
-    """A response written as it is produced (SSE); the connection closes after it."""
+    """A response written as it is produced (SSE), by the event streams' one thread
+    (server/transport/streams.py); the connection closes after it."""
 
-    chunks: Iterator[bytes]
+    chunks: Source
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "text/event-stream; charset=utf-8"
 

@@ -22,6 +22,7 @@ from server.api.routing import Router
 from server.app import Application
 from server.errors import ApiError
 from server.guard.access import Access
+from server.transport.streams import Source, StreamHub
 
 log = logging.getLogger("server")
 
@@ -85,6 +86,12 @@ class RobotHTTPServer(ThreadingHTTPServer):
         self._open = 0  # connections that have a handler thread
         self._reserved: set[Any] = set()  # over the cap, for an emergency stop only
         self._streaming = 0  # of those, in a long-poll or SSE request right now
+        self._ordinary: set[Any] = set()  # of those, holding an ordinary slot
+        # Streams handed to the stream hub (server/transport/streams.py), which serves
+        # them from its one thread and says when each ends: they stay counted till then.
+        self._detached: dict[Any, tuple[Source, bool]] = {}
+        self._hubs: list[StreamHub] = []  # one (see streams.CAPACITY), made on first use
+        self._closing = False
         self._lingering: deque[tuple[float, socket.socket]] = deque()
         self._refused = 0
         self._refused_logged = 0.0
@@ -96,14 +103,21 @@ class RobotHTTPServer(ThreadingHTTPServer):
         log.info("connection from %s ended with an error", client_address[0], exc_info=False)
 
     # -- connection accounting ----------------------------------------------------------
+    # A connection is undecided from accept until its first request is routed (route()):
+    # then it holds an ordinary slot (until it closes or streams) or, for the length of a
+    # long-lived request, a stream slot; after a long-poll it is undecided again.
     def process_request(self, request: Any, client_address: Any) -> None:
         # Runs on the accept thread: a refusal must never block here.
+        config = self.app.settings
         reserve = False
         with self._slots:
-            full = self._open - self._streaming >= self.app.settings.max_connections
+            # Admitted while ordinary + undecided < max_connections + (max_streams -
+            # streaming): each connection not streaming fits an ordinary slot or a free
+            # stream slot; that is, while open < max_connections + max_streams.
+            full = self._open >= config.max_connections + config.max_streams
             if not full:
                 self._open += 1
-            elif len(self._reserved) < self.app.settings.stop_reserve:
+            elif len(self._reserved) < config.stop_reserve:
                 # Stop must always work: a few connections beyond the cap are kept
                 # for POST /robot/stop alone (anything else on them gets the 503).
                 self._reserved.add(request)
@@ -121,7 +135,45 @@ class RobotHTTPServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release(request)
+            with self._slots:
+                handover = self._detached.get(request)
+                hub = self._hub_with_room() if handover is not None else None
+            if handover is None:
+                self._release(request)
+            elif hub is None:  # the server is closing
+                handover[0].close()
+                super().shutdown_request(request)
+                self._stream_ended(request)
+            else:  # the handler thread is done with it: the hub's from now on
+                hub.adopt(request, *handover)
+
+    def _hub_with_room(self) -> StreamHub | None:
+        """(Under the slots' lock.) None once the server is closing."""
+        if self._closing:
+            return None
+        for hub in self._hubs:
+            if not hub.full:
+                return hub
+        self._hubs.append(StreamHub(self._stream_ended, self.app.settings.request_timeout))
+        return self._hubs[-1]
+
+    def shutdown_request(self, request: Any) -> None:
+        if request not in self._detached:  # a stream's socket stays open for the hub
+            super().shutdown_request(request)
+
+    def detach_stream(self, request: Any, source: Source, chunked: bool) -> None:
+        """The long-lived response on ``request`` (its head written next by the handler)
+        goes to the stream hub once the handler's thread is done with the connection."""
+        with self._slots:
+            self._detached[request] = (source, chunked)
+
+    def _stream_ended(self, request: Any) -> None:
+        """The hub closed a stream: its connection and stream slot are free."""
+        with self._slots:
+            self._detached.pop(request, None)
+            self._streaming -= 1
+            self._open -= 1
+            self._ordinary.discard(request)
 
     def _release(self, request: Any) -> None:
         with self._slots:
@@ -129,22 +181,40 @@ class RobotHTTPServer(ThreadingHTTPServer):
                 self._reserved.discard(request)
             else:
                 self._open -= 1
+                self._ordinary.discard(request)
 
-    def is_reserve(self, request: Any) -> bool:
+    def route(self, request: Any, stream: bool, emergency: bool) -> bool:
+        """Admission of a request on connection ``request`` once it is routed, before its
+        token and body are read. A long-lived one (``stream``) enters the stream count
+        (503 ``too_many_streams`` past max_streams); an ordinary one takes an ordinary
+        slot, which its connection keeps (503 ``too_many_connections`` past
+        max_connections). An emergency route is served regardless, as on the stop
+        reserve. True: serve this one request, then close the connection."""
+        config = self.app.settings
         with self._slots:
-            return request in self._reserved
-
-    def enter_stream(self) -> None:
-        with self._slots:
-            if self._streaming >= self.app.settings.max_streams:
-                raise ApiError("too_many_streams", 503,
-                               params={"limit": self.app.settings.max_streams},
+            if request in self._reserved:  # beyond every cap: POST /robot/stop alone
+                if emergency and not stream:
+                    return True
+            elif stream:
+                if self._streaming < config.max_streams:
+                    self._ordinary.discard(request)  # its ordinary slot is free meanwhile
+                    self._streaming += 1
+                    return False
+                raise ApiError("too_many_streams", 503, params={"limit": config.max_streams},
                                headers={"Retry-After": "5"}, close=True)
-            self._streaming += 1
+            elif request in self._ordinary or len(self._ordinary) < config.max_connections:
+                self._ordinary.add(request)
+                return False
+            elif emergency:
+                return True
+        raise ApiError("too_many_connections", 503, headers={"Retry-After": "1"}, close=True)
 
-    def leave_stream(self) -> None:
+    def leave_stream(self, request: Any) -> None:
+        """A long-lived request ended: its connection (if kept) is undecided again. (A
+        stream handed to the hub is the hub's to end.)"""
         with self._slots:
-            self._streaming -= 1
+            if request not in self._detached:
+                self._streaming -= 1
 
     @property
     def connection_counts(self) -> tuple[int, int]:
@@ -189,11 +259,18 @@ class RobotHTTPServer(ThreadingHTTPServer):
         while self._lingering and now - self._lingering[0][0] >= _REJECT_LINGER_S:
             self._close_refused(self._lingering.popleft()[1])
         if self._refused and now - self._refused_logged >= 1.0:
-            log.warning("refused %d connection(s): limit of %d open connections reached",
-                        self._refused, self.app.settings.max_connections)
+            config = self.app.settings
+            log.warning("refused %d connection(s): limit of %d open connections reached "
+                        "(%d ordinary + %d long-lived)", self._refused,
+                        config.max_connections + config.max_streams,
+                        config.max_connections, config.max_streams)
             self._refused, self._refused_logged = 0, now
 
     def server_close(self) -> None:
         super().server_close()
+        with self._slots:
+            hubs, self._hubs, self._closing = self._hubs, [], True
+        for hub in hubs:
+            hub.stop()  # every stream ends (the last chunk), its client reconnects
         while self._lingering:
             self._close_refused(self._lingering.popleft()[1])

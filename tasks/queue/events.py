@@ -2,17 +2,17 @@
 
 Publishing never blocks: each subscriber has a bounded queue, and one that falls
 behind is dropped (it reconnects with Last-Event-ID) instead of slowing the
-worker or other clients.
+worker or other clients. One publish wakes each subscriber once (an SSE stream: the
+event streams' one thread, once for all of them).
 """
 
 from __future__ import annotations
 
 import collections
-import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.errors import TooManySubscribers
@@ -23,30 +23,69 @@ class Event:
     id: int
     kind: str  # "task" (state change), "progress", "queue" (paused/resumed), "robot", "reset"
     data: dict[str, Any]
+    _frame: bytes | None = field(default=None, init=False, compare=False, repr=False)
+
+    def encoded(self, encode: Callable[[Event], bytes]) -> bytes:
+        """The event as sent (an SSE frame): made by ``encode`` for the first subscriber
+        that sends it and kept for every other one, so one event is encoded once however
+        many clients listen. (Two first ones at once may both encode: the same bytes.)"""
+        frame = self._frame
+        if frame is None:
+            frame = encode(self)
+            object.__setattr__(self, "_frame", frame)  # a cache on a frozen dataclass
+        return frame
 
 
 class Subscription:
+    """One subscriber's events, in order, at most ``maxsize`` waiting. A thread reads them
+    with get(); the event streams' one thread (server/transport/streams.py) with take(),
+    woken through ``notify``."""
+
     def __init__(self, bus: EventBus, maxsize: int) -> None:
         self._bus = bus
-        self._queue: queue.Queue[Event] = queue.Queue(maxsize)
+        self._events: collections.deque[Event] = collections.deque()
+        self._maxsize = maxsize
+        self._ready = threading.Condition(threading.Lock())
+        self._waiting = False  # a thread is in get()
         self.dropped = False
+        # Called under the bus's lock once an event is queued: it must only set a flag.
+        self.notify: Callable[[], None] | None = None
 
     def get(self, timeout: float) -> Event | None:
         """The next event, or None after `timeout` seconds or once dropped."""
-        if self.dropped and self._queue.empty():
-            return None
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        with self._ready:
+            # Waiting is said before the queue is looked at: an event offered meanwhile
+            # is either seen here or notified (_offer reads the flag after appending).
+            self._waiting = True
+            try:
+                if not self._events:
+                    if self.dropped:
+                        return None
+                    self._ready.wait(timeout)
+            finally:
+                self._waiting = False
+            return self._events.popleft() if self._events else None
+
+    def take(self) -> list[Event]:
+        """Every event queued now, without waiting."""
+        popleft = self._events.popleft
+        return [popleft() for _ in range(len(self._events))]
+
+    @property
+    def pending(self) -> int:
+        return len(self._events)
 
     def _offer(self, event: Event) -> bool:
-        try:
-            self._queue.put_nowait(event)
-            return True
-        except queue.Full:
+        if len(self._events) >= self._maxsize:
             self.dropped = True
             return False
+        self._events.append(event)
+        if self._waiting:  # only a thread in get(): a stream's subscription takes no lock
+            with self._ready:
+                self._ready.notify()
+        if self.notify is not None:
+            self.notify()
+        return True
 
     def close(self) -> None:
         self._bus._unsubscribe(self)
