@@ -76,17 +76,6 @@ class DeadlineReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def poll_timeouts(self, per_op: float) -> None:
-        """Python-level timeouts from now on (a poll before each send and recv).
-
-        For long-lived streams: a blocking send lets the kernel's send buffer grow to
-        megabytes for a client that never reads (measured: 2.1 MB queued), so a stuck
-        SSE subscriber would not be noticed; a poll sees the window closed, as before.
-        """
-        self._kernel = False
-        self._applied = per_op
-        self._sock.settimeout(per_op)
-
     def arm_idle(self, per_read: float) -> None:
         """Waiting for a request's first byte: one read, bounded by `per_read` alone."""
         self._deadline = None
