@@ -9,6 +9,7 @@ event says something changed.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import json
 import math
@@ -95,7 +96,17 @@ class TaskViews:
         entry = self._final_docs.get(task_id)
         if entry is not None:
             return entry[0], entry
-        task = self.store.get(task_id)
+        with self.state.lock:
+            running = self.state.running
+            task = None
+            if running is not None and running.task_id == task_id:
+                # Its own copy of the items, which progress appends to in place.
+                progress = running.progress
+                if progress and isinstance(progress.get("items"), list):
+                    progress = {**progress, "items": list(progress["items"])}
+                task = dataclasses.replace(running, progress=progress)
+        if task is None:
+            task = self.store.get(task_id)
         if task is None:
             return None, None
         doc = self.doc(task)
