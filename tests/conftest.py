@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -103,6 +105,35 @@ def add_principal(url: str, name: str, role: str, token: str | None = None,
     return str(r.json()["token"])
 
 
+def stop_server(server: RobotServer) -> None:
+    """``server.stop()`` without waiting out its accept loop's poll interval (0.2 s, at
+    every test's teardown): while the loop still runs, a connection wakes it at once."""
+    if server.httpd is None:
+        server.stop()
+        return
+    address = server.address
+    errors: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            server.stop()
+        except BaseException as exc:  # raised here, in the caller's thread
+            errors.append(exc)
+
+    stopper = threading.Thread(target=stop, name="test-server-stop")
+    stopper.start()
+    stopper.join(0.002)
+    while stopper.is_alive() and server.httpd is not None:  # None: no longer listening
+        try:
+            socket.create_connection(address, timeout=1).close()
+        except OSError:
+            pass
+        stopper.join(0.005)
+    stopper.join()
+    if errors:
+        raise errors[0]
+
+
 @pytest.fixture
 def make_server(tmp_path) -> Iterator[Callable[..., RobotServer]]:
     """Start servers with overridable settings; all are stopped at teardown."""
@@ -123,7 +154,7 @@ def make_server(tmp_path) -> Iterator[Callable[..., RobotServer]]:
 
     yield factory
     for server in reversed(started):
-        server.stop()
+        stop_server(server)
 
 
 @pytest.fixture
@@ -174,3 +205,18 @@ def receivers() -> Iterator[list[Any]]:
     yield made
     for receiver in made:
         receiver.close()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The 55 s long-poll through nginx (tests/proxy.py) starts now, if its test is
+    selected, and waits while the other tests run; the test then reads its answer."""
+    from tests.proxy import start_early_long_poll
+
+    if not session.config.option.collectonly:
+        start_early_long_poll(session.items)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.proxy import stop_early_long_poll
+
+    stop_early_long_poll()

@@ -8,15 +8,19 @@ Placeholders are @NAME@ words, since nginx and Caddy both use `$` and braces.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import wait_until
-from tests.proc import free_port
+from tests.proc import ServerProcess, free_port
 
 # Lines every documented nginx server block shares (indented for a server {} block).
 _NGINX_PROXY_LINES = """\
@@ -281,3 +285,95 @@ def self_signed_certificate(directory: Path) -> tuple[str, str]:
                     "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=30)
     return str(cert), str(key)
+
+
+# -- the 55 s long-poll through nginx, started before the other tests ----------------------
+# The test that reads its answer (tests/test_reverse_proxy.py); tests/conftest.py starts
+# the long-poll when the session's collection is done, if that test is among the selected.
+LONG_POLL_TEST = ("test_reverse_proxy.py",
+                  "test_long_poll_of_60_s_is_answered_inside_nginx_read_timeout")
+_LONG_POLL_CLIENT = """\
+import json, sys, time
+import requests
+started = time.monotonic()
+r = requests.get(sys.argv[1] + "/queue/status", params={"wait": 60}, timeout=90)
+print(json.dumps({"status": r.status_code, "text": r.text,
+                  "elapsed": time.monotonic() - started}))
+"""
+
+
+class LongPollThroughNginx:
+    """GET /queue/status?wait=60 through nginx with the documented site (NGINX_SITE), to
+    a server process with its default clamp (max_wait), from a client process of its
+    own: nothing of it runs in the test process, so its wait can pass while other tests
+    run. `answer()` waits for the reply."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.server = ServerProcess(str(directory / "tasks.db"), "sim", "--sim-speed", "200")
+        self.proxy = Nginx(directory / "nginx", NGINX_SITE, f"127.0.0.1:{self.server.port}")
+        self.client: subprocess.Popen[str] | None = None
+
+    def start(self) -> LongPollThroughNginx:
+        try:
+            self.server.wait_ready()
+            self.proxy.start()
+            self.client = subprocess.Popen(
+                [sys.executable, "-c", _LONG_POLL_CLIENT, self.proxy.url],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def answer(self, timeout: float = 100.0) -> tuple[int, str, float]:
+        """(status, body, seconds the client waited for it)."""
+        assert self.client is not None, "not started"
+        out, err = self.client.communicate(timeout=timeout)
+        assert self.client.returncode == 0, err
+        reply = json.loads(out)
+        return reply["status"], reply["text"], reply["elapsed"]
+
+    def stop(self) -> None:
+        if self.client is not None and self.client.poll() is None:
+            self.client.kill()
+            self.client.communicate()
+        self.proxy.stop()
+        self.server.stop()
+
+
+_early: LongPollThroughNginx | None = None
+_early_dir: str | None = None
+
+
+def start_early_long_poll(items: list[Any]) -> None:
+    """Start the long-poll if its test is selected and nginx is there (a failure here
+    leaves the test to start its own, and to report what went wrong)."""
+    global _early, _early_dir
+    wanted = any(item.name == LONG_POLL_TEST[1] and str(item.path).endswith(LONG_POLL_TEST[0])
+                 for item in items)
+    if not wanted or find_nginx() is None or _early is not None:
+        return
+    _early_dir = tempfile.mkdtemp(prefix="early-long-poll-")
+    try:
+        _early = LongPollThroughNginx(Path(_early_dir)).start()
+    except Exception:
+        stop_early_long_poll()
+
+
+def take_early_long_poll() -> LongPollThroughNginx | None:
+    """The long-poll started before the tests (then the caller stops it), or None."""
+    global _early
+    early, _early = _early, None
+    return early
+
+
+def stop_early_long_poll() -> None:
+    """At the session's end: whatever of it is still running, and its directory."""
+    global _early, _early_dir
+    if _early is not None:
+        _early.stop()
+        _early = None
+    if _early_dir is not None:
+        shutil.rmtree(_early_dir, ignore_errors=True)
+        _early_dir = None

@@ -37,7 +37,8 @@ def test_task_runs_to_completed_with_scan_result(client: Client) -> None:
 
 
 def test_pending_task_has_null_result(make_server) -> None:
-    server = make_server(sim_speed=2.0)  # slow enough to look at it while it runs
+    # Slow enough to look at it while it runs; at teardown the scan is still running.
+    server = make_server(sim_speed=2.0, shutdown_grace=0.2)
     client = Client(server)
     first = client.submit()
     second = client.submit()

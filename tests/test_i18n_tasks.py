@@ -237,7 +237,7 @@ def test_validation_reply_has_the_same_code_in_both_languages(client: Client) ->
 
 
 def test_a_full_queue_and_a_missing_task_have_codes(make_server) -> None:
-    client = Client(make_server(max_queue=1, sim_speed=5.0))
+    client = Client(make_server(max_queue=1, sim_speed=5.0, shutdown_grace=0.2))
     client.submit()
     full = client.post("/", SCAN, headers={"Accept-Language": "zh"})
     assert full.status_code == 503 and full.json()["code"] == "queue_full"

@@ -248,6 +248,10 @@ def test_dashboard_shows_the_store_alert_while_the_disk_is_full(
     server = make_server(db=os.path.join(disk.path, "tasks.db"))
     client = Client(server)
     tab = dashboard(server)
+    # The page's clock is Playwright's (time flows as usual): the test moves it on by the
+    # page's health period instead of waiting that long. Moved on by PAGE_POLL_S and no
+    # more, the page must have asked /health again.
+    tab.page.clock.install()
     page = tab.open()
     alert = page.locator("#store-alert")
     expect(alert).to_be_hidden()
@@ -255,10 +259,9 @@ def test_dashboard_shows_the_store_alert_while_the_disk_is_full(
     disk.fill()
     wait_until(lambda: client.post("/", BIG_SCAN).status_code == 503, 30, 0.01,
                "a submit refused on the full disk")
-    # The page asks /health every 10 s: allow one period and the server's probe.
-    ceiling = (PAGE_POLL_S + PROBE_S + 5) * 1000
     since = time.monotonic()
-    expect(alert).to_be_visible(timeout=ceiling)
+    page.clock.fast_forward(int(PAGE_POLL_S * 1000))
+    expect(alert).to_be_visible(timeout=base.T)
     shown = time.monotonic() - since
     expect(alert).to_contain_text("Task database cannot be written")
     expect(page.locator("#store-reason")).to_contain_text("database or disk is full")
@@ -268,7 +271,12 @@ def test_dashboard_shows_the_store_alert_while_the_disk_is_full(
 
     disk.free()
     freed = time.monotonic()
-    expect(alert).to_be_hidden(timeout=ceiling)
+    # Nothing writes now: the server's probe (at most every PROBE_S, run by a /health
+    # request) finds the disk writable again, then the page's next poll hides the alert.
+    wait_until(lambda: client.get("/health").status_code == 200, PROBE_S + 3, 0.1,
+               "/health 200 after the disk was freed")
+    page.clock.fast_forward(int(PAGE_POLL_S * 1000))
+    expect(alert).to_be_hidden(timeout=base.T)
     print(f"\nstore alert shown {shown:.1f} s after a refused submit, "
           f"hidden {time.monotonic() - freed:.1f} s after the disk was freed")
     task_id = client.submit()

@@ -262,7 +262,7 @@ def test_202_bodies_are_byte_identical_to_the_old_ones(server, client: Client) -
 
 
 def test_202_keys_and_sizes_while_the_queue_runs(make_server) -> None:
-    client = Client(make_server(sim_speed=5.0))
+    client = Client(make_server(sim_speed=5.0, shutdown_grace=0.2))
     for _ in range(3):
         body = client.post("/", SCAN).json()
         assert list(body) == ["success", "code", "message", "task_id", "queue_size", "note",
