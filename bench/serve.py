@@ -11,7 +11,9 @@ With --hops, also the hops of a task's end, from the robot's result line to the
 long-poll's reply (bench/features/completion.py): `sim_write`, `line_read` (the link's
 reader has the line), `routed` (handed to the command in flight), `worker` (the worker
 thread has it), `commit_begin`/`commit_done` (the final state's transaction),
-`waiters_set`, `waiter_woken` (the long-poll's thread runs again), `reply_written`. The
+`waiters_set`, `published` (the event bus has the final event), `worker_back` (the
+worker asks for its next task), `waiter_woken` (the long-poll's thread runs again),
+`reply_written`. The
 hooks wrap methods in this process only: production code carries no timestamps.
 
 Protocol: prints one JSON line {"port", "pid", "start_s"} once serving, then answers
@@ -136,6 +138,20 @@ def install_hop_hooks(server: RobotServer, hops: list[list[Any]],
 
         return wait(task_id, second_get, timeout)
 
+    publish, take = manager.events.publish, manager.take
+
+    def hooked_publish(kind: str, data: dict[str, Any]) -> Any:
+        event = publish(kind, data)
+        if kind == "task" and data.get("status") in ("completed", "failed", "cancelled"):
+            mark("published")
+        return event
+
+    def hooked_take(timeout: float) -> Any:
+        mark("worker_back")  # the worker is back for the next task (then blocks)
+        return take(timeout)
+
+    manager.events.publish = hooked_publish  # type: ignore[method-assign]
+    manager.take = hooked_take  # type: ignore[method-assign]
     waiters.set_final = hooked_set_final  # type: ignore[method-assign]
     waiters.wait = hooked_wait  # type: ignore[method-assign]
     send = server_http.Handler._send

@@ -47,7 +47,7 @@ from common import (  # noqa: E402
 
 SIM_SPEED = 40.0  # MOVE_TO takes 2 s / 40 = 50 ms
 HOPS = ("line_read", "routed", "worker", "commit_begin", "commit_done", "waiters_set",
-        "waiter_woken", "reply_written")
+        "published", "worker_back", "waiter_woken", "reply_written")
 FINAL = ("completed", "failed", "cancelled")
 
 
