@@ -124,6 +124,12 @@ def tune_interpreter() -> None:
     # Shorter GIL hand-offs: the STOP and completion paths cross several threads
     # (pty reader, worker, handlers) while many clients poll.
     sys.setswitchinterval(0.001)
+    # A log record looks up its caller's file and line (a walk up the stack) and the
+    # process's name, none of which our format prints: the worker logs on a task's path.
+    # (The logging HOWTO's "Optimization": _srcfile None skips the caller.)
+    logging._srcfile = None
+    logging.logMultiprocessing = False
+    logging.logProcesses = False
 
 
 def tune_after_start() -> None:
