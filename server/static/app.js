@@ -16,6 +16,7 @@ import { SequenceBuilder } from './seqform.js';
 import { startWebhooks, webhookEvent } from './webhooks.js';
 import { showIdentity } from './identity.js';
 import { QueueOps, queueOrder } from './queueops.js';
+import { mergeProgress, adoptItems, gapFiller } from './progress.js';
 
 const $ = (sel) => document.querySelector(sel);
 const RANK = { pending: 0, running: 1, completed: 2, failed: 2, cancelled: 2 };
@@ -237,49 +238,15 @@ function applyTask(doc) {
   historyChanged();
 }
 
-// A progress event carries only the items new since the previous one (items_from: the
-// index of the first; items_count: how many so far). Items it had no room for, or events
-// missed, leave a gap: GET /task has them all, asked at most every GAP_FETCH_MS while the
-// gap lasts (the task's final event carries them all anyway).
-const GAP_FETCH_MS = 2000;
-const gap = { timer: null, last: 0 };
-
-function mergeItems(known, progress) {
-  const items = progress.items || [];
-  const from = progress.items_from;
-  if (from === undefined) return items; // the whole list (a server without deltas)
-  if (from > known.length) return null; // a gap
-  if (from + items.length > known.length) known.splice(from, known.length - from, ...items);
-  return known; // never shorter: events replayed after a reload are older than it
-}
-
-function fillGap(id) {
-  if (gap.timer) return; // one is due: it reads everything there is by then
-  gap.timer = setTimeout(async () => {
-    gap.last = Date.now();
-    try {
-      const doc = await get(`/task/${encodeURIComponent(id)}`);
-      const run = state.running;
-      if (doc.status !== 'running') applyTask(doc);
-      else if (run && run.task_id === id) {
-        const known = (run.progress && run.progress.items) || [];
-        const items = (doc.progress && doc.progress.items) || [];
-        if (items.length > known.length) {
-          run.progress = { ...run.progress, items };
-          renderRunning($('#running'), run, { onCancel: cancelTask, seqName });
-        }
-      }
-    } catch { /* the next gap asks again */ }
-    gap.timer = null;
-  }, Math.max(0, gap.last + GAP_FETCH_MS - Date.now()));
-}
+// GET /task for the items a progress event left out (server/static/progress.js).
+const fillGap = gapFiller((id) => get(`/task/${encodeURIComponent(id)}`), (id, doc) => {
+  if (doc.status !== 'running') applyTask(doc);
+  else if (adoptItems(state.running, doc)) renderRunning($('#running'), state.running, { onCancel: cancelTask, seqName });
+});
 
 function applyProgress({ task_id: id, progress }) {
   if (state.running && state.running.task_id === id) {
-    const known = (state.running.progress && state.running.progress.items) || [];
-    const items = mergeItems(known, progress);
-    if (items === null) fillGap(id);
-    state.running.progress = { ...progress, items: items || known };
+    if (!mergeProgress(state.running, progress)) fillGap(id);
     renderRunning($('#running'), state.running, { onCancel: cancelTask, seqName });
   } else if ((state.rank.get(id) ?? -1) < 2) {
     // We missed its start: fetch the document rather than guess.
