@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -200,6 +201,44 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+
+class FinalEvents(threading.Thread):
+    """GET /events on a raw socket; stamps (CLOCK_MONOTONIC) the arrival of each task's
+    final event. Reads chunked and close-delimited streams alike: a chunk's size line is
+    a line of its own, which the parser skips."""
+
+    FINAL = ("completed", "failed", "cancelled")
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True, name="sse-client")
+        self.sock = socket.create_connection((HOST, port), timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(f"GET /events HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode())
+        self.final: dict[str, float] = {}
+
+    def run(self) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            now = time.monotonic()
+            buf += chunk
+            while b"\n\n" in buf:
+                block, buf = buf.split(b"\n\n", 1)
+                lines = [x.strip() for x in block.decode("utf-8", "replace").split("\n")]
+                if "event: task" not in lines:
+                    continue
+                data = json.loads(next(x[6:] for x in lines if x.startswith("data: ")))
+                if data.get("status") in self.FINAL:
+                    self.final.setdefault(data["task_id"], now)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 @contextlib.contextmanager

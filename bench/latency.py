@@ -19,10 +19,8 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
@@ -31,6 +29,7 @@ from common import (  # noqa: E402
     BENCH,
     HOST,
     PYTHON,
+    FinalEvents,
     Row,
     ServerProcess,
     finish_loadgen,
@@ -46,48 +45,11 @@ from common import (  # noqa: E402
 )
 
 SIM_SPEED = 40.0  # MOVE_TO takes 2 s / 40 = 50 ms; one bottle of SCAN_QRCODE 0.5 s
-FINAL = ("completed", "failed", "cancelled")
 
 
 def move(i: int, y: int = 0) -> dict[str, Any]:
     """A MOVE_TO whose params identify it on the wire (x in -999..999)."""
     return {"cmd_type": "MOVE_TO", "params": {"x": i % 1999 - 999, "y": y, "z": 0}}
-
-
-class SSEClient(threading.Thread):
-    """Reads GET /events and stamps the arrival of every final task event."""
-
-    def __init__(self, port: int) -> None:
-        super().__init__(daemon=True, name="sse-client")
-        self.sock = socket.create_connection((HOST, port), timeout=30)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.sendall(f"GET /events HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode())
-        self.final: dict[str, float] = {}
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        buf = b""
-        while not self.stop.is_set():
-            try:
-                chunk = self.sock.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            t = time.monotonic()
-            buf += chunk
-            while b"\n\n" in buf:
-                block, buf = buf.split(b"\n\n", 1)
-                lines = block.decode("utf-8", "replace").split("\n")
-                if "event: task" not in lines:
-                    continue
-                data = json.loads(next(x[6:] for x in lines if x.startswith("data: ")))
-                if data.get("status") in FINAL:
-                    self.final.setdefault(data["task_id"], t)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sock.close()
 
 
 def sim_lines(marks: list[list[Any]]) -> list[tuple[float, str, dict[str, Any] | str]]:
@@ -106,7 +68,7 @@ def sim_lines(marks: list[list[Any]]) -> list[tuple[float, str, dict[str, Any] |
 
 def completion(srv: ServerProcess, n: int) -> dict[str, list[float]]:
     """Submit n MOVE_TO one after another; stamp the long-poll and SSE arrivals."""
-    sse = SSEClient(srv.port)
+    sse = FinalEvents(srv.port)
     sse.start()
     conn = http.client.HTTPConnection(HOST, srv.port, timeout=30)
     arrivals: dict[str, tuple[int, float, bool]] = {}

@@ -25,7 +25,6 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
 from typing import Any
 
@@ -34,6 +33,7 @@ sys.path.insert(0, BENCH)
 from audit import environ  # noqa: E402
 from common import (  # noqa: E402
     HOST,
+    FinalEvents,
     Row,
     ServerProcess,
     finish_loadgen,
@@ -48,42 +48,6 @@ from common import (  # noqa: E402
 SIM_SPEED = 40.0  # MOVE_TO takes 2 s / 40 = 50 ms
 HOPS = ("line_read", "routed", "worker", "commit_begin", "commit_done", "waiters_set",
         "published", "worker_back", "waiter_woken", "reply_written")
-FINAL = ("completed", "failed", "cancelled")
-
-
-class EventReader(threading.Thread):
-    """GET /events; stamps the arrival of each task's final event. Reads chunked and
-    close-delimited streams alike: a chunk's size line is a line of its own."""
-
-    def __init__(self, port: int) -> None:
-        super().__init__(daemon=True, name="sse-client")
-        self.sock = socket.create_connection((HOST, port), timeout=60)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.sendall(f"GET /events HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode())
-        self.final: dict[str, float] = {}
-
-    def run(self) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = self.sock.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            now = time.monotonic()
-            buf += chunk
-            while b"\n\n" in buf:
-                block, buf = buf.split(b"\n\n", 1)
-                lines = block.decode("utf-8", "replace").split("\n")
-                if "event: task" not in [x.strip() for x in lines]:
-                    continue
-                data = json.loads(next(x[6:] for x in lines if x.startswith("data: ")))
-                if data.get("status") in FINAL:
-                    self.final.setdefault(data["task_id"], now)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class RawClient:
@@ -121,7 +85,7 @@ class RawClient:
 
 def run_tasks(srv: ServerProcess, n: int) -> list[dict[str, float]]:
     """n tasks one after another; per task, each hop's time after the result line (ms)."""
-    sse = EventReader(srv.port)
+    sse = FinalEvents(srv.port)
     sse.start()
     conn = RawClient(srv.port)
     spans: list[tuple[str, float, float]] = []
