@@ -241,12 +241,14 @@ class RobotServer:
         if self.pruner is not None:
             self.pruner.stop()
             self.pruner = None
-        if self.checkpointer is not None:
-            self.checkpointer.stop()
-            self.checkpointer = None
+        checkpointer, self.checkpointer = self.checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
         if self.store is not None:
             self.store.close()
             self.store = None
+        if checkpointer is not None:
+            checkpointer.release()  # only now: see tasks/store/housekeeping.py WalIndex
         if self.lock is not None:
             self.lock.release()
             self.lock = None

@@ -78,6 +78,7 @@ def test_checkpoints_keep_the_wal_bounded_and_no_commit_copies(store, tmp_path):
         assert max(sizes) <= bound, [s >> 10 for s in sizes]
     finally:
         ck.stop()
+        ck.release()
     assert _writer_autocheckpoint(store) == 1000  # SQLite's own again once it stopped
     # The database file alone (no WAL beside it) holds the rows the checkpoints copied.
     alone = str(tmp_path / "alone.db")
@@ -104,6 +105,7 @@ def test_an_idle_store_starts_its_wal_again(store):
         assert store.wal_bytes() == size
     finally:
         ck.stop()
+        ck.release()
 
 
 def test_a_commit_goes_on_while_a_large_wal_is_checkpointed(store):
@@ -129,6 +131,7 @@ def test_a_commit_goes_on_while_a_large_wal_is_checkpointed(store):
             ended = time.monotonic()
         finally:
             ck.stop()
+            ck.release()
         if committed < ended and ended - began > 0.01:
             break  # else the copy was too quick to compare with: again, on a larger WAL
         store.checkpoints_by(threading.Event())

@@ -49,6 +49,11 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender went away mid-request (a kill -9): nothing was delivered,
+                    # as a real receiver would see it; the sender sends it again.
+                    self.close_connection = True
+                    return
                 item = Received(time.monotonic(), self.path,
                                 {k.lower(): v for k, v in self.headers.items()}, body)
                 with receiver._lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import sqlite3
 import struct
 import threading
@@ -138,19 +139,54 @@ SETTLE_SHARE = 0.25
 _SETTLE_WAIT_S = 0.25
 
 
+def _frames(head: bytes) -> tuple[int, int] | None:
+    if len(head) < 100 or head[:48] != head[48:96] or not head[12]:
+        return None  # not there yet, or caught while it changed
+    version, frames, copied = (struct.unpack_from("=I", head, at)[0] for at in (0, 16, 96))
+    return (frames, copied) if version == _SHM_VERSION else None
+
+
 def wal_frames(path: str) -> tuple[int, int] | None:
     """(frames in the WAL, how many of them are copied into the database) of the database
     at ``path``, read from its WAL-index (no lock, no checkpoint); None when it cannot be
-    read (no -shm file, or a header caught while it changed)."""
+    read. For tests and tools only, never inside a process that has the database open
+    while others may open it too: closing the file drops that process's POSIX locks on
+    it (WalIndex says why that matters)."""
     try:
         with open(path + "-shm", "rb") as f:
-            head = f.read(100)
+            return _frames(f.read(100))
     except OSError:
         return None
-    if len(head) < 100 or head[:48] != head[48:96] or not head[12]:
-        return None
-    version, frames, copied = (struct.unpack_from("=I", head, at)[0] for at in (0, 16, 96))
-    return (frames, copied) if version == _SHM_VERSION else None
+
+
+class WalIndex:
+    """The WAL-index header read through one descriptor kept open until the store's
+    connections are closed (close()). Opening and closing the -shm file for each read
+    would drop every POSIX lock this process holds on it, SQLite's own included: another
+    process opening the database (the users or webhooks CLI, a backup, a test) then
+    finds it unused, truncates it, and this server dies of SIGBUS in its mapping."""
+
+    def __init__(self, path: str) -> None:
+        try:
+            self._fd: int | None = os.open(path + "-shm", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def frames(self) -> tuple[int, int] | None:
+        if self._fd is None:
+            return None
+        try:
+            if hasattr(os, "pread"):
+                return _frames(os.pread(self._fd, 100, 0))
+            os.lseek(self._fd, 0, os.SEEK_SET)  # Windows (no POSIX locks there)
+            return _frames(os.read(self._fd, 100))
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 class Checkpointer:
@@ -198,9 +234,11 @@ class Checkpointer:
         self._page = 4096
         self._thread: threading.Thread | None = None
         self._logged: set[str] = set()
+        self._index: WalIndex | None = None
 
     def start(self) -> None:
         self._conn = connect(self.store.path, self.busy_timeout)
+        self._index = WalIndex(self.store.path)
         self._page = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
         self.store.checkpoints_by(self._wake, self.wal_limit)
         self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
@@ -216,6 +254,15 @@ class Checkpointer:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def release(self) -> None:
+        """Close the WAL-index's descriptor: only once the store is closed (WalIndex)."""
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def _wal(self) -> tuple[int, int] | None:
+        return self._index.frames() if self._index is not None else None
 
     def _run(self) -> None:
         dirty = True  # frames since the last restart (start-up wrote some)
@@ -258,7 +305,7 @@ class Checkpointer:
         return True
 
     def _after_commits(self) -> None:
-        wal = wal_frames(self.store.path)
+        wal = self._wal()
         if wal is None:  # no WAL-index to read: by the WAL file's size
             if self.store.wal_bytes() >= self.pages * self._page:
                 self._checkpoint("PASSIVE", "passive")
@@ -269,7 +316,7 @@ class Checkpointer:
         if not self.settle:
             return
         for _ in range(3):  # what came meanwhile, while too much to copy under the lock
-            wal = wal_frames(self.store.path)
+            wal = self._wal()
             if wal is None or wal[0] - wal[1] <= self.pages // 4:
                 break
             self._checkpoint("PASSIVE", "passive")
@@ -284,7 +331,7 @@ class Checkpointer:
 
     def _when_idle(self) -> bool:
         """Copy what is left and restart the WAL; False once done (True: try again)."""
-        wal = wal_frames(self.store.path)
+        wal = self._wal()
         if wal is not None and wal[0] == 0:
             return False
         if wal is None or wal[1] < wal[0]:
